@@ -1,0 +1,200 @@
+"""Package manifests (`manifest.json`): validation, path safety, building from a directory.
+
+No torch here: manifests are read by commands that never touch tensors.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import re
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from packaging.version import InvalidVersion, Version
+
+from ._version import __version__
+from .errors import InvalidPackageError
+
+MANIFEST_FILE = "manifest.json"
+SCHEMA_VERSION = 1
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024
+_NAME_PART = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62}[A-Za-z0-9])?$")
+_HASH_CHUNK = 1 << 20
+
+
+@lru_cache(maxsize=None)
+def load_schema(name: str) -> dict[str, Any]:
+    text = resources.files("adapterhub_client").joinpath("schemas", f"{name}.schema.json").read_text()
+    return json.loads(text)
+
+
+def validate_schema(data: Any, schema: str, where: str) -> None:
+    """Validate `data` against a bundled JSON Schema; the error names the field and `where`."""
+    import jsonschema  # deferred: ~40 ms, and only needed when validating
+
+    validator_cls = jsonschema.validators.validator_for(load_schema(schema))
+    validator = validator_cls(load_schema(schema))
+    error = jsonschema.exceptions.best_match(validator.iter_errors(data))
+    if error is not None:
+        field = "/".join(str(p) for p in error.absolute_path) or "(top level)"
+        raise InvalidPackageError(f"{where}: field '{field}': {error.message}")
+
+
+def canonical_name(name: str) -> str:
+    """`Org/My_Adapter` -> `org/my-adapter` (PEP 503 style, per part)."""
+    parts = name.split("/")
+    if len(parts) != 2 or not all(_NAME_PART.match(p) for p in parts):
+        raise InvalidPackageError(f"invalid adapter name {name!r}: expected 'org/name'")
+    return "/".join(re.sub(r"[-_.]+", "-", p).lower() for p in parts)
+
+
+def parse_version(text: str, where: str = "version") -> Version:
+    try:
+        version = Version(text)
+    except InvalidVersion:
+        raise InvalidPackageError(f"{where}: {text!r} is not a valid PEP 440 version") from None
+    if version.local is not None:
+        raise InvalidPackageError(f"{where}: local version labels are not allowed ({text!r})")
+    return version
+
+
+def check_relative_path(path: str, where: str) -> PurePosixPath:
+    """A package file path: relative, POSIX, no '..', no drive, no empty parts."""
+    if not path or "\\" in path or "\x00" in path:
+        raise InvalidPackageError(f"{where}: invalid file path {path!r}")
+    pure = PurePosixPath(path)
+    if pure.is_absolute() or re.match(r"^[A-Za-z]:", path):
+        raise InvalidPackageError(f"{where}: absolute file path {path!r} is not allowed")
+    if any(part in ("..", ".", "") for part in path.split("/")):
+        raise InvalidPackageError(f"{where}: file path {path!r} must not contain '..' or '.' parts")
+    if pure.name == MANIFEST_FILE and len(pure.parts) == 1:
+        raise InvalidPackageError(f"{where}: {MANIFEST_FILE} cannot list itself")
+    return pure
+
+
+def validate_manifest(data: Any, where: str = MANIFEST_FILE) -> dict[str, Any]:
+    """Full validation: schema, name, PEP 440 version, safe and unique paths, dependencies."""
+    if not isinstance(data, dict):
+        raise InvalidPackageError(f"{where}: expected a JSON object")
+    validate_schema(data, "manifest", where)
+    canonical_name(data["name"])
+    parse_version(data["version"], f"{where}: field 'version'")
+    seen: set[str] = set()
+    for i, f in enumerate(data["files"]):
+        check_relative_path(f["path"], f"{where}: field 'files/{i}/path'")
+        if f["path"] in seen:
+            raise InvalidPackageError(f"{where}: field 'files/{i}/path': duplicate path {f['path']!r}")
+        seen.add(f["path"])
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+    for i, dep in enumerate(data.get("dependencies", [])):
+        try:
+            SpecifierSet(dep.get("specifier", ""))
+        except InvalidSpecifier:
+            raise InvalidPackageError(
+                f"{where}: field 'dependencies/{i}/specifier': invalid specifier {dep.get('specifier')!r}"
+            ) from None
+    return data
+
+
+def loads_manifest(raw: bytes, where: str = MANIFEST_FILE) -> dict[str, Any]:
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise InvalidPackageError(f"{where}: manifest larger than {MAX_MANIFEST_BYTES} bytes")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidPackageError(f"{where}: not valid JSON ({exc})") from None
+    return validate_manifest(data, where)
+
+
+def read_manifest(package_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    path = Path(package_dir) / MANIFEST_FILE
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise InvalidPackageError(f"{path}: no {MANIFEST_FILE} in the package directory") from None
+    return loads_manifest(raw, str(path))
+
+
+def dumps_manifest(data: dict[str, Any]) -> bytes:
+    """Canonical bytes: sorted keys, compact separators; equal manifests hash equal."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def file_digest(path: str | os.PathLike[str]) -> tuple[str, int]:
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_HASH_CHUNK):
+            h.update(chunk)
+            size += len(chunk)
+    return h.hexdigest(), size
+
+
+def new_manifest(
+    name: str,
+    version: str,
+    adapter_type: str,
+    adapter_config: dict[str, Any],
+    base_model: dict[str, Any],
+    files: list[str] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A manifest skeleton; `files` are paths to be filled in by :func:`complete_package`."""
+    data: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "name": name,
+        "version": version,
+        "description": "",
+        "license": None,
+        "authors": [],
+        "tags": [],
+        "adapter": {"type": adapter_type, "config": adapter_config},
+        "base_model": {"name": None, "revision": None, "fingerprint": None, "architecture": None,
+                       "quantization": None, **base_model},
+        "files": [{"path": p} for p in (files or [])],
+        "dependencies": [],
+        "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+        "tool": {"name": "adapterhub-client", "version": __version__},
+    }
+    data.update(extra)
+    return data
+
+
+def complete_package(package_dir: str | os.PathLike[str], data: dict[str, Any]) -> dict[str, Any]:
+    """Fill in sha256 and size of every listed file (checking paths first), validate, return."""
+    root = Path(package_dir)
+    where = str(root / MANIFEST_FILE)
+    files = data.get("files")
+    if not isinstance(files, list) or not files:
+        raise InvalidPackageError(f"{where}: field 'files': at least one file must be listed")
+    for i, entry in enumerate(files):
+        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+            raise InvalidPackageError(f"{where}: field 'files/{i}': expected an object with a 'path'")
+        check_relative_path(entry["path"], f"{where}: field 'files/{i}/path'")
+        target = root / entry["path"]
+        if target.is_symlink() or not target.is_file():
+            raise InvalidPackageError(f"{where}: field 'files/{i}/path': {entry['path']!r} is not a regular file")
+        if entry["path"].endswith((".bin", ".pt", ".pth", ".pkl", ".ckpt")):
+            raise InvalidPackageError(
+                f"{where}: field 'files/{i}/path': pickle weights ({entry['path']}) are not published; "
+                "convert them to safetensors"
+            )
+        sha, size = file_digest(target)
+        if "sha256" in entry and entry["sha256"] != sha:
+            raise InvalidPackageError(f"{where}: field 'files/{i}/sha256': does not match {entry['path']}")
+        entry["sha256"], entry["size"] = sha, size
+    return validate_manifest(data, where)
+
+
+def write_manifest(package_dir: str | os.PathLike[str], data: dict[str, Any]) -> Path:
+    path = Path(package_dir) / MANIFEST_FILE
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,113 @@
+"""The contract every adapter kind implements; `nn/model.py` builds the public API on it.
+
+An adapter kind (LoRA, bottleneck, ...) provides:
+
+* a config dataclass subclassing :class:`AdapterConfig` (``kind``, ``to_dict``/``from_dict``,
+  and ``inject(model, name)`` which wraps or hooks the modules it targets and returns their paths);
+* layer modules subclassing :class:`AdapterLayer`, placed in the model by ``inject``.
+
+The model stays a plain ``nn.Module``: per-model bookkeeping lives in ``model._ah_state``
+(an :class:`AdapterState`), never in a wrapper class.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar, Iterator
+
+import torch
+from torch import nn
+
+
+class AdapterConfig:
+    """Base of every adapter config. Subclasses are dataclasses."""
+
+    kind: ClassVar[str] = ""
+    registry: ClassVar[dict[str, type["AdapterConfig"]]] = {}
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        if cls.kind:
+            AdapterConfig.registry[cls.kind] = cls
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "AdapterConfig":
+        if cls is AdapterConfig:
+            kind = data.get("type") or data.get("kind")
+            if kind not in AdapterConfig.registry:
+                raise ValueError(f"unknown adapter type {kind!r}")
+            return AdapterConfig.registry[kind].from_dict(data)
+        fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        return cls(**{k: v for k, v in data.items() if k in fields})
+
+    def inject(self, model: nn.Module, name: str) -> list[str]:
+        """Attach a new adapter `name` to `model`; return the module paths touched."""
+        raise NotImplementedError
+
+
+class AdapterLayer(nn.Module):
+    """A module carrying one or more named adapters of a single kind.
+
+    Subclasses keep per-adapter parameters in ``nn.ModuleDict``/``nn.ParameterDict`` keyed by
+    adapter name, so ``state_dict`` keys contain the name and the model's own keys move under
+    ``base_layer.`` only where a layer wraps a base module.
+    """
+
+    kind: ClassVar[str] = ""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.active_adapters: list[str] = []
+        self.merged_adapters: list[str] = []
+
+    # --- to implement -------------------------------------------------------------
+    @property
+    def adapter_names(self) -> list[str]:
+        raise NotImplementedError
+
+    def delete_adapter(self, name: str) -> None:
+        raise NotImplementedError
+
+    def adapter_state_dict(self, name: str) -> dict[str, torch.Tensor]:
+        """Tensors of adapter `name`, keyed relative to this layer, without the adapter name."""
+        raise NotImplementedError
+
+    def load_adapter_state_dict(self, name: str, tensors: dict[str, torch.Tensor]) -> None:
+        """Inverse of :meth:`adapter_state_dict`; raises KeyError naming missing/unexpected keys."""
+        raise NotImplementedError
+
+    def merge(self, names: list[str]) -> None:
+        raise NotImplementedError(f"{self.kind} adapters cannot be merged into the base weights")
+
+    def unmerge(self) -> None:
+        raise NotImplementedError(f"{self.kind} adapters cannot be merged into the base weights")
+
+    # --- shared -------------------------------------------------------------------
+    def set_active(self, names: list[str]) -> None:
+        self.active_adapters = [n for n in names if n in self.adapter_names]
+
+
+@dataclasses.dataclass
+class AdapterState:
+    """Per-model bookkeeping, stored as ``model._ah_state``."""
+
+    configs: dict[str, AdapterConfig] = dataclasses.field(default_factory=dict)
+    modules: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # name -> paths
+    active: list[str] = dataclasses.field(default_factory=list)
+
+
+def adapter_state(model: nn.Module) -> AdapterState:
+    state = getattr(model, "_ah_state", None)
+    if state is None:
+        state = AdapterState()
+        object.__setattr__(model, "_ah_state", state)  # a plain attribute, not a submodule
+    return state
+
+
+def iter_adapter_layers(model: nn.Module) -> Iterator[tuple[str, AdapterLayer]]:
+    for path, module in model.named_modules():
+        if isinstance(module, AdapterLayer):
+            yield path, module
