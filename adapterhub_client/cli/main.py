@@ -1,12 +1,104 @@
+"""The `adapters` command group and its error handling (one line, a documented exit code)."""
+
 from __future__ import annotations
+
+import json
+import os
+import sys
 
 import click
 
+from .._version import __version__
+from ..errors import EXIT_ERROR, EXIT_USAGE, AdapterError
 
-@click.group()
+# Subcommands, loaded on first use so `adapters --help` imports nothing heavy.
+_COMMANDS = {
+    "install": ("commands", "install"),
+    "uninstall": ("commands", "uninstall"),
+    "list": ("commands", "list_"),
+    "info": ("commands", "info"),
+    "search": ("commands", "search"),
+    "publish": ("commands", "publish"),
+    "yank": ("commands", "yank"),
+    "verify": ("commands", "verify"),
+    "lock": ("commands", "lock"),
+    "registry": ("commands", "registry"),
+    "cache": ("commands", "cache"),
+    "fingerprint": ("cmd_fingerprint", "fingerprint"),
+}
+_HELP = {
+    "install": "Install adapters (and their dependencies) into the cache.",
+    "uninstall": "Remove installed adapters.",
+    "list": "List installed adapters.",
+    "info": "Show the resolved manifest of an adapter.",
+    "search": "Search the configured registries.",
+    "publish": "Publish a package directory (or a PEFT adapter) to a registry.",
+    "yank": "Mark a published version as yanked (or --undo).",
+    "verify": "Re-hash every installed file.",
+    "lock": "Resolve references and write adapters.lock.",
+    "registry": "Add, list or remove registries.",
+    "cache": "Inspect, prune or clean the cache.",
+    "fingerprint": "Fingerprint a local base model directory.",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in _COMMANDS:
+            return None
+        module, attr = _COMMANDS[name]
+        from importlib import import_module
+
+        return getattr(import_module(f"{__package__}.{module}"), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Short help from a table, so that --help does not import every command module.
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, _HELP[name]) for name in sorted(_COMMANDS)])
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="adapters")
 def cli() -> None:
-    """adapters: pip for model adapters."""
+    """adapters: pip for model adapters (LoRA, bottleneck, ...).
+
+    \b
+    Exit codes: 0 ok, 1 other error, 2 usage, 3 not found, 4 integrity failure,
+    5 incompatible with the model, 6 registry unreachable or refused, 7 invalid package.
+    """
 
 
-def main() -> None:
-    cli()
+def _fail(message: str, code: int, as_json: bool) -> None:
+    click.echo(f"error: {message}", err=True)
+    if as_json:
+        click.echo(json.dumps({"error": message, "exit_code": code}))
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    as_json = "--json" in args
+    try:
+        cli.main(args=args, prog_name="adapters", standalone_mode=False)
+    except click.exceptions.Abort:
+        _fail("aborted", 130, as_json)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        if isinstance(exc, click.UsageError) and exc.ctx is not None:
+            click.echo(exc.ctx.get_usage(), err=True)
+        _fail(exc.format_message(), EXIT_USAGE if isinstance(exc, click.UsageError) else exc.exit_code, as_json)
+    except AdapterError as exc:
+        _fail(str(exc), exc.exit_code, as_json)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130, as_json)
+    except BrokenPipeError:
+        sys.exit(EXIT_ERROR)
+    except Exception as exc:  # a bug, not a user error: still one line unless debugging
+        if os.environ.get("ADAPTERS_DEBUG"):
+            raise
+        _fail(f"internal error: {type(exc).__name__}: {exc} (set ADAPTERS_DEBUG=1 for a traceback)", EXIT_ERROR, as_json)
+    sys.exit(0)

@@ -1,0 +1,356 @@
+"""Package-manager commands. None of them imports torch."""
+
+from __future__ import annotations
+
+import functools
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from ..errors import EXIT_INTEGRITY
+from .output import emit_json, human_size, table, warn
+
+
+def common(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Options every command takes: --json and the configuration overrides."""
+
+    @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
+    @click.option("--registry", "registry", metavar="NAME|URL", help="Use only this registry.")
+    @click.option("--cache-dir", type=click.Path(file_okay=False), help="Cache directory.")
+    @click.option("--offline", is_flag=True, default=None, help="Use only the cache; no network.")
+    @functools.wraps(func)
+    def wrapper(*args: Any, registry: str | None, cache_dir: str | None, offline: bool | None, **kw: Any) -> Any:
+        from ..hub import Hub
+
+        with Hub(registry=registry, cache_dir=cache_dir, offline=offline or None) as hub:
+            return func(hub, *args, **kw)
+
+    return wrapper
+
+
+@click.command()
+@click.argument("refs", nargs=-1)
+@click.option("--pre", is_flag=True, help="Allow pre-release versions.")
+@click.option("--locked", is_flag=True, help="Refuse if resolution would change adapters.lock.")
+@click.option("--frozen", is_flag=True, help="Install exactly adapters.lock, without resolving.")
+@click.option("--lockfile", type=click.Path(dir_okay=False), default=None, help="Lockfile path (default ./adapters.lock).")
+@common
+def install(hub: Any, refs: tuple[str, ...], pre: bool, locked: bool, frozen: bool, lockfile: str | None,
+            as_json: bool) -> None:
+    """Install REFS: org/name[@spec], a package directory, or REGISTRY_URL/org/name."""
+    start = time.perf_counter()
+    if frozen:
+        if refs:
+            raise click.UsageError("--frozen installs the lockfile only; give no references")
+        results = hub.install_frozen(lockfile)
+    elif locked:
+        results = hub.install_locked(lockfile, refs)
+    else:
+        if not refs:
+            raise click.UsageError("give at least one adapter reference (or --frozen / --locked)")
+        results = hub.install(refs, pre=pre)
+    if as_json:
+        emit_json({"installed": [r.to_json() for r in results], "downloads": hub.downloader.downloads})
+        return
+    for r in results:
+        state = "already installed" if r.already else "installed"
+        click.echo(f"{state} {r.name} {r.version} -> {r.path}")
+    click.echo(f"done in {time.perf_counter() - start:.2f}s ({hub.downloader.downloads} downloads)", err=True)
+
+
+@click.command()
+@click.argument("refs", nargs=-1, required=True)
+@common
+def uninstall(hub: Any, refs: tuple[str, ...], as_json: bool) -> None:
+    """Remove installed adapters (all matching versions)."""
+    removed = hub.uninstall(refs)
+    if as_json:
+        emit_json({"removed": removed})
+        return
+    for r in removed:
+        click.echo(f"removed {r['name']} {r['version']}")
+
+
+@click.command(name="list")
+@common
+def list_(hub: Any, as_json: bool) -> None:
+    """List installed adapters."""
+    items = hub.installed()
+    if as_json:
+        emit_json({"installed": items})
+        return
+    if not items:
+        click.echo("no adapters installed", err=True)
+        return
+    table([[i["name"], i["version"], i["source"]] for i in items], ["NAME", "VERSION", "SOURCE"])
+
+
+@click.command()
+@click.argument("ref")
+@click.option("--pre", is_flag=True, help="Allow pre-release versions.")
+@common
+def info(hub: Any, ref: str, pre: bool, as_json: bool) -> None:
+    """Show the manifest that REF resolves to."""
+    data = hub.info(ref, pre=pre)
+    if as_json:
+        emit_json(data)
+        return
+    m = data["manifest"]
+    base = m["base_model"]
+    fp = (base.get("fingerprint") or {}).get("content")
+    click.echo(f"{m['name']} {m['version']}  ({m['adapter']['type']})")
+    if m.get("description"):
+        click.echo(f"  {m['description']}")
+    click.echo(f"  source:     {data['source']}")
+    click.echo(f"  base model: {base.get('name') or '?'}" + (f"  [{fp}]" if fp else ""))
+    modules = ((base.get("architecture") or {}).get("modules") or {})
+    if modules:
+        click.echo(f"  touches:    {len(modules)} modules")
+    click.echo(f"  files:      " + ", ".join(f"{f['path']} ({human_size(f['size'])})" for f in m["files"]))
+    if m.get("dependencies"):
+        click.echo("  depends on: " + ", ".join(f"{d['name']}{d.get('specifier', '')}" for d in m["dependencies"]))
+    click.echo(f"  versions:   {', '.join(data['versions'])}")
+
+
+@click.command()
+@click.argument("query", required=False)
+@common
+def search(hub: Any, query: str | None, as_json: bool) -> None:
+    """Search adapter names, descriptions and tags in every configured registry."""
+    hits = hub.search(query)
+    if as_json:
+        emit_json({"results": hits})
+        return
+    if not hits:
+        click.echo("no matches", err=True)
+        return
+    table([[h["name"], h["version"], h.get("type", ""), h.get("base") or "", h.get("description", "")[:50]]
+           for h in hits], ["NAME", "VERSION", "TYPE", "BASE", "DESCRIPTION"])
+
+
+@click.command()
+@click.argument("path", type=click.Path(file_okay=False))
+@click.option("--name", help="org/name (required for a PEFT directory).")
+@click.option("--version", "version_", metavar="VERSION", help="Version (required for a PEFT directory).")
+@click.option("--base", type=click.Path(file_okay=False), help="Base model directory: records its fingerprint.")
+@common
+def publish(hub: Any, path: str, name: str | None, version_: str | None, base: str | None, as_json: bool) -> None:
+    """Publish PATH (a package directory or a PEFT LoRA directory)."""
+    result = hub.publish(path, name=name, version=version_, base=base)
+    if as_json:
+        emit_json(result)
+        return
+    verb = "published" if result["created"] else "already published (identical content)"
+    click.echo(f"{verb} {result['name']} {result['version']} to {result['registry']} ({result['url']})")
+
+
+@click.command()
+@click.argument("ref")
+@click.option("--undo", is_flag=True, help="Un-yank.")
+@common
+def yank(hub: Any, ref: str, undo: bool, as_json: bool) -> None:
+    """Yank ORG/NAME@VERSION in a local or file:// registry."""
+    result = hub.yank(ref, undo=undo)
+    if as_json:
+        emit_json(result)
+        return
+    click.echo(f"{'yanked' if result['yanked'] else 'un-yanked'} {result['name']} {result['version']}")
+
+
+@click.command()
+@common
+def verify(hub: Any, as_json: bool) -> None:
+    """Re-hash every installed file against its manifest (exit 4 on any mismatch)."""
+    report = hub.verify()
+    if as_json:
+        emit_json(report)
+    else:
+        for problem in report["problems"]:
+            click.echo(problem)
+        click.echo(f"checked {report['checked']} installed adapters: "
+                   f"{len(report['problems'])} problems", err=True)
+    if report["problems"]:
+        raise SystemExit(EXIT_INTEGRITY)
+
+
+@click.command()
+@click.argument("refs", nargs=-1, required=True)
+@click.option("--pre", is_flag=True, help="Allow pre-release versions.")
+@click.option("--lockfile", type=click.Path(dir_okay=False), default=None, help="Where to write (default ./adapters.lock).")
+@common
+def lock(hub: Any, refs: tuple[str, ...], pre: bool, lockfile: str | None, as_json: bool) -> None:
+    """Resolve REFS and record exact versions, sources and hashes in adapters.lock."""
+    data = hub.lock(refs, lockfile, pre=pre)
+    if as_json:
+        emit_json(data)
+        return
+    for a in data["adapters"]:
+        click.echo(f"locked {a['name']} {a['version']} from {a['source']}")
+
+
+# --- registry ------------------------------------------------------------------------------
+@click.group()
+def registry() -> None:
+    """Manage the registries searched by install and search (in order)."""
+
+
+def _settings_file() -> tuple[Path, dict[str, Any]]:
+    from ..config import config_path, read_config_file
+
+    path = config_path()
+    return path, read_config_file(path)
+
+
+@registry.command(name="add")
+@click.argument("name")
+@click.argument("url")
+@click.option("--token", help="Token sent (only) to this registry's host.")
+@click.option("--json", "as_json", is_flag=True)
+def registry_add(name: str, url: str, token: str | None, as_json: bool) -> None:
+    """Add registry NAME at URL (file://, https://, or http:// on loopback)."""
+    from ..config import LOCAL_REGISTRY, write_config_file
+    from ..errors import UsageError
+
+    if name == LOCAL_REGISTRY:
+        raise UsageError(f"{LOCAL_REGISTRY!r} is the built-in registry")
+    if "://" not in url and Path(url).is_dir():
+        url = Path(url).resolve().as_uri()
+    if url.startswith("http"):
+        from ..net import check_url
+
+        check_url(url)
+    elif not url.startswith("file:"):
+        raise UsageError(f"unsupported registry URL {url!r}")
+    path, cfg = _settings_file()
+    regs = [r for r in cfg.get("registry", []) if r.get("name") != name]
+    entry = {"name": name, "url": url if url.endswith("/") else url + "/"}
+    if token:
+        entry["token"] = token
+    cfg["registry"] = [*regs, entry]
+    write_config_file(path, cfg)
+    if as_json:
+        emit_json({k: v for k, v in entry.items() if k != "token"})
+    else:
+        click.echo(f"added registry {name} ({entry['url']})")
+
+
+@registry.command(name="list")
+@click.option("--json", "as_json", is_flag=True)
+def registry_list(as_json: bool) -> None:
+    """List registries in search order."""
+    from ..config import load_settings
+
+    settings = load_settings()
+    rows = [{"name": r.name, "url": r.url, "token": bool(r.token)} for r in settings.registries]
+    if as_json:
+        emit_json({"registries": rows})
+        return
+    table([[r["name"], r["url"], "yes" if r["token"] else ""] for r in rows], ["NAME", "URL", "TOKEN"])
+
+
+@registry.command(name="remove")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+def registry_remove(name: str, as_json: bool) -> None:
+    """Remove registry NAME."""
+    from ..config import write_config_file
+    from ..errors import NotFoundError
+
+    path, cfg = _settings_file()
+    regs = cfg.get("registry", [])
+    kept = [r for r in regs if r.get("name") != name]
+    if len(kept) == len(regs):
+        raise NotFoundError(f"no registry named {name!r}")
+    cfg["registry"] = kept
+    write_config_file(path, cfg)
+    if as_json:
+        emit_json({"removed": name})
+    else:
+        click.echo(f"removed registry {name}")
+
+
+# --- cache ---------------------------------------------------------------------------------
+@click.group()
+def cache() -> None:
+    """Inspect and tidy the cache."""
+
+
+def _dir_size(path: Path) -> tuple[int, int]:
+    count = total = 0
+    if path.exists():
+        for p in path.rglob("*"):
+            if p.is_file():
+                count += 1
+                total += p.stat().st_size
+    return count, total
+
+
+@cache.command(name="info")
+@common
+def cache_info(hub: Any, as_json: bool) -> None:
+    """Where the cache is and what it holds."""
+    root = hub.cache.root
+    blobs, blob_bytes = _dir_size(root / "blobs")
+    partial, partial_bytes = _dir_size(root / "partial")
+    data = {"path": str(root), "blobs": blobs, "blob_bytes": blob_bytes, "partial": partial,
+            "partial_bytes": partial_bytes, "installed": len(hub.installed())}
+    if as_json:
+        emit_json(data)
+        return
+    click.echo(f"cache:     {root}")
+    click.echo(f"blobs:     {blobs} ({human_size(blob_bytes)})")
+    click.echo(f"partial:   {partial} ({human_size(partial_bytes)})")
+    click.echo(f"installed: {data['installed']} adapter versions")
+
+
+@cache.command(name="prune")
+@common
+def cache_prune(hub: Any, as_json: bool) -> None:
+    """Remove blobs no installed adapter uses, partial downloads and leftovers."""
+    from ..store.install import iter_installed, read_view_manifest, remove_tree
+
+    keep: set[str] = set()
+    for record, path in iter_installed(hub.cache):
+        keep.add(record.get("manifest_sha256", ""))
+        keep.update(f["sha256"] for f in read_view_manifest(path).get("files", []))
+    removed = freed = 0
+    for sha, blob in list(hub.cache.iter_blobs()):
+        if sha not in keep:
+            freed += blob.stat().st_size
+            hub.cache.remove_blob(sha)
+            removed += 1
+    for sub in ("partial", "tmp"):
+        for leftover in (hub.cache.root / sub).glob("*") if (hub.cache.root / sub).exists() else []:
+            with hub.cache.lock(leftover.name.split(".")[0]) if sub == "partial" else _null():
+                freed += leftover.stat().st_size if leftover.is_file() else 0
+                remove_tree(leftover) if leftover.is_dir() else leftover.unlink(missing_ok=True)
+                removed += 1
+    if as_json:
+        emit_json({"removed": removed, "freed_bytes": freed})
+    else:
+        click.echo(f"removed {removed} entries, freed {human_size(freed)}")
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+@cache.command(name="clean")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@common
+def cache_clean(hub: Any, yes: bool, as_json: bool) -> None:
+    """Remove everything from the cache (installed adapters included)."""
+    if not yes and not as_json:
+        click.confirm(f"remove everything under {hub.cache.root}?", abort=True)
+    if hub.cache.root.exists():
+        hub.cache.clean()
+    if as_json:
+        emit_json({"cleaned": str(hub.cache.root)})
+    else:
+        click.echo(f"cleaned {hub.cache.root}")

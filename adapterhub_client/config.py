@@ -1,0 +1,146 @@
+"""Settings, with one precedence everywhere: flag > environment > config file > defaults.
+
+Environment: ADAPTERS_HOME, ADAPTERS_CACHE_DIR, ADAPTERS_REGISTRY, ADAPTERS_OFFLINE, ADAPTERS_TOKEN.
+Config file: `config.toml` under ADAPTERS_HOME when set, else in the platformdirs config dir.
+
+```toml
+cache_dir = "/big/disk/adapters-cache"   # optional
+offline = false
+[[registry]]
+name = "team"
+url = "https://adapters.example.com/registry/"
+token = "..."                            # optional; sent only to that registry's host
+```
+The embedded **local** registry (`<home>/registry`) is always first, so a fresh machine can
+publish and install with no server.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from .errors import UsageError
+
+APP = "adapterhub"
+LOCAL_REGISTRY = "local"
+_TRUE = {"1", "true", "yes", "on"}
+
+
+@dataclasses.dataclass(frozen=True)
+class RegistrySpec:
+    name: str
+    url: str
+    token: str | None = None
+
+
+@dataclasses.dataclass
+class Settings:
+    home: Path
+    config_file: Path
+    cache_dir: Path
+    offline: bool
+    registries: list[RegistrySpec]  # searched in order; the first is the default publish target
+
+    @property
+    def local_registry(self) -> RegistrySpec:
+        return RegistrySpec(LOCAL_REGISTRY, (self.home / "registry").resolve().as_uri())
+
+    def registry(self, name_or_url: str) -> RegistrySpec:
+        for spec in self.registries:
+            if spec.name == name_or_url:
+                return spec
+        if "://" in name_or_url:
+            return RegistrySpec(name_or_url, name_or_url)
+        if os.path.isdir(name_or_url):
+            return RegistrySpec(name_or_url, Path(name_or_url).resolve().as_uri())
+        raise UsageError(f"unknown registry {name_or_url!r} (see `adapters registry list`)")
+
+
+def _platformdirs() -> Any:
+    import platformdirs
+
+    return platformdirs
+
+
+def _home() -> Path:
+    env = os.environ.get("ADAPTERS_HOME")
+    if env:
+        return Path(env).expanduser()
+    return Path(_platformdirs().user_data_dir(APP, appauthor=False))
+
+
+def config_path() -> Path:
+    if os.environ.get("ADAPTERS_HOME"):
+        return _home() / "config.toml"
+    return Path(_platformdirs().user_config_dir(APP, appauthor=False)) / "config.toml"
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    try:
+        data = tomllib.loads(raw.decode())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: invalid TOML ({exc})") from None
+    return data
+
+
+def write_config_file(path: Path, data: dict[str, Any]) -> None:
+    import tomli_w
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".toml.tmp")
+    tmp.write_text(tomli_w.dumps(data))
+    os.replace(tmp, path)
+
+
+def load_settings(
+    *,
+    registry: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    offline: bool | None = None,
+    token: str | None = None,
+) -> Settings:
+    """Arguments are the flags; None means "not given on the command line"."""
+    home = _home()
+    cfg_path = config_path()
+    cfg = read_config_file(cfg_path)
+
+    if cache_dir is None:
+        cache_dir = os.environ.get("ADAPTERS_CACHE_DIR") or cfg.get("cache_dir")
+    if cache_dir is None:
+        cache_dir = home / "cache" if os.environ.get("ADAPTERS_HOME") else _platformdirs().user_cache_dir(APP, appauthor=False)
+
+    if offline is None:
+        env = os.environ.get("ADAPTERS_OFFLINE")
+        offline = env.strip().lower() in _TRUE if env is not None else bool(cfg.get("offline", False))
+
+    configured = [
+        RegistrySpec(str(r["name"]), str(r["url"]), r.get("token"))
+        for r in cfg.get("registry", [])
+        if isinstance(r, dict) and "name" in r and "url" in r
+    ]
+    settings = Settings(Path(home), cfg_path, Path(cache_dir).expanduser(), offline, [])
+    settings.registries = [settings.local_registry, *configured]
+
+    # A registry chosen by flag or environment replaces the search list; the token (flag or
+    # ADAPTERS_TOKEN) binds to that registry, else to the first configured remote one.
+    chosen = registry or os.environ.get("ADAPTERS_REGISTRY")
+    token = token or os.environ.get("ADAPTERS_TOKEN")
+    if chosen:
+        spec = settings.registry(chosen)
+        settings.registries = [dataclasses.replace(spec, token=token or spec.token)]
+    elif token and configured:
+        first = settings.registries[1]
+        settings.registries[1] = dataclasses.replace(first, token=token)
+    return settings

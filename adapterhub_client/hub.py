@@ -1,0 +1,416 @@
+"""The facade over every layer: resolve -> fetch -> check -> install / publish.
+
+`Hub` is what the CLI and Python users call. It imports no torch at module level; the
+tensor-touching parts (attach) import `nn` lazily.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from .config import RegistrySpec, Settings, load_settings
+from .errors import (
+    InvalidPackageError,
+    LockMismatchError,
+    NotFoundError,
+    RegistryError,
+    UsageError,
+)
+from .manifest import MANIFEST_FILE, canonical_name, dumps_manifest, loads_manifest, parse_version
+from .refs import HubRef, LocalRef, Requirement, parse_ref
+from .registry.client import IndexEntry, RegistryClient
+from .registry.transport import FileTransport, HttpTransport
+from .resolve import Resolver
+from .store.cache import Cache
+from .store.download import Downloader
+from .store import install as views
+
+PARALLEL_DOWNLOADS = 4
+ManifestCheck = Callable[[dict[str, Any]], None]
+
+
+@dataclasses.dataclass
+class Installed:
+    name: str
+    version: str
+    path: Path
+    source: str
+    manifest_sha256: str
+    already: bool  # was installed before this call
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "path": str(self.path), "source": self.source,
+                "manifest_sha256": self.manifest_sha256, "already_installed": self.already}
+
+
+@dataclasses.dataclass
+class Resolved:
+    """One pinned version: where it comes from and its (verified) manifest."""
+
+    name: str
+    version: str
+    source: str
+    manifest: dict[str, Any]
+    manifest_bytes: bytes
+    manifest_sha256: str
+    entry: IndexEntry | None = None
+    local_dir: Path | None = None
+
+
+class Hub:
+    def __init__(self, registry: str | None = None, cache_dir: str | os.PathLike[str] | None = None,
+                 offline: bool | None = None, token: str | None = None, settings: Settings | None = None,
+                 progress: bool | None = None) -> None:
+        self.settings = settings or load_settings(registry=registry, cache_dir=cache_dir, offline=offline, token=token)
+        self.cache = Cache(self.settings.cache_dir)
+        self._clients: dict[str, RegistryClient] = {}
+        self._http: dict[str | None, Any] = {}
+        self.progress = sys.stderr.isatty() if progress is None else progress
+        self.downloader = Downloader(self.cache, self._default_http, self.offline)
+
+    @property
+    def offline(self) -> bool:
+        return self.settings.offline
+
+    # --- registries -------------------------------------------------------------------
+    def _http_client(self, spec: RegistrySpec | None) -> Any:
+        key = spec.url if spec and spec.token else None
+        if key not in self._http:
+            from .net import make_client
+
+            self._http[key] = make_client(spec.token, spec.url) if key else make_client()
+        return self._http[key]
+
+    def _default_http(self) -> Any:
+        return self._http_client(None)
+
+    def client(self, spec: RegistrySpec) -> RegistryClient:
+        if spec.url not in self._clients:
+            if spec.url.startswith("file:"):
+                transport = FileTransport(spec.url)
+            elif spec.url.startswith(("http://", "https://")):
+                self.cache.ensure()
+                transport = HttpTransport(spec.url, self._http_client(spec), self.cache.root, self.offline)
+            else:
+                raise UsageError(f"unsupported registry URL {spec.url!r} (file://, http:// on loopback, https://)")
+            self._clients[spec.url] = RegistryClient(spec, transport)
+        return self._clients[spec.url]
+
+    def registries(self) -> list[RegistryClient]:
+        return [self.client(spec) for spec in self.settings.registries]
+
+    def close(self) -> None:
+        for client in self._http.values():
+            client.close()
+        self._http.clear()
+
+    def __enter__(self) -> "Hub":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- resolution ---------------------------------------------------------------------
+    def candidates(self, name: str, registry_url: str | None = None) -> list[IndexEntry]:
+        """All versions of `name` from the first registry that lists it."""
+        clients = [self.client(RegistrySpec(registry_url, registry_url))] if registry_url else self.registries()
+        unreachable: list[str] = []
+        for client in clients:
+            try:
+                return client.entries(name)
+            except NotFoundError:
+                continue
+            except RegistryError as exc:
+                unreachable.append(str(exc))
+        if unreachable:
+            raise RegistryError(f"{name}: not found in the reachable registries; {unreachable[0]}")
+        where = ", ".join(c.name for c in clients)
+        raise NotFoundError(f"{name}: no such adapter in {where}")
+
+    def _provider(self, bound: dict[str, str]) -> Any:
+        hub = self
+
+        class _Provider:
+            def candidates(self, name: str) -> list[IndexEntry]:
+                return hub.candidates(name, bound.get(name))
+
+        return _Provider()
+
+    def resolve(self, refs: Sequence[str | Requirement | LocalRef], pre: bool = False,
+                check: ManifestCheck | None = None) -> list[Resolved]:
+        """Pin every reference and its dependencies; fetch and verify their manifests.
+
+        `check` runs on each manifest right after it is fetched, before any other file.
+        """
+        requirements: list[Requirement] = []
+        resolved: list[Resolved] = []
+        for ref in refs:
+            parsed = parse_ref(ref) if isinstance(ref, str) else ref
+            if isinstance(parsed, LocalRef):
+                resolved.append(self._resolve_local(parsed.path))
+            elif isinstance(parsed, HubRef):
+                raise UsageError(f"hf://{parsed.repo}: Hugging Face Hub sources are not supported yet")
+            else:
+                requirements.append(parsed)
+        for item in resolved:
+            for dep in item.manifest.get("dependencies", []):
+                spec = dep.get("specifier", "")
+                requirements.append(parse_ref(f"{dep['name']}@{spec}" if spec else dep["name"]))  # type: ignore[arg-type]
+        if requirements:
+            bound = {r.name: r.registry_url for r in requirements if r.registry_url}
+            picked = Resolver(self._provider(bound), pre=pre).resolve(requirements)
+            for entry in picked.values():
+                resolved.append(self._resolved_entry(entry))
+        if check:
+            for item in resolved:
+                check(item.manifest)
+        return resolved
+
+    def _resolved_entry(self, entry: IndexEntry) -> Resolved:
+        raw = self._manifest_bytes(entry)
+        manifest = entry.registry.manifest_from_bytes(entry, raw)
+        return Resolved(entry.name, manifest["version"], entry.registry.url, manifest, raw,
+                        entry.manifest_sha256, entry=entry)
+
+    def _manifest_bytes(self, entry: IndexEntry) -> bytes:
+        sha = entry.manifest_sha256
+        blob = self.cache.blob_path(sha)
+        if blob.is_file():
+            return blob.read_bytes()
+        if self.offline and not isinstance(entry.registry.transport, FileTransport):
+            raise NotFoundError(f"offline: the manifest of {entry.name} {entry.version} is not in the cache")
+        raw = entry.registry.read_blob(sha)
+        self.cache.ensure().put_bytes(raw, sha)
+        return raw
+
+    def _resolve_local(self, path: Path) -> Resolved:
+        raw = (path / MANIFEST_FILE).read_bytes() if (path / MANIFEST_FILE).is_file() else None
+        if raw is None:
+            raise InvalidPackageError(f"{path}: no {MANIFEST_FILE} (publish or save the adapter as a package first)")
+        manifest = loads_manifest(raw, str(path / MANIFEST_FILE))
+        canonical = dumps_manifest(manifest)
+        return Resolved(canonical_name(manifest["name"]), manifest["version"], path.as_uri(), manifest, canonical,
+                        hashlib.sha256(canonical).hexdigest(), local_dir=path)
+
+    # --- install --------------------------------------------------------------------------
+    def install(self, refs: Sequence[str | Requirement | LocalRef], pre: bool = False,
+                check: ManifestCheck | None = None) -> list[Installed]:
+        return self.install_resolved(self.resolve(refs, pre=pre, check=check))
+
+    def install_resolved(self, items: Sequence[Resolved]) -> list[Installed]:
+        self.cache.ensure()
+        already = {id(i): views.is_installed(self.cache, i.name, i.version) for i in items}
+        jobs: list[tuple[Resolved, dict[str, Any]]] = [
+            (i, f) for i in items if not already[id(i)] for f in i.manifest["files"]
+        ]
+        self._fetch_files(jobs)
+        results = []
+        for item in items:
+            path = views.make_view(self.cache, item.manifest, item.manifest_bytes, item.source, item.manifest_sha256)
+            results.append(Installed(item.name, item.version, path, item.source, item.manifest_sha256, already[id(item)]))
+        return results
+
+    def _fetch_files(self, jobs: list[tuple[Resolved, dict[str, Any]]]) -> None:
+        missing = [(i, f) for i, f in jobs if not self.cache.has_blob(f["sha256"])]
+        if not missing:
+            return
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=sum(f["size"] for _, f in missing), unit="B", unit_scale=True, file=sys.stderr,
+                       desc="downloading")
+        update = bar.update if bar is not None else None
+
+        def fetch(job: tuple[Resolved, dict[str, Any]]) -> None:
+            item, f = job
+            label = f"{item.name} {item.version}: {f['path']}"
+            if item.local_dir is not None:
+                url = (item.local_dir / f["path"]).resolve().as_uri()
+            else:
+                assert item.entry is not None
+                url = item.entry.registry.blob_url(f["sha256"])
+            if self.offline and item.local_dir is None and not url.startswith("file:"):
+                self.downloader.offline = True
+            self.downloader.fetch(url, f["sha256"], f["size"], label, update)
+
+        try:
+            unique = list({f["sha256"]: (i, f) for i, f in missing}.values())
+            if len(unique) == 1:
+                fetch(unique[0])
+            else:
+                with ThreadPoolExecutor(max_workers=min(PARALLEL_DOWNLOADS, len(unique))) as pool:
+                    for future in [pool.submit(fetch, job) for job in unique]:
+                        future.result()
+        finally:
+            if bar is not None:
+                bar.close()
+
+    # --- lockfile -----------------------------------------------------------------------
+    def lock(self, refs: Sequence[str], path: str | os.PathLike[str] | None = None, pre: bool = False) -> dict[str, Any]:
+        from . import lockfile
+
+        data = self._lock_data(refs, self.resolve(refs, pre=pre))
+        lockfile.write_lock(path or lockfile.LOCK_FILE, data)
+        return data
+
+    def _lock_data(self, refs: Sequence[str], items: Sequence[Resolved]) -> dict[str, Any]:
+        from . import lockfile
+
+        return lockfile.make_lock(list(refs), [
+            lockfile.lock_entry(i.name, i.version, i.source, i.manifest_sha256, len(i.manifest_bytes), i.manifest)
+            for i in items
+        ])
+
+    def install_locked(self, path: str | os.PathLike[str] | None = None, refs: Sequence[str] | None = None,
+                       pre: bool = False) -> list[Installed]:
+        """`--locked`: resolve again and refuse if the result differs from the lockfile."""
+        from . import lockfile
+
+        lock_path = path or lockfile.LOCK_FILE
+        lock = lockfile.read_lock(lock_path)
+        refs = list(refs) if refs else list(lock["requirements"])
+        items = self.resolve(refs, pre=pre)
+        fresh = self._lock_data(refs, items)
+        if not lockfile.same_resolution(lock, fresh):
+            raise LockMismatchError(f"{lock_path} is out of date with a fresh resolution; run `adapters lock` to update it")
+        return self.install_resolved(items)
+
+    def install_frozen(self, path: str | os.PathLike[str] | None = None) -> list[Installed]:
+        """`--frozen`: install exactly the lockfile, without consulting any index."""
+        from . import lockfile
+
+        lock = lockfile.read_lock(path or lockfile.LOCK_FILE)
+        return self.install_resolved([self._resolve_pinned(pinned) for pinned in lock["adapters"]])
+
+    def _resolve_pinned(self, pinned: dict[str, Any]) -> Resolved:
+        from .errors import IntegrityError
+
+        source, sha = pinned["source"], pinned["manifest"]["sha256"]
+        local = FileTransport(source).root if source.startswith("file:") else None
+        if local is not None and (local / MANIFEST_FILE).is_file():  # a local package directory
+            item = self._resolve_local(local)
+            if item.manifest_sha256 != sha:
+                raise IntegrityError(f"{pinned['name']} {pinned['version']}: {local} no longer matches the lockfile")
+            return item
+        data = {"name": pinned["name"], "version": pinned["version"], "manifest": pinned["manifest"], "yanked": False}
+        entry = IndexEntry(data, parse_version(pinned["version"]), self.client(RegistrySpec(source, source)))
+        return self._resolved_entry(entry)
+
+    # --- queries ----------------------------------------------------------------------
+    def info(self, ref: str, pre: bool = False) -> dict[str, Any]:
+        parsed = parse_ref(ref)
+        if isinstance(parsed, LocalRef):
+            item = self._resolve_local(parsed.path)
+            return {"manifest": item.manifest, "source": item.source, "versions": [item.version]}
+        if isinstance(parsed, HubRef):
+            raise UsageError(f"hf://{parsed.repo}: Hugging Face Hub sources are not supported yet")
+        entries = self.candidates(parsed.name, parsed.registry_url)
+        picked = Resolver(self._provider({parsed.name: parsed.registry_url} if parsed.registry_url else {}), pre).resolve([parsed])
+        item = self._resolved_entry(picked[parsed.name])
+        return {
+            "manifest": item.manifest,
+            "source": item.source,
+            "manifest_sha256": item.manifest_sha256,
+            "versions": [f"{e.version}{' (yanked)' if e.yanked else ''}" for e in sorted(entries, key=lambda e: e.version)],
+        }
+
+    def search(self, query: str | None = None) -> list[dict[str, Any]]:
+        """Latest version of each adapter whose name, description or tags contain `query`."""
+        latest: dict[str, dict[str, Any]] = {}
+        needle = (query or "").lower()
+        for client in self.registries():
+            try:
+                lines = client.search_lines()
+            except (RegistryError, NotFoundError):
+                continue
+            for line in lines:
+                text = " ".join([line.get("name", ""), line.get("description", ""), *line.get("tags", [])]).lower()
+                if needle and needle not in text:
+                    continue
+                name = line.get("name")
+                try:
+                    version = parse_version(str(line.get("version")))
+                except InvalidPackageError:
+                    continue
+                current = latest.get(name)
+                if current is None or (current["registry"] == client.name and parse_version(current["version"]) < version):
+                    latest[name] = {**line, "registry": client.name}
+        return sorted(latest.values(), key=lambda x: x["name"])
+
+    def installed(self) -> list[dict[str, Any]]:
+        return [dict(record, path=str(path)) for record, path in views.iter_installed(self.cache)]
+
+    def installed_view(self, ref: str) -> Path:
+        """The installed view matching `ref` (highest matching version), without any network."""
+        parsed = parse_ref(ref)
+        if isinstance(parsed, LocalRef):
+            return parsed.path
+        if not isinstance(parsed, Requirement):
+            raise UsageError(f"{ref}: not an installed adapter reference")
+        matches = [
+            (parse_version(r["version"]), p) for r, p in views.iter_installed(self.cache)
+            if r["name"] == parsed.name and parsed.allows(parse_version(r["version"]), pre=True)
+        ]
+        if not matches:
+            raise NotFoundError(f"{ref}: not installed")
+        return max(matches)[1]
+
+    def uninstall(self, refs: Iterable[str]) -> list[dict[str, str]]:
+        removed = []
+        for ref in refs:
+            parsed = parse_ref(ref)
+            if not isinstance(parsed, Requirement):
+                raise UsageError(f"{ref}: give an adapter name, optionally with a version")
+            hits = [r for r, _ in views.iter_installed(self.cache)
+                    if r["name"] == parsed.name and parsed.allows(parse_version(r["version"]), pre=True)]
+            if not hits:
+                raise NotFoundError(f"{ref}: not installed")
+            for record in hits:
+                views.uninstall(self.cache, record["name"], record["version"])
+                removed.append({"name": record["name"], "version": record["version"]})
+        return removed
+
+    def verify(self) -> dict[str, Any]:
+        """Re-hash every installed file; report problems (the CLI exits 4 on any)."""
+        checked, problems = 0, []
+        for record, path in views.iter_installed(self.cache):
+            checked += 1
+            problems.extend(views.verify_view(self.cache, path))
+        leftovers = sorted(p.name for p in (self.cache.root / "tmp").glob("view-*")) if (self.cache.root / "tmp").exists() else []
+        return {"checked": checked, "problems": problems, "incomplete_views": leftovers}
+
+    # --- publishing -----------------------------------------------------------------------
+    def publish(self, path: str | os.PathLike[str], registry: str | None = None, name: str | None = None,
+                version: str | None = None, base: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+        from .pack import prepare_package
+        from .registry.publish import publish_directory
+
+        manifest = prepare_package(path, name=name, version=version, base=base)
+        spec = self.settings.registry(registry) if registry else self.settings.registries[0]
+        client = self.client(spec)
+        root = client.local_root
+        if root is None:
+            raise UsageError(f"publishing to {spec.url} is not supported yet: publish to a local or file:// registry")
+        entry, created = publish_directory(root, Path(path), manifest)
+        return {"name": entry["name"], "version": entry["version"], "registry": spec.name, "url": spec.url,
+                "manifest_sha256": entry["manifest"]["sha256"], "created": created}
+
+    def yank(self, ref: str, registry: str | None = None, undo: bool = False) -> dict[str, Any]:
+        from .registry.publish import set_yanked
+
+        parsed = parse_ref(ref)
+        if not isinstance(parsed, Requirement) or parsed.pinned is None:
+            raise UsageError(f"{ref}: yank needs an exact version, e.g. org/name@1.0.0")
+        spec = self.settings.registry(registry) if registry else self.settings.registries[0]
+        root = self.client(spec).local_root
+        if root is None:
+            raise UsageError(f"yanking on {spec.url} is not supported: edit the index where it is hosted")
+        set_yanked(root, parsed.name, str(parsed.pinned), not undo)
+        return {"name": parsed.name, "version": str(parsed.pinned), "yanked": not undo}

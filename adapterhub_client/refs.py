@@ -1,0 +1,119 @@
+"""Adapter references, as typed by users.
+
+    org/name                   any version (highest stable)
+    org/name@1.2.0             exactly that version (yanked allowed, pre-release allowed)
+    org/name@>=1,<2            PEP 440 specifiers: ==, !=, <=, >=, <, >, ~=, ===
+    ./path/to/package-dir      a local package directory (has manifest.json)
+    file:///srv/registry/org/name@~=1.0
+    https://host/registry/org/name@>=1
+                               a registry URL followed by the name: the last two path
+                               segments are `org/name`, the rest is the registry root
+    hf://org/repo@rev          a Hugging Face Hub repository (revision optional)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from pathlib import Path
+
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import Version
+
+from .errors import InvalidPackageError, UsageError
+from .manifest import canonical_name, parse_version
+
+_OPERATOR = re.compile(r"^\s*(===|==|!=|<=|>=|<|>|~=)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Requirement:
+    """A name and a version specifier, optionally bound to one registry URL."""
+
+    name: str  # canonical
+    specifier: SpecifierSet = dataclasses.field(default_factory=SpecifierSet)
+    registry_url: str | None = None
+    pinned: Version | None = None  # set for `@1.2.0` and `@==1.2.0`
+
+    def __str__(self) -> str:
+        spec = str(self.specifier)
+        return f"{self.name}@{spec}" if spec else self.name
+
+    def allows(self, version: Version, *, yanked: bool = False, pre: bool = False) -> bool:
+        if self.pinned is not None:
+            return version == self.pinned
+        if yanked:
+            return False
+        allow_pre = pre or bool(self.specifier.prereleases)
+        return self.specifier.contains(version, prereleases=allow_pre)
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalRef:
+    path: Path
+
+
+@dataclasses.dataclass(frozen=True)
+class HubRef:
+    repo: str
+    revision: str | None = None
+
+
+Ref = Requirement | LocalRef | HubRef
+
+
+def parse_requirement(text: str, registry_url: str | None = None) -> Requirement:
+    name, sep, spec_text = text.partition("@")
+    try:
+        name = canonical_name(name.strip())
+    except InvalidPackageError as exc:
+        raise UsageError(str(exc)) from None
+    if not sep:
+        return Requirement(name, SpecifierSet(), registry_url)
+    spec_text = spec_text.strip()
+    if not spec_text:
+        raise UsageError(f"invalid reference {text!r}: empty version after '@'")
+    if not _OPERATOR.match(spec_text):
+        spec_text = "==" + spec_text
+    try:
+        spec = SpecifierSet(spec_text)
+    except InvalidSpecifier:
+        raise UsageError(f"invalid reference {text!r}: {spec_text!r} is not a PEP 440 specifier") from None
+    pinned = None
+    specs = list(spec)
+    if len(specs) == 1 and specs[0].operator in ("==", "===") and "*" not in specs[0].version:
+        try:
+            pinned = parse_version(specs[0].version)
+        except InvalidPackageError as exc:
+            raise UsageError(str(exc)) from None
+    return Requirement(name, spec, registry_url, pinned)
+
+
+def parse_ref(text: str) -> Ref:
+    """Parse one reference; local directories win over names when they exist."""
+    text = text.strip()
+    if not text:
+        raise UsageError("empty adapter reference")
+    if text.startswith("hf://"):
+        repo, _, rev = text[len("hf://"):].partition("@")
+        if repo.count("/") != 1:
+            raise UsageError(f"invalid Hub reference {text!r}: expected hf://org/repo[@revision]")
+        return HubRef(repo, rev or None)
+    if "://" in text:
+        scheme, _, rest = text.partition("://")
+        if scheme not in ("file", "http", "https"):
+            raise UsageError(f"unsupported URL scheme {scheme!r} in {text!r}")
+        rest, _, spec = rest.partition("@")
+        parts = rest.rstrip("/").rsplit("/", 2)
+        if len(parts) != 3:
+            raise UsageError(f"invalid reference {text!r}: expected REGISTRY_URL/org/name[@version]")
+        root = f"{scheme}://{parts[0]}/"
+        return parse_requirement(f"{parts[1]}/{parts[2]}" + (f"@{spec}" if spec else ""), root)
+    looks_like_path = text.startswith((".", "/", "~")) or os.sep in text.replace("/", "", 1) or text.count("/") != 1
+    path = Path(text).expanduser()
+    if path.is_dir() and (looks_like_path or (path / "manifest.json").exists()):
+        return LocalRef(path.resolve())
+    if looks_like_path and "@" not in text:
+        raise UsageError(f"no such package directory: {text}")
+    return parse_requirement(text)

@@ -1,0 +1,156 @@
+"""A registry client: config, sparse-index look-ups, manifests, reverse index, search lines."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Iterator
+from urllib.parse import urljoin
+
+from packaging.version import Version
+
+from ..config import RegistrySpec
+from ..errors import IntegrityError, InvalidPackageError, NotFoundError
+from ..manifest import canonical_name, loads_manifest, parse_version, validate_schema
+from . import layout
+from .transport import FileTransport, Transport
+
+MAX_INDEX_BYTES = 64 * 1024 * 1024
+
+
+@dataclasses.dataclass
+class IndexEntry:
+    """One published version, as listed in the sparse index."""
+
+    data: dict[str, Any]
+    version: Version
+    registry: "RegistryClient"
+
+    @property
+    def name(self) -> str:
+        return self.data["name"]
+
+    @property
+    def yanked(self) -> bool:
+        return bool(self.data.get("yanked"))
+
+    @property
+    def manifest_sha256(self) -> str:
+        return self.data["manifest"]["sha256"]
+
+    @property
+    def manifest_size(self) -> int:
+        return int(self.data["manifest"]["size"])
+
+    @property
+    def dependencies(self) -> list[dict[str, str]]:
+        return list(self.data.get("deps", []))
+
+    @property
+    def base_fingerprint(self) -> str | None:
+        return (self.data.get("base") or {}).get("fingerprint")
+
+
+def parse_jsonl(raw: bytes, where: str) -> Iterator[dict[str, Any]]:
+    for lineno, line in enumerate(raw.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except ValueError:
+            raise InvalidPackageError(f"{where} line {lineno}: malformed index line (not JSON)") from None
+        if not isinstance(item, dict):
+            raise InvalidPackageError(f"{where} line {lineno}: malformed index line (not an object)")
+        yield item
+
+
+class RegistryClient:
+    def __init__(self, spec: RegistrySpec, transport: Transport) -> None:
+        self.spec = spec
+        self.transport = transport
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def url(self) -> str:
+        return self.transport.url
+
+    @cached_property
+    def config(self) -> dict[str, Any]:
+        try:
+            raw = self.transport.get(layout.CONFIG_PATH)
+        except NotFoundError:
+            if isinstance(self.transport, FileTransport):
+                return {"protocol": layout.PROTOCOL_VERSION}  # an empty local registry
+            raise NotFoundError(f"{self.url} is not an adapter registry (no {layout.CONFIG_PATH})") from None
+        where = self.transport.location(layout.CONFIG_PATH)
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            raise InvalidPackageError(f"{where}: not valid JSON") from None
+        validate_schema(data, "registry-config", where)
+        return data
+
+    def blob_url(self, sha256: str) -> str:
+        base = urljoin(self.url, self.config.get("blobs", "blobs/"))
+        if not base.endswith("/"):
+            base += "/"
+        return urljoin(base, layout.blob_path(sha256)[len("blobs/"):])
+
+    def entries(self, name: str) -> list[IndexEntry]:
+        """Every version of `name` (canonical) listed here; NotFoundError if none."""
+        self.config  # noqa: B018 - fail early with a clear message on a non-registry URL
+        path = layout.index_path(name)
+        raw = self.transport.get(path)
+        if len(raw) > MAX_INDEX_BYTES:
+            raise InvalidPackageError(f"{self.transport.location(path)}: index file too large")
+        where = self.transport.location(path)
+        entries: list[IndexEntry] = []
+        for item in parse_jsonl(raw, where):
+            validate_schema(item, "index-entry", where)
+            if item["name"] != name:
+                raise InvalidPackageError(f"{where}: line for {item['name']!r} in the index of {name!r}")
+            entries.append(IndexEntry(item, parse_version(item["version"], where), self))
+        return entries
+
+    def read_blob(self, sha256: str) -> bytes:
+        """A whole (small) blob such as a manifest, verified against its digest."""
+        raw = self.transport.get_url(self.blob_url(sha256))
+        if hashlib.sha256(raw).hexdigest() != sha256:
+            raise IntegrityError(f"blob {sha256} from {self.name}: content does not match its sha256")
+        return raw
+
+    def manifest_from_bytes(self, entry: IndexEntry, raw: bytes) -> dict[str, Any]:
+        where = f"manifest of {entry.name} {entry.version} from {self.name}"
+        manifest = loads_manifest(raw, where)
+        if canonical_name(manifest["name"]) != entry.name or parse_version(manifest["version"]) != entry.version:
+            raise InvalidPackageError(f"{where}: names {manifest['name']} {manifest['version']} instead")
+        return manifest
+
+    def by_base(self, fingerprint: str) -> list[dict[str, Any]]:
+        """Entries of the reverse index for one base-model fingerprint (one request)."""
+        path = layout.base_index_path(fingerprint)
+        try:
+            raw = self.transport.get(path)
+        except NotFoundError:
+            return []
+        return list(parse_jsonl(raw, self.transport.location(path)))
+
+    def search_lines(self) -> list[dict[str, Any]]:
+        try:
+            raw = self.transport.get(layout.SEARCH_PATH)
+        except NotFoundError:
+            return []
+        return list(parse_jsonl(raw, self.transport.location(layout.SEARCH_PATH)))
+
+    @property
+    def local_root(self) -> Path | None:
+        return self.transport.root if isinstance(self.transport, FileTransport) else None
+
+    def close(self) -> None:
+        self.transport.close()

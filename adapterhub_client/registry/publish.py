@@ -1,0 +1,167 @@
+"""Publishing a package into a directory registry (the local registry or any `file://` one).
+
+Order matters for readers that never lock: blobs first, then the manifest blob, then the
+index line. A reader sees either nothing or a complete version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from ..errors import InvalidPackageError, NotFoundError
+from ..manifest import canonical_name, dumps_manifest, file_digest, parse_version
+from . import layout
+from .client import parse_jsonl
+
+# Fields that may differ between two publishes of the same content.
+_VOLATILE = ("created", "tool")
+
+
+def _same_content(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    strip = lambda m: {k: v for k, v in m.items() if k not in _VOLATILE}  # noqa: E731
+    return strip(a) == strip(b)
+
+
+def _put_blob(root: Path, sha256: str, source: Path | bytes) -> None:
+    target = root / layout.blob_path(sha256)
+    if target.exists():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            if isinstance(source, bytes):
+                out.write(source)
+            else:
+                with open(source, "rb") as src:
+                    shutil.copyfileobj(src, out, 1 << 20)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, 0o444)
+        os.replace(tmp, target)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _append_line(path: Path, item: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = (json.dumps(item, sort_keys=True, separators=(",", ":")) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def ensure_registry(root: Path, name: str | None = None) -> None:
+    config = root / layout.CONFIG_PATH
+    if not config.exists():
+        root.mkdir(parents=True, exist_ok=True)
+        data = {"protocol": layout.PROTOCOL_VERSION, "blobs": "blobs/"}
+        if name:
+            data["name"] = name
+        tmp = config.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(tmp, config)
+
+
+def index_entry(manifest: dict[str, Any], manifest_bytes: bytes) -> dict[str, Any]:
+    import hashlib
+
+    base = manifest["base_model"]
+    fp = base.get("fingerprint") or {}
+    return {
+        "name": canonical_name(manifest["name"]),
+        "version": manifest["version"],
+        "manifest": {"sha256": hashlib.sha256(manifest_bytes).hexdigest(), "size": len(manifest_bytes)},
+        "type": manifest["adapter"]["type"],
+        "base": {"name": base.get("name"), "fingerprint": fp.get("content"), "architecture": fp.get("architecture")},
+        "deps": [
+            {"name": canonical_name(d["name"]), "specifier": d.get("specifier", "")}
+            for d in manifest.get("dependencies", [])
+        ],
+        "size": sum(f["size"] for f in manifest["files"]),
+        "yanked": False,
+        "published": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def publish_directory(root: Path, package_dir: Path, manifest: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """Publish a validated, completed manifest and its files. Returns (index entry, created)."""
+    name = canonical_name(manifest["name"])
+    version = parse_version(manifest["version"])
+    manifest_bytes = dumps_manifest(manifest)
+    ensure_registry(root)
+    with FileLock(str(root / ".publish.lock")):
+        index_file = root / layout.index_path(name)
+        existing = list(parse_jsonl(index_file.read_bytes(), str(index_file))) if index_file.exists() else []
+        for item in existing:
+            if parse_version(item["version"]) == version:
+                old = json.loads(_read_blob(root, item["manifest"]["sha256"]))
+                if _same_content(old, manifest):
+                    return item, False
+                raise InvalidPackageError(
+                    f"{name} {version} is already published with different content; publish a new version"
+                )
+        for f in manifest["files"]:
+            source = package_dir / f["path"]
+            sha, size = file_digest(source)  # the package may have changed since it was validated
+            if (sha, size) != (f["sha256"], f["size"]):
+                raise InvalidPackageError(f"{source}: changed while publishing")
+            _put_blob(root, sha, source)
+        entry = index_entry(manifest, manifest_bytes)
+        _put_blob(root, entry["manifest"]["sha256"], manifest_bytes)
+        _append_line(index_file, entry)
+        if entry["base"]["fingerprint"]:
+            _append_line(
+                root / layout.base_index_path(entry["base"]["fingerprint"]),
+                {"name": name, "version": manifest["version"], "type": entry["type"]},
+            )
+        _append_line(
+            root / layout.SEARCH_PATH,
+            {
+                "name": name,
+                "version": manifest["version"],
+                "description": manifest.get("description", "")[:300],
+                "tags": manifest.get("tags", []),
+                "type": entry["type"],
+                "base": entry["base"]["name"],
+            },
+        )
+    return entry, True
+
+
+def _read_blob(root: Path, sha256: str) -> bytes:
+    try:
+        return (root / layout.blob_path(sha256)).read_bytes()
+    except FileNotFoundError:
+        raise NotFoundError(f"registry {root} is missing blob {sha256}") from None
+
+
+def set_yanked(root: Path, name: str, version: str, yanked: bool = True) -> None:
+    """The one edit the index allows: flip `yanked` on one line (atomic rewrite)."""
+    name = canonical_name(name)
+    wanted = parse_version(version)
+    with FileLock(str(root / ".publish.lock")):
+        index_file = root / layout.index_path(name)
+        if not index_file.exists():
+            raise NotFoundError(f"{name} is not in registry {root}")
+        lines = list(parse_jsonl(index_file.read_bytes(), str(index_file)))
+        hits = [item for item in lines if parse_version(item["version"]) == wanted]
+        if not hits:
+            raise NotFoundError(f"{name} has no version {version} in registry {root}")
+        for item in hits:
+            item["yanked"] = yanked
+        tmp = index_file.with_name(index_file.name + ".tmp")
+        tmp.write_bytes(b"".join((json.dumps(i, sort_keys=True, separators=(",", ":")) + "\n").encode() for i in lines))
+        os.replace(tmp, index_file)

@@ -1,0 +1,134 @@
+"""Reading a registry's files, from a directory (`file://`) or a static HTTP host.
+
+HTTP reads of index files are revalidated with ETag / If-None-Match against an on-disk
+copy, so a warm look-up costs one small conditional request (or none, offline).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from urllib.parse import unquote, urljoin, urlsplit
+from urllib.request import url2pathname
+
+from ..errors import NotFoundError, RegistryError
+
+
+class Transport:
+    """Read-only access to files below a registry root URL."""
+
+    url: str
+
+    def get(self, path: str, *, revalidate: bool = True) -> bytes:
+        """The file's bytes; NotFoundError if absent; RegistryError if unreachable."""
+        raise NotImplementedError
+
+    def get_url(self, url: str) -> bytes:
+        """An absolute URL (blobs may live elsewhere, e.g. on a CDN); never cached here."""
+        raise NotImplementedError
+
+    def location(self, path: str) -> str:
+        return urljoin(self.url, path)
+
+    def close(self) -> None:
+        pass
+
+
+def file_url_to_path(url: str) -> Path:
+    parts = urlsplit(url)
+    if parts.netloc not in ("", "localhost"):
+        raise RegistryError(f"file URL with a host is not supported: {url}")
+    return Path(url2pathname(unquote(parts.path)))
+
+
+class FileTransport(Transport):
+    def __init__(self, url: str) -> None:
+        self.url = url if url.endswith("/") else url + "/"
+        self.root = file_url_to_path(self.url)
+
+    def get(self, path: str, *, revalidate: bool = True) -> bytes:
+        try:
+            return (self.root / path).read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFoundError(f"{self.location(path)} not found") from None
+        except OSError as exc:
+            raise RegistryError(f"cannot read {self.root / path}: {exc}") from None
+
+    def get_url(self, url: str) -> bytes:
+        if not url.startswith("file:"):
+            raise RegistryError(f"a file:// registry cannot point at {url}")
+        path = file_url_to_path(url)
+        try:
+            return path.read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFoundError(f"{url} not found") from None
+
+
+class HttpTransport(Transport):
+    def __init__(self, url: str, client: "httpx.Client", cache_dir: Path, offline: bool = False) -> None:  # noqa: F821
+        from ..net import check_url
+
+        self.url = url if url.endswith("/") else url + "/"
+        check_url(self.url)
+        self.client = client
+        self.offline = offline
+        key = hashlib.sha256(self.url.encode()).hexdigest()[:16]
+        self.cache_root = cache_dir / "http" / key
+
+    def get(self, path: str, *, revalidate: bool = True) -> bytes:
+        from ..net import with_retries
+
+        # One cache file per path holds "<etag>\n<body>", so the pair is replaced atomically.
+        cache_file = self.cache_root / path
+        etag, cached = None, None
+        if cache_file.exists():
+            etag_bytes, _, cached = cache_file.read_bytes().partition(b"\n")
+            etag = etag_bytes.decode("latin-1")
+        if self.offline or (cached is not None and not revalidate):
+            if cached is None:
+                raise NotFoundError(f"offline: {self.location(path)} is not in the cache")
+            return cached
+        headers = {"If-None-Match": etag} if etag else {}
+        url = self.location(path)
+        response = with_retries(f"GET {path}", url, lambda: self.client.get(url, headers=headers))
+        if response.status_code == 304 and cached is not None:
+            return cached
+        if response.status_code == 404:
+            raise NotFoundError(f"{url} not found")
+        if response.status_code in (401, 403):
+            raise RegistryError(f"{url}: access refused (HTTP {response.status_code}); check the token")
+        if response.status_code != 200:
+            raise RegistryError(f"{url}: unexpected HTTP {response.status_code}")
+        content = response.content
+        new_etag = response.headers.get("ETag")
+        if new_etag and "\n" not in new_etag:
+            atomic_write(cache_file, new_etag.encode("latin-1") + b"\n" + content)
+        return content
+
+
+    def get_url(self, url: str) -> bytes:
+        from ..net import check_url, with_retries
+
+        check_url(url)
+        if self.offline:
+            raise NotFoundError(f"offline: {url} is not in the cache")
+        response = with_retries(f"GET {url}", url, lambda: self.client.get(url))
+        if response.status_code == 404:
+            raise NotFoundError(f"{url} not found")
+        if response.status_code != 200:
+            raise RegistryError(f"{url}: unexpected HTTP {response.status_code}")
+        return response.content
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise

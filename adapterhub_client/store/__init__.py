@@ -1,0 +1,1 @@
+"""The local cache: content-addressed blobs, resumable downloads, installed views. No torch."""

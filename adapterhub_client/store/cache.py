@@ -1,0 +1,116 @@
+"""Cache layout and the content-addressed blob store.
+
+    <cache>/CACHEDIR.TAG
+    <cache>/blobs/sha256/<ab>/<hex>       verified, read-only, stored once
+    <cache>/partial/<hex>.part            a download in progress (resumable across processes)
+    <cache>/locks/<key>.lock              file locks: one per blob, one per installed version
+    <cache>/installed/<org>/<name>/<ver>/ installed view: manifest.json + files (hard links)
+    <cache>/http/<registry>/...           index files with their ETag, for revalidation
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from filelock import FileLock
+
+from ..errors import IntegrityError
+
+CACHEDIR_TAG = (
+    "Signature: 8a477f597d28d172789f06886806bc55\n"
+    "# This file is a cache directory tag created by adapterhub-client.\n"
+    "# For information about cache directory tags see https://bford.info/cachedir/\n"
+)
+LOCK_TIMEOUT = 600.0
+
+
+class Cache:
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    # --- layout -----------------------------------------------------------------
+    def ensure(self) -> "Cache":
+        if not (self.root / "CACHEDIR.TAG").exists():
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-")
+            with os.fdopen(fd, "w") as fh:
+                fh.write(CACHEDIR_TAG)
+            os.replace(tmp, self.root / "CACHEDIR.TAG")
+        for sub in ("blobs/sha256", "partial", "locks", "installed", "tmp"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        return self
+
+    def blob_path(self, sha256: str) -> Path:
+        return self.root / "blobs" / "sha256" / sha256[:2] / sha256
+
+    def partial_path(self, sha256: str) -> Path:
+        return self.root / "partial" / f"{sha256}.part"
+
+    def has_blob(self, sha256: str) -> bool:
+        return self.blob_path(sha256).is_file()
+
+    def lock(self, key: str) -> FileLock:
+        return FileLock(str(self.root / "locks" / f"{key}.lock"), timeout=LOCK_TIMEOUT)
+
+    def tmp_dir(self, prefix: str) -> Path:
+        return Path(tempfile.mkdtemp(dir=self.root / "tmp", prefix=prefix))
+
+    # --- blobs ------------------------------------------------------------------
+    def commit_blob(self, source: Path, sha256: str) -> Path:
+        """Make a fully verified file visible as a blob (atomic rename, read-only)."""
+        target = self.blob_path(sha256)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(source, 0o444)
+        os.replace(source, target)
+        return target
+
+    def put_bytes(self, data: bytes, sha256: str) -> Path:
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise IntegrityError(f"blob {sha256}: content does not match its sha256")
+        target = self.blob_path(sha256)
+        if target.exists():
+            return target
+        fd, tmp = tempfile.mkstemp(dir=self.root / "tmp", prefix="blob-")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        return self.commit_blob(Path(tmp), sha256)
+
+    def iter_blobs(self) -> Iterator[tuple[str, Path]]:
+        base = self.root / "blobs" / "sha256"
+        if not base.exists():
+            return
+        for shard in sorted(base.iterdir()):
+            for blob in sorted(shard.iterdir()):
+                if len(blob.name) == 64:
+                    yield blob.name, blob
+
+    def remove_blob(self, sha256: str) -> None:
+        try:
+            self.blob_path(sha256).unlink()
+        except FileNotFoundError:
+            pass
+
+    def clean(self) -> None:
+        """Remove everything (locks included) but keep the directory and its tag."""
+        for child in self.root.iterdir():
+            if child.name == "CACHEDIR.TAG":
+                continue
+            if child.is_dir() and not child.is_symlink():
+                for dirpath, dirnames, filenames in os.walk(child):
+                    os.chmod(dirpath, 0o755)
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,150 @@
+"""Verified, resumable blob downloads into the cache.
+
+Each blob is fetched under its own file lock, so N processes asking for the same blob
+download it once. Bytes go to `partial/<hex>.part`, hashed as they stream; a killed
+process leaves only that partial file, which the next run re-hashes and resumes with an
+HTTP Range request. Only a file whose size and sha256 match is renamed into `blobs/`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+from typing import Callable
+
+from ..errors import IntegrityError, NotFoundError, RegistryError
+from .cache import Cache
+
+CHUNK = 1 << 20
+Progress = Callable[[int], None]
+
+
+def _hash_existing(part: Path, size: int) -> tuple["hashlib._Hash", int]:
+    h = hashlib.sha256()
+    have = 0
+    try:
+        if part.stat().st_size > size:
+            part.unlink()
+            return h, 0
+        with open(part, "rb") as fh:
+            while chunk := fh.read(CHUNK):
+                h.update(chunk)
+                have += len(chunk)
+    except FileNotFoundError:
+        pass
+    return h, have
+
+
+class Downloader:
+    def __init__(self, cache: Cache, client_factory: Callable[[], "httpx.Client"] | None = None,  # noqa: F821
+                 offline: bool = False) -> None:
+        self.cache = cache
+        self.client_factory = client_factory
+        self.offline = offline
+        self.downloads = 0  # blobs actually transferred by this process (for reports and tests)
+
+    def fetch(self, url: str, sha256: str, size: int, label: str, progress: Progress | None = None) -> Path:
+        """Return the path of the verified blob, downloading it if the cache lacks it."""
+        blob = self.cache.blob_path(sha256)
+        if blob.is_file():
+            return blob
+        if self.offline:
+            raise NotFoundError(f"offline: {label} (blob {sha256[:12]}) is not in the cache")
+        with self.cache.lock(sha256):
+            if blob.is_file():  # another process finished it while we waited
+                return blob
+            part = self.cache.partial_path(sha256)
+            if url.startswith("file:"):
+                digest, have = self._copy_local(url, part, size, label)
+            else:
+                digest, have = self._download_http(url, part, size, label, progress)
+            if have != size or digest != sha256:
+                part.unlink(missing_ok=True)
+                raise IntegrityError(
+                    f"{label}: downloaded bytes do not match the manifest "
+                    f"(expected sha256 {sha256[:12]}…, {size} bytes; got {digest[:12]}…, {have} bytes)"
+                )
+            self.downloads += 1
+            return self.cache.commit_blob(part, sha256)
+
+    def _copy_local(self, url: str, part: Path, size: int, label: str) -> tuple[str, int]:
+        from ..registry.transport import file_url_to_path
+
+        source = file_url_to_path(url)
+        h = hashlib.sha256()
+        have = 0
+        try:
+            with open(source, "rb") as src, open(part, "wb") as out:
+                while chunk := src.read(CHUNK):
+                    h.update(chunk)
+                    out.write(chunk)
+                    have += len(chunk)
+        except FileNotFoundError:
+            raise NotFoundError(f"{label}: the registry has no blob at {source}") from None
+        return h.hexdigest(), have
+
+    def _download_http(self, url: str, part: Path, size: int, label: str, progress: Progress | None) -> tuple[str, int]:
+        import httpx
+
+        from ..net import RETRIES, RETRY_STATUS, backoff, check_url
+
+        check_url(url)
+        assert self.client_factory is not None
+        client = self.client_factory()
+        h, have = _hash_existing(part, size)
+        if progress and have:
+            progress(have)
+        failures = 0
+        last_error = ""
+        while have < size or size == 0:
+            headers = {"Range": f"bytes={have}-"} if have else {}
+            try:
+                with client.stream("GET", url, headers=headers) as response:
+                    status = response.status_code
+                    if status == 404:
+                        raise NotFoundError(f"{label}: {url} not found")
+                    if status in RETRY_STATUS:
+                        raise _Retry(f"HTTP {status}")
+                    if status == 200 and have:
+                        have = 0  # the server ignored Range: start over
+                        h = hashlib.sha256()
+                    elif status == 206:
+                        start = _content_range_start(response.headers.get("Content-Range", ""))
+                        if start != have:
+                            raise _Retry(f"bad Content-Range {response.headers.get('Content-Range')!r}")
+                    elif status != 200:
+                        raise RegistryError(f"{label}: unexpected HTTP {status} from {url}")
+                    with open(part, "r+b" if have else "wb") as out:
+                        out.seek(have)
+                        out.truncate()
+                        for chunk in response.iter_bytes(CHUNK):
+                            have += len(chunk)
+                            if have > size:
+                                raise IntegrityError(f"{label}: server sent more than the {size} bytes listed")
+                            out.write(chunk)
+                            h.update(chunk)
+                            if progress:
+                                progress(len(chunk))
+                if size == 0 or have == size:
+                    break
+                raise _Retry("connection closed early")
+            except (httpx.TransportError, _Retry) as exc:
+                failures += 1
+                last_error = f"{type(exc).__name__}: {exc}"
+                if failures >= RETRIES:
+                    raise RegistryError(f"{label}: download from {url} failed after {failures} tries ({last_error})") from None
+                time.sleep(backoff(failures - 1))
+        return h.hexdigest(), have
+
+
+class _Retry(Exception):
+    pass
+
+
+def _content_range_start(value: str) -> int:
+    # "bytes 100-199/200"
+    try:
+        return int(value.split()[1].split("-")[0])
+    except (IndexError, ValueError):
+        return -1
