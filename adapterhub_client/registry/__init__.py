@@ -1,0 +1,1 @@
+"""Registry sources: a directory (`file://`) or a static HTTP host, per REGISTRY.md. No torch."""
