@@ -28,6 +28,10 @@ class NotFoundError(AdapterError):
     exit_code = EXIT_NOT_FOUND
 
 
+class OfflineMissError(NotFoundError):
+    """Offline, and the cache lacks something; the message names it."""
+
+
 class ResolutionError(NotFoundError):
     """No set of versions satisfies the requirements (conflicts name both sides)."""
 

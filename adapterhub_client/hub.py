@@ -19,6 +19,7 @@ from .errors import (
     InvalidPackageError,
     LockMismatchError,
     NotFoundError,
+    OfflineMissError,
     RegistryError,
     UsageError,
 )
@@ -121,13 +122,18 @@ class Hub:
         """All versions of `name` from the first registry that lists it."""
         clients = [self.client(RegistrySpec(registry_url, registry_url))] if registry_url else self.registries()
         unreachable: list[str] = []
+        offline_misses: list[OfflineMissError] = []
         for client in clients:
             try:
                 return client.entries(name)
+            except OfflineMissError as exc:
+                offline_misses.append(exc)
             except NotFoundError:
                 continue
             except RegistryError as exc:
                 unreachable.append(str(exc))
+        if offline_misses:
+            raise offline_misses[0]
         if unreachable:
             raise RegistryError(f"{name}: not found in the reachable registries; {unreachable[0]}")
         where = ", ".join(c.name for c in clients)
@@ -184,7 +190,7 @@ class Hub:
         if blob.is_file():
             return blob.read_bytes()
         if self.offline and not isinstance(entry.registry.transport, FileTransport):
-            raise NotFoundError(f"offline: the manifest of {entry.name} {entry.version} is not in the cache")
+            raise OfflineMissError(f"offline: the manifest of {entry.name} {entry.version} is not in the cache")
         raw = entry.registry.read_blob(sha)
         self.cache.ensure().put_bytes(raw, sha)
         return raw
@@ -236,8 +242,6 @@ class Hub:
             else:
                 assert item.entry is not None
                 url = item.entry.registry.blob_url(f["sha256"])
-            if self.offline and item.local_dir is None and not url.startswith("file:"):
-                self.downloader.offline = True
             self.downloader.fetch(url, f["sha256"], f["size"], label, update)
 
         try:

@@ -13,12 +13,13 @@ from urllib.parse import urljoin
 from packaging.version import Version
 
 from ..config import RegistrySpec
-from ..errors import IntegrityError, InvalidPackageError, NotFoundError
+from ..errors import IntegrityError, InvalidPackageError, NotFoundError, OfflineMissError
 from ..manifest import canonical_name, loads_manifest, parse_version, validate_schema
 from . import layout
 from .transport import FileTransport, Transport
 
 MAX_INDEX_BYTES = 64 * 1024 * 1024
+CONFIG_MAX_AGE = 600.0  # config.json rarely changes: revalidate it at most every 10 minutes
 
 
 @dataclasses.dataclass
@@ -83,7 +84,9 @@ class RegistryClient:
     @cached_property
     def config(self) -> dict[str, Any]:
         try:
-            raw = self.transport.get(layout.CONFIG_PATH)
+            raw = self.transport.get(layout.CONFIG_PATH, max_age=CONFIG_MAX_AGE)
+        except OfflineMissError:
+            raise
         except NotFoundError:
             if isinstance(self.transport, FileTransport):
                 return {"protocol": layout.PROTOCOL_VERSION}  # an empty local registry

@@ -9,11 +9,12 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import time
 from pathlib import Path
 from urllib.parse import unquote, urljoin, urlsplit
 from urllib.request import url2pathname
 
-from ..errors import NotFoundError, RegistryError
+from ..errors import NotFoundError, OfflineMissError, RegistryError
 
 
 class Transport:
@@ -21,8 +22,11 @@ class Transport:
 
     url: str
 
-    def get(self, path: str, *, revalidate: bool = True) -> bytes:
-        """The file's bytes; NotFoundError if absent; RegistryError if unreachable."""
+    def get(self, path: str, *, max_age: float = 0) -> bytes:
+        """The file's bytes; NotFoundError if absent; RegistryError if unreachable.
+
+        `max_age`: a cached copy younger than this many seconds is used without asking.
+        """
         raise NotImplementedError
 
     def get_url(self, url: str) -> bytes:
@@ -48,7 +52,7 @@ class FileTransport(Transport):
         self.url = url if url.endswith("/") else url + "/"
         self.root = file_url_to_path(self.url)
 
-    def get(self, path: str, *, revalidate: bool = True) -> bytes:
+    def get(self, path: str, *, max_age: float = 0) -> bytes:
         try:
             return (self.root / path).read_bytes()
         except (FileNotFoundError, NotADirectoryError):
@@ -77,23 +81,27 @@ class HttpTransport(Transport):
         key = hashlib.sha256(self.url.encode()).hexdigest()[:16]
         self.cache_root = cache_dir / "http" / key
 
-    def get(self, path: str, *, revalidate: bool = True) -> bytes:
+    def get(self, path: str, *, max_age: float = 0) -> bytes:
         from ..net import with_retries
 
         # One cache file per path holds "<etag>\n<body>", so the pair is replaced atomically.
         cache_file = self.cache_root / path
-        etag, cached = None, None
-        if cache_file.exists():
+        etag, cached, fresh = None, None, False
+        try:
+            fresh = time.time() - cache_file.stat().st_mtime < max_age
             etag_bytes, _, cached = cache_file.read_bytes().partition(b"\n")
             etag = etag_bytes.decode("latin-1")
-        if self.offline or (cached is not None and not revalidate):
+        except FileNotFoundError:
+            pass
+        if self.offline or (cached is not None and fresh):
             if cached is None:
-                raise NotFoundError(f"offline: {self.location(path)} is not in the cache")
+                raise OfflineMissError(f"offline: {self.location(path)} is not in the cache")
             return cached
         headers = {"If-None-Match": etag} if etag else {}
         url = self.location(path)
         response = with_retries(f"GET {path}", url, lambda: self.client.get(url, headers=headers))
         if response.status_code == 304 and cached is not None:
+            os.utime(cache_file)  # revalidated: fresh again
             return cached
         if response.status_code == 404:
             raise NotFoundError(f"{url} not found")
@@ -113,7 +121,7 @@ class HttpTransport(Transport):
 
         check_url(url)
         if self.offline:
-            raise NotFoundError(f"offline: {url} is not in the cache")
+            raise OfflineMissError(f"offline: {url} is not in the cache")
         response = with_retries(f"GET {url}", url, lambda: self.client.get(url))
         if response.status_code == 404:
             raise NotFoundError(f"{url} not found")

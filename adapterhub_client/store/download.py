@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from ..errors import IntegrityError, NotFoundError, RegistryError
+from ..errors import IntegrityError, NotFoundError, OfflineMissError, RegistryError
 from .cache import Cache
 
 CHUNK = 1 << 20
@@ -49,8 +49,8 @@ class Downloader:
         blob = self.cache.blob_path(sha256)
         if blob.is_file():
             return blob
-        if self.offline:
-            raise NotFoundError(f"offline: {label} (blob {sha256[:12]}) is not in the cache")
+        if self.offline and not url.startswith("file:"):  # local directories are not network
+            raise OfflineMissError(f"offline: {label} (blob {sha256[:12]}) is not in the cache")
         with self.cache.lock(sha256):
             if blob.is_file():  # another process finished it while we waited
                 return blob
@@ -118,7 +118,7 @@ class Downloader:
                     with open(part, "r+b" if have else "wb") as out:
                         out.seek(have)
                         out.truncate()
-                        for chunk in response.iter_bytes(CHUNK):
+                        for chunk in response.iter_bytes():  # as received: a drop keeps every byte read
                             have += len(chunk)
                             if have > size:
                                 raise IntegrityError(f"{label}: server sent more than the {size} bytes listed")

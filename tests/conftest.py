@@ -1,0 +1,74 @@
+"""Shared fixtures: an isolated ADAPTERS_HOME, package builders, an in-process CLI runner."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from tests.pkgs import make_package
+
+ENV_VARS = ("ADAPTERS_HOME", "ADAPTERS_CACHE_DIR", "ADAPTERS_REGISTRY", "ADAPTERS_OFFLINE", "ADAPTERS_TOKEN")
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh ADAPTERS_HOME (config, local registry and cache all under it)."""
+    for var in ENV_VARS:
+        monkeypatch.delenv(var, raising=False)
+    h = tmp_path / "home"
+    monkeypatch.setenv("ADAPTERS_HOME", str(h))
+    return h
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+@pytest.fixture
+def cli(home: Path, capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
+    """Run `adapters ARGS...` in-process; returns exit code, stdout and stderr."""
+    from adapterhub_client.cli.main import main
+
+    def run(*args: str) -> Result:
+        capsys.readouterr()
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        captured = capsys.readouterr()
+        assert "Traceback" not in captured.err, captured.err
+        return Result(code, captured.out, captured.err)
+
+    return run
+
+
+def run_adapters(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run the real `adapters` entry point in a subprocess."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "adapterhub_client", *args], capture_output=True, text=True,
+                          env=full_env, timeout=timeout)
+
+
+@pytest.fixture
+def package(tmp_path: Path) -> Callable[..., Path]:
+    """make_package bound to a per-test directory."""
+    counter = iter(range(10**6))
+
+    def build(name: str = "acme/sent", version: str = "1.0.0", **kw: Any) -> Path:
+        return make_package(tmp_path / f"pkg{next(counter)}", name, version, **kw)
+
+    return build

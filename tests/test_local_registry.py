@@ -1,0 +1,214 @@
+"""End-to-end package management against the embedded local registry and file:// registries."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from adapterhub_client.registry import layout
+
+
+def test_fresh_machine_publish_install_list_info(cli, package, home):
+    pkg = package("Acme/Sent_Lora", "1.0.0", size=10000)
+    r = cli("publish", str(pkg), "--json")
+    assert r.code == 0, r.err
+    assert r.json()["created"] is True and r.json()["registry"] == "local"
+    # the local registry lives under ADAPTERS_HOME with the documented layout
+    reg = home / "registry"
+    assert json.loads((reg / "config.json").read_text())["protocol"] == 1
+    index = reg / layout.index_path("acme/sent-lora")
+    assert index == reg / "index/acme/se/nt/sent-lora"
+    line = json.loads(index.read_text().splitlines()[0])
+    assert line["version"] == "1.0.0" and line["yanked"] is False
+
+    r = cli("install", "acme/sent-lora", "--json")
+    assert r.code == 0, r.err
+    inst = r.json()["installed"][0]
+    view = Path(inst["path"])
+    weights = view / "adapter.safetensors"
+    assert weights.read_bytes() == (pkg / "adapter.safetensors").read_bytes()
+    assert not os.access(weights, os.W_OK) or os.geteuid() == 0  # read-only blob link
+    assert (weights.stat().st_mode & 0o222) == 0
+
+    r = cli("list", "--json")
+    assert [(i["name"], i["version"]) for i in r.json()["installed"]] == [("acme/sent-lora", "1.0.0")]
+    r = cli("info", "acme/sent-lora", "--json")
+    assert r.json()["manifest"]["files"][0]["size"] == (pkg / "adapter.safetensors").stat().st_size
+    r = cli("verify")
+    assert r.code == 0
+
+
+def test_republish_identical_is_noop_and_different_is_refused(cli, package):
+    pkg = package("acme/a", "1.0.0", seed=1)
+    assert cli("publish", str(pkg)).code == 0
+    r = cli("publish", str(pkg), "--json")
+    assert r.code == 0 and r.json()["created"] is False
+    other = package("acme/a", "1.0.0", seed=2)
+    r = cli("publish", str(other))
+    assert r.code == 7 and "already published with different content" in r.err
+
+
+def test_version_selection_prerelease_and_yank(cli, package):
+    for v in ["1.0.0", "1.5.0", "2.0.0rc1", "2.0.0b1"]:
+        assert cli("publish", str(package("acme/x", v, seed=hash(v) % 100))).code == 0
+    pick = lambda *a: cli("install", *a, "--json").json()["installed"][0]["version"]  # noqa: E731
+    assert pick("acme/x") == "1.5.0"  # no pre-releases unless asked
+    assert pick("acme/x", "--pre") == "2.0.0rc1"
+    assert pick("acme/x@>=2.0.0b1") == "2.0.0rc1"  # a specifier naming a pre-release admits them
+    assert pick("acme/x@<1.5") == "1.0.0"
+    assert cli("yank", "acme/x@1.5.0").code == 0
+    assert pick("acme/x") == "1.0.0"  # yanked versions are skipped...
+    assert pick("acme/x@1.5.0") == "1.5.0"  # ...unless pinned exactly
+    r = cli("install", "acme/x@>=3")
+    assert r.code == 3 and "no version of acme/x matches" in r.err and "1.5.0 (yanked)" in r.err
+
+
+def test_dependencies_resolve_transitively_and_conflicts_name_both(cli, package):
+    cli("publish", str(package("acme/base-a", "1.0.0", seed=1)))
+    cli("publish", str(package("acme/base-a", "2.0.0", seed=2)))
+    cli("publish", str(package("acme/part-b", "1.0.0", seed=3, deps=[("acme/base-a", ">=2")])))
+    cli("publish", str(package("acme/combo", "1.0.0", seed=4, deps=[("acme/part-b", "")])))
+    r = cli("install", "acme/combo", "--json")
+    assert r.code == 0, r.err
+    assert sorted((i["name"], i["version"]) for i in r.json()["installed"]) == [
+        ("acme/base-a", "2.0.0"), ("acme/combo", "1.0.0"), ("acme/part-b", "1.0.0")]
+    r = cli("install", "acme/combo", "acme/base-a@<2")
+    assert r.code == 3
+    assert "acme/base-a" in r.err and ">=2" in r.err and "<2" in r.err and "acme/part-b 1.0.0" in r.err
+
+
+def test_file_url_registry_and_registry_commands(cli, package, tmp_path):
+    remote = tmp_path / "shared-registry"
+    pkg = package("team/tool", "0.1.0")
+    assert cli("publish", str(pkg), "--registry", remote.as_uri()).code == 0
+    # not visible through the default (local) registry
+    assert cli("install", "team/tool").code == 3
+    # a registry URL followed by the name
+    r = cli("install", f"{remote.as_uri()}/team/tool@0.1.0", "--json")
+    assert r.code == 0 and r.json()["installed"][0]["version"] == "0.1.0"
+    assert cli("registry", "add", "team", remote.as_uri()).code == 0
+    names = [x["name"] for x in cli("registry", "list", "--json").json()["registries"]]
+    assert names == ["local", "team"]
+    r = cli("search", "tool", "--json")
+    assert [h["name"] for h in r.json()["results"]] == ["team/tool"]
+    assert cli("registry", "remove", "team").code == 0
+    assert cli("registry", "remove", "team").code == 3
+
+
+def test_env_and_flag_precedence(cli, package, tmp_path, monkeypatch):
+    remote = tmp_path / "env-registry"
+    cli("publish", str(package("env/one", "1.0.0")), "--registry", remote.as_uri())
+    monkeypatch.setenv("ADAPTERS_REGISTRY", remote.as_uri())
+    assert cli("install", "env/one").code == 0  # environment selects the registry
+    other = tmp_path / "empty-registry"
+    other.mkdir()
+    assert cli("install", "env/one", "--registry", other.as_uri()).code == 3  # flag beats environment
+    cache = tmp_path / "flag-cache"
+    r = cli("install", "env/one", "--cache-dir", str(cache), "--json")
+    assert Path(r.json()["installed"][0]["path"]).is_relative_to(cache)
+
+
+def test_lockfile_locked_and_frozen(cli, package, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cli("publish", str(package("acme/l", "1.0.0", seed=1)))
+    assert cli("lock", "acme/l").code == 0
+    lock = json.loads((tmp_path / "adapters.lock").read_text())
+    assert [(a["name"], a["version"]) for a in lock["adapters"]] == [("acme/l", "1.0.0")]
+    assert cli("install", "--locked").code == 0
+    cli("publish", str(package("acme/l", "1.1.0", seed=2)))
+    r = cli("install", "--locked")
+    assert r.code == 1 and "out of date" in r.err
+    # --frozen installs exactly the lock, even though 1.1.0 now exists
+    cli("cache", "clean", "--yes")
+    r = cli("install", "--frozen", "--json")
+    assert r.code == 0 and r.json()["installed"][0]["version"] == "1.0.0"
+
+
+def test_offline_uses_cache_only(cli, package, monkeypatch):
+    cli("publish", str(package("acme/off", "1.0.0")))
+    assert cli("install", "acme/off").code == 0
+    monkeypatch.setenv("ADAPTERS_OFFLINE", "1")
+    assert cli("install", "acme/off").code == 0
+    cli("cache", "clean", "--yes")
+    # the local registry is on disk, so resolving works; the blob must come from the registry dir
+    assert cli("install", "acme/off").code == 0
+
+
+@pytest.mark.parametrize("bad_path", ["../escape.safetensors", "/etc/passwd", "a/../../b", "./x"])
+def test_manifest_with_unsafe_paths_is_refused(cli, package, bad_path):
+    pkg = package("acme/bad", "1.0.0")
+    manifest = json.loads((pkg / "manifest.json").read_text())
+    manifest["files"][0]["path"] = bad_path
+    (pkg / "manifest.json").write_text(json.dumps(manifest))
+    r = cli("publish", str(pkg))
+    assert r.code == 7 and "files/0/path" in r.err
+
+
+def test_invalid_manifests_name_the_field(cli, package):
+    pkg = package("acme/v", "1.0.0")
+    m = json.loads((pkg / "manifest.json").read_text())
+    for field, value, expect in [("version", "1.0+local", "local version"), ("version", "not a version", "field 'version'"),
+                                 ("name", "noslash", "name")]:
+        (pkg / "manifest.json").write_text(json.dumps({**m, field: value}))
+        r = cli("publish", str(pkg))
+        assert r.code == 7 and expect in r.err, r.err
+    (pkg / "manifest.json").write_text("{not json")
+    r = cli("publish", str(pkg))
+    assert r.code == 7 and "not valid JSON" in r.err
+
+
+def test_pickle_weights_are_refused(cli, package):
+    pkg = package("acme/p", "1.0.0")
+    (pkg / "adapter_model.bin").write_bytes(b"\x80\x04not really")
+    m = json.loads((pkg / "manifest.json").read_text())
+    m["files"] = [{"path": "adapter_model.bin"}]
+    (pkg / "manifest.json").write_text(json.dumps(m))
+    r = cli("publish", str(pkg))
+    assert r.code == 7 and "pickle" in r.err
+
+
+def test_malformed_index_line(cli, package, home):
+    cli("publish", str(package("acme/m", "1.0.0")))
+    index = home / "registry" / layout.index_path("acme/m")
+    index.write_text(index.read_text() + "{broken\n")
+    r = cli("install", "acme/m")
+    assert r.code == 7 and "line 2" in r.err and "malformed" in r.err
+    assert cli("list", "--json").json()["installed"] == []
+
+
+def test_uninstall_and_cache_prune(cli, package, home):
+    cli("publish", str(package("acme/u", "1.0.0", size=50000)))
+    cli("install", "acme/u")
+    info = cli("cache", "info", "--json").json()
+    assert info["blobs"] == 2 and info["installed"] == 1  # weights + manifest
+    assert cli("uninstall", "acme/u").code == 0
+    assert cli("list", "--json").json()["installed"] == []
+    r = cli("cache", "prune", "--json")
+    assert r.json()["removed"] >= 2
+    assert cli("cache", "info", "--json").json()["blobs"] == 0
+    assert cli("uninstall", "acme/u").code == 3
+    assert (home / "cache" / "CACHEDIR.TAG").read_text().startswith("Signature: 8a477f597d28d172789f06886806bc55")
+
+
+def test_verify_detects_tampering(cli, package, home):
+    cli("publish", str(package("acme/t", "1.0.0")))
+    path = Path(cli("install", "acme/t", "--json").json()["installed"][0]["path"])
+    weights = path / "adapter.safetensors"
+    os.chmod(weights, 0o644)
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    r = cli("verify", "--json")
+    assert r.code == 4 and "adapter.safetensors" in r.json()["problems"][0]
+
+
+def test_usage_errors_are_one_line(cli):
+    r = cli("install")
+    assert r.code == 2
+    r = cli("install", "not a ref!!")
+    assert r.code == 2 and r.err.count("error:") == 1
+    r = cli("info", "hf://org/repo")
+    assert r.code == 2
