@@ -74,10 +74,17 @@ def uninstall(hub: Any, refs: tuple[str, ...], as_json: bool) -> None:
 
 
 @click.command(name="list")
-@common
-def list_(hub: Any, as_json: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), help="Cache directory.")
+def list_(as_json: bool, cache_dir: str | None) -> None:
     """List installed adapters."""
-    items = hub.installed()
+    # Reads the cache only: no Hub, no registry or HTTP code imported, so it starts fast.
+    from ..config import load_settings
+    from ..store.cache import Cache
+    from ..store.install import iter_installed
+
+    cache = Cache(load_settings(cache_dir=cache_dir).cache_dir)
+    items = [dict(record, path=str(path)) for record, path in iter_installed(cache)]
     if as_json:
         emit_json({"installed": items})
         return

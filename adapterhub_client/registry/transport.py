@@ -12,7 +12,6 @@ import tempfile
 import time
 from pathlib import Path
 from urllib.parse import unquote, urljoin, urlsplit
-from urllib.request import url2pathname
 
 from ..errors import NotFoundError, OfflineMissError, RegistryError
 
@@ -44,7 +43,7 @@ def file_url_to_path(url: str) -> Path:
     parts = urlsplit(url)
     if parts.netloc not in ("", "localhost"):
         raise RegistryError(f"file URL with a host is not supported: {url}")
-    return Path(url2pathname(unquote(parts.path)))
+    return Path(unquote(parts.path))  # POSIX file URLs; urllib.request costs 25 ms to import
 
 
 class FileTransport(Transport):

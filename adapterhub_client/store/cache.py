@@ -15,9 +15,10 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-from filelock import FileLock
+if TYPE_CHECKING:
+    from filelock import FileLock
 
 from ..errors import IntegrityError
 
@@ -54,7 +55,9 @@ class Cache:
     def has_blob(self, sha256: str) -> bool:
         return self.blob_path(sha256).is_file()
 
-    def lock(self, key: str) -> FileLock:
+    def lock(self, key: str) -> "FileLock":
+        from filelock import FileLock  # deferred: 18 ms, and `adapters list` never locks
+
         return FileLock(str(self.root / "locks" / f"{key}.lock"), timeout=LOCK_TIMEOUT)
 
     def tmp_dir(self, prefix: str) -> Path:
