@@ -196,10 +196,12 @@ class Hub:
         return raw
 
     def _resolve_local(self, path: Path) -> Resolved:
-        raw = (path / MANIFEST_FILE).read_bytes() if (path / MANIFEST_FILE).is_file() else None
-        if raw is None:
+        """A local package directory; sizes and hashes are computed if the manifest lacks them."""
+        from .pack import prepare_package
+
+        if not (path / MANIFEST_FILE).is_file():
             raise InvalidPackageError(f"{path}: no {MANIFEST_FILE} (publish or save the adapter as a package first)")
-        manifest = loads_manifest(raw, str(path / MANIFEST_FILE))
+        manifest = prepare_package(path)
         canonical = dumps_manifest(manifest)
         return Resolved(canonical_name(manifest["name"]), manifest["version"], path.as_uri(), manifest, canonical,
                         hashlib.sha256(canonical).hexdigest(), local_dir=path)

@@ -212,3 +212,14 @@ def test_usage_errors_are_one_line(cli):
     assert r.code == 2 and r.err.count("error:") == 1
     r = cli("info", "hf://org/repo")
     assert r.code == 2
+
+
+def test_install_local_package_directory_with_several_files(cli, package):
+    pkg = package("acme/multi", "2.0.0", files=3, size=20000)
+    r = cli("install", str(pkg), "--json")
+    assert r.code == 0, r.err
+    view = Path(r.json()["installed"][0]["path"])
+    for name in ("adapter.safetensors", "adapter-1.safetensors", "adapter-2.safetensors"):
+        assert (view / name).read_bytes() == (pkg / name).read_bytes()
+    assert r.json()["downloads"] == 3
+    assert cli("info", str(pkg), "--json").json()["manifest"]["version"] == "2.0.0"
