@@ -1,0 +1,209 @@
+"""Does an adapter fit a local base model? Verdicts from the manifest's `base_model` alone.
+
+- exact: the content fingerprint matches (same weights).
+- architecture: every module the adapter touches exists with the recorded shape and dtype, but the
+  weights differ or the manifest records no content fingerprint.
+- incompatible: a touched module is missing or has another shape or dtype.
+- unknown: the manifest records neither modules nor a matching architecture fingerprint.
+
+Module paths are aligned by one prefix rewrite (see `align_paths` and registry_schema/FINGERPRINT.md),
+so a manifest recorded on `BertModel` paths checks against a `bert.`-prefixed checkpoint.
+No torch here; an nn.Module passed in is only asked for its state_dict().
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from .errors import IncompatibleError
+from .fingerprint import LocalModel, algorithm_of
+from .safetensors_header import canonical_dtype
+
+EXACT = "exact"
+ARCHITECTURE = "architecture"
+INCOMPATIBLE = "incompatible"
+UNKNOWN = "unknown"
+SHOWN_DIFFERENCES = 5
+
+
+@dataclass(frozen=True)
+class Difference:
+    module: str  # path as the manifest records it
+    expected: str  # "[384, 384] float32"
+    found: str  # "[768, 768] float32" or "missing"
+
+    def __str__(self) -> str:
+        return f"{self.module}: expected {self.expected}, found {self.found}"
+
+
+@dataclass
+class Verdict:
+    kind: str  # exact | architecture | incompatible | unknown
+    message: str
+    differences: list[Difference] = field(default_factory=list)
+    expected: dict[str, Any] = field(default_factory=dict)  # the manifest's fingerprints
+    found: dict[str, Any] = field(default_factory=dict)  # the local model's fingerprints (those computed)
+    prefix_rewrite: tuple[str, str] = ("", "")  # (strip from manifest paths, then add) that aligned them
+
+    @property
+    def ok(self) -> bool:
+        return self.kind in (EXACT, ARCHITECTURE)
+
+
+# --------------------------------------------------------------------------- path alignment
+
+
+def align_paths(expected: Iterable[str], local: Iterable[str]) -> tuple[str, str]:
+    """The single prefix rewrite (strip, add) that maps the most manifest module paths onto local ones.
+
+    A manifest path `p` maps to `add + p[len(strip):]` when it starts with `strip`. Candidates come from
+    pairs where one path is a dot-boundary suffix of the other; the rewrite matching the most paths
+    wins, ties broken by the shortest total prefix, then alphabetically. ("", "") when none helps."""
+    expected = list(expected)
+    local_set = set(local)
+
+    def score(rewrite: tuple[str, str]) -> int:
+        strip, add = rewrite
+        return sum(1 for p in expected if p.startswith(strip) and add + p[len(strip):] in local_set)
+
+    candidates = {("", "")}
+    by_last: dict[str, list[str]] = {}
+    for path in local_set:
+        by_last.setdefault(path.rsplit(".", 1)[-1], []).append(path)
+    for p in expected[:64]:  # a few paths are enough to find the rewrite
+        for q in by_last.get(p.rsplit(".", 1)[-1], ()):
+            if q.endswith("." + p):
+                candidates.add(("", q[: -len(p)]))
+            elif p.endswith("." + q):
+                candidates.add((p[: -len(q)], ""))
+            else:  # both prefixed differently: strip p's prefix, add q's, on the longest common suffix
+                common = _common_suffix(p, q)
+                if common:
+                    candidates.add((p[: -len(common)], q[: -len(common)]))
+    return max(sorted(candidates), key=lambda r: (score(r), -len(r[0]) - len(r[1])))
+
+
+def _common_suffix(a: str, b: str) -> str:
+    parts_a, parts_b = a.split("."), b.split(".")
+    n = 0
+    while n < min(len(parts_a), len(parts_b)) and parts_a[-1 - n] == parts_b[-1 - n]:
+        n += 1
+    if n == 0 or n == len(parts_a) or n == len(parts_b):
+        return ""
+    return ".".join(parts_a[-n:])
+
+
+# --------------------------------------------------------------------------- verdicts
+
+
+def _describe(shape: Iterable[int], dtype: str) -> str:
+    return f"{list(int(d) for d in shape)} {canonical_dtype(dtype)}"
+
+
+def module_differences(
+    modules: dict[str, dict[str, Any]], local: LocalModel
+) -> tuple[list[Difference], tuple[str, str]]:
+    """Each recorded module whose `.weight` is missing locally or differs in shape or dtype."""
+    local_modules = {name[: -len(".weight")] for name in local.weights if name.endswith(".weight")}
+    strip, add = align_paths(modules, local_modules)
+    differences = []
+    for path in sorted(modules):
+        spec = modules[path]
+        expected = _describe(spec.get("shape", []), spec.get("dtype", "?"))
+        mapped = add + path[len(strip):] if path.startswith(strip) else path
+        weight = local.weights.get(mapped + ".weight")
+        if weight is None:
+            differences.append(Difference(path, expected, "missing"))
+            continue
+        found = _describe(weight["shape"], weight["dtype"])
+        if found != expected:
+            differences.append(Difference(path, expected, found))
+    return differences, (strip, add)
+
+
+def check_compat(base_model: dict[str, Any], model: Any, cache_dir: str | os.PathLike[str] | None = None) -> Verdict:
+    """Verdict for a manifest's `base_model` against a local model (directory path, nn.Module or LocalModel).
+
+    Cheap checks first: module shapes from headers; the content fingerprint (hashing, cached for
+    directories) only once the shapes fit. With `quantization` recorded, the fingerprints describe
+    the unquantized base, so pass the unquantized model."""
+    local = LocalModel.of(model, cache_dir)
+    recorded = dict(base_model.get("fingerprint") or {})
+    recorded.pop("files", None)
+    modules = (base_model.get("architecture") or {}).get("modules") or {}
+    name = base_model.get("name") or "the base model"
+    found: dict[str, Any] = {"architecture": local.architecture}
+    quant_note = (
+        " (fingerprints refer to the unquantized base; the manifest records quantization)"
+        if base_model.get("quantization")
+        else ""
+    )
+
+    rewrite: tuple[str, str] = ("", "")
+    if modules:
+        differences, rewrite = module_differences(modules, local)
+        if differences:
+            shown = "; ".join(str(d) for d in differences[:SHOWN_DIFFERENCES])
+            rest = len(differences) - SHOWN_DIFFERENCES
+            more = f"; and {rest} more" if rest > 0 else ""
+            return Verdict(
+                INCOMPATIBLE,
+                f"{local.source} does not fit {name}: {len(differences)} of {len(modules)} adapted modules "
+                f"differ: {shown}{more}",
+                differences, recorded, found, rewrite,
+            )
+
+    if recorded.get("content"):
+        algorithm = algorithm_of(recorded["content"])
+        content = local.content(algorithm)
+        if content is not None:
+            found["content"] = content
+            if content == recorded["content"]:
+                message = f"{local.source} is {name}: same weights{quant_note}"
+                return Verdict(EXACT, message, [], recorded, found, rewrite)
+            content_note = "weights differ from the recorded base"
+        else:
+            content_note = f"cannot compare weights here ({algorithm!r} fingerprints are not available)"
+    else:
+        content_note = "the manifest records no content fingerprint"
+
+    if modules:
+        return Verdict(
+            ARCHITECTURE,
+            f"{local.source} has the shapes of {name} for all {len(modules)} adapted modules, but "
+            f"{content_note}{quant_note}",
+            [], recorded, found, rewrite,
+        )
+    if recorded.get("architecture") and recorded["architecture"] == local.architecture:
+        return Verdict(
+            ARCHITECTURE,
+            f"{local.source} has the architecture of {name}, but {content_note}{quant_note}",
+            [], recorded, found, rewrite,
+        )
+    arch_note = (
+        "its architecture fingerprint differs" if recorded.get("architecture") else "no architecture fingerprint"
+    )
+    return Verdict(
+        UNKNOWN,
+        f"cannot tell whether {local.source} fits {name}: the manifest lists no adapted modules and "
+        f"{arch_note}; {content_note}",
+        [], recorded, found, rewrite,
+    )
+
+
+def ensure_compatible(
+    base_model: dict[str, Any],
+    model: Any,
+    *,
+    strict: bool = False,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> Verdict:
+    """check_compat(), raising IncompatibleError (exit 5) for incompatible, and with strict=True for
+    anything but exact."""
+    verdict = check_compat(base_model, model, cache_dir)
+    if verdict.kind == INCOMPATIBLE or (strict and verdict.kind != EXACT):
+        hint = " (strict: the exact base weights are required)" if verdict.kind != INCOMPATIBLE else ""
+        raise IncompatibleError(verdict.message + hint)
+    return verdict
