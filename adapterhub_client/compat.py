@@ -13,6 +13,8 @@ No torch here; an nn.Module passed in is only asked for its state_dict().
 
 from __future__ import annotations
 
+import dataclasses
+
 import os
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -50,6 +52,15 @@ class Verdict:
     @property
     def ok(self) -> bool:
         return self.kind in (EXACT, ARCHITECTURE)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "verdict": self.kind,
+            "message": self.message,
+            "differences": [dataclasses.asdict(d) for d in self.differences],
+            "expected": self.expected,
+            "found": self.found,
+        }
 
 
 # --------------------------------------------------------------------------- path alignment

