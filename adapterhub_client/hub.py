@@ -28,7 +28,7 @@ from .manifest import MANIFEST_FILE, canonical_name, dumps_manifest, loads_manif
 from .refs import HubRef, LocalRef, Requirement, parse_ref
 from .registry.client import IndexEntry, RegistryClient
 from .registry.transport import FileTransport, HttpTransport
-from .resolve import Resolver
+from .resolve import Resolver, dependency_requirement
 from .store.cache import Cache
 from .store.download import Downloader
 from .store import install as views
@@ -166,9 +166,7 @@ class Hub:
             else:
                 requirements.append(parsed)
         for item in resolved:
-            for dep in item.manifest.get("dependencies", []):
-                spec = dep.get("specifier", "")
-                requirements.append(parse_ref(f"{dep['name']}@{spec}" if spec else dep["name"]))  # type: ignore[arg-type]
+            requirements.extend(dependency_requirement(dep) for dep in item.manifest.get("dependencies", []))
         if requirements:
             bound = {r.name: r.registry_url for r in requirements if r.registry_url}
             picked = Resolver(self._provider(bound), pre=pre).resolve(requirements)
@@ -278,6 +276,28 @@ class Hub:
                 continue
             hits.extend({**line, "registry": client.name, "base_fingerprint": fp} for line in lines)
         return hits
+
+    def resolve_for_attach(self, refs: Sequence[str], model: Any, strict: bool = False) -> tuple[list[Resolved], list[Any]]:
+        """Resolve `refs` and check every manifest against `model` before any weight is downloaded."""
+        verdicts: list[Any] = []
+        local = self.local_model(model)
+        items = self.resolve(refs, check=lambda manifest: verdicts.append(self.check(manifest, local, strict=strict)))
+        return items, verdicts
+
+    def attach(self, model: Any, ref: str, name: str | None = None, strict: bool = False) -> str:
+        """Check `ref` against `model`, install it if needed, attach it with the built-in modules;
+        return the adapter name. An architecture-only match warns (refused with strict=True)."""
+        import warnings
+
+        from .compat import EXACT
+        from .nn.model import load_adapter
+
+        items, verdicts = self.resolve_for_attach([ref], model, strict=strict)
+        for verdict in verdicts:
+            if verdict.kind != EXACT:
+                warnings.warn(verdict.message, stacklevel=2)
+        installed = self.install_resolved(items)
+        return load_adapter(model, installed[_root_index(items, ref)].path, name=name)
 
     # --- install --------------------------------------------------------------------------
     def install(self, refs: Sequence[str | Requirement | LocalRef], pre: bool = False,
@@ -493,3 +513,14 @@ class Hub:
             raise UsageError(f"yanking on {spec.url} is not supported: edit the index where it is hosted")
         set_yanked(root, parsed.name, str(parsed.pinned), not undo)
         return {"name": parsed.name, "version": str(parsed.pinned), "yanked": not undo}
+
+
+def _root_index(items: Sequence[Resolved], ref: str) -> int:
+    """Which resolved item `ref` itself names (the others are its dependencies)."""
+    parsed = parse_ref(ref)
+    for i, item in enumerate(items):
+        if isinstance(parsed, LocalRef) and item.local_dir == parsed.path:
+            return i
+        if isinstance(parsed, Requirement) and item.name == parsed.name:
+            return i
+    return 0

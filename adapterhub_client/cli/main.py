@@ -25,6 +25,7 @@ _COMMANDS = {
     "registry": ("commands", "registry"),
     "cache": ("commands", "cache"),
     "fingerprint": ("cmd_fingerprint", "fingerprint"),
+    "attach": ("cmd_attach", "attach"),
 }
 _HELP = {
     "install": "Install adapters (and their dependencies) into the cache.",
@@ -39,6 +40,7 @@ _HELP = {
     "registry": "Add, list or remove registries.",
     "cache": "Inspect, prune or clean the cache.",
     "fingerprint": "Fingerprint a local base model directory.",
+    "attach": "Check adapters against a local model, then attach or merge them.",
 }
 
 

@@ -86,6 +86,17 @@ class AdapterLayer(nn.Module):
         raise NotImplementedError(f"{self.kind} adapters cannot be merged into the base weights")
 
     # --- shared -------------------------------------------------------------------
+    def adapter_parameters(self, name: str) -> Iterator[nn.Parameter]:
+        """The live parameters of adapter `name` (for freezing, optimizers, counting).
+
+        Default: parameters outside ``base_layer`` whose key has `name` as one component, which is
+        what the ``ModuleDict``/``ParameterDict``-keyed-by-name convention above gives.
+        """
+        for key, param in self.named_parameters():
+            parts = key.split(".")
+            if parts[0] != "base_layer" and name in parts:
+                yield param
+
     def set_active(self, names: list[str]) -> None:
         self.active_adapters = [n for n in names if n in self.adapter_names]
 

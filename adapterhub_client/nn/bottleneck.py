@@ -1,0 +1,408 @@
+"""Bottleneck adapters (Houlsby, Pfeiffer, parallel) with generic, configurable placement.
+
+One adapter is ``A(h) = dropout(s * W_up f(W_down h))`` (AdapterHub's ``Adapter``; the parameter
+names ``adapter_down.0`` / ``adapter_up`` / ``scaling`` are AdapterHub's, which keeps interop a
+pure key rename). Where it goes is described by *sites*: a module path relative to a transformer
+block (an element of a ``ModuleList``, so the path has a layer index just before it) plus a mode:
+
+* ``"output"``    wrap the module: ``y = M(x); y + A(y)`` (Houlsby, and Pfeiffer on pre-LN models);
+* ``"layernorm"`` wrap a post-LN norm: ``LN(z + A(LN(z)))`` (AdapterHub SeqBn / Pfeiffer);
+* ``"parallel"``  wrap the module: ``M(x') + A(x)`` where ``x`` is the input of the module named
+  by ``input`` (captured with a forward pre-hook) or of ``M`` itself (He et al. 2022 / ParBn).
+
+Presets map a style to sites for BERT/RoBERTa, DistilBERT, GPT-2 and Llama-family names; a new
+architecture needs a ``sites=[...]`` list or :func:`register_preset`, not code.
+
+Exactness against AdapterHub (BERT): all three styles are exact in eval mode. In training the
+Houlsby/parallel adapters sit before BERT's hidden dropout instead of after it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from typing import Any, ClassVar, Mapping
+
+import torch
+from torch import nn
+
+from ..errors import UsageError
+from .base import AdapterConfig, AdapterLayer
+from .targets import base_of, get_module, iter_modules, set_module
+
+STYLES = ("houlsby", "pfeiffer", "parallel")
+MODES = ("output", "layernorm", "parallel")
+
+
+class NotMergeableError(UsageError, NotImplementedError):
+    """Bottleneck adapters are nonlinear, so they have no weight delta to merge."""
+
+
+# --- placement ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """Module names inside one transformer block, relative to the block."""
+
+    attn_out: str  # attention output projection (Houlsby, first site)
+    ffn_out: str  # FFN output projection (Houlsby second site; Pfeiffer on pre-LN models)
+    ffn_norm: str | None  # post-FFN LayerNorm of post-LN models (Pfeiffer wraps it)
+    par_out: str  # module whose output receives the parallel adapter
+    par_in: str | None = None  # module whose input the parallel adapter reads (None: par_out's)
+
+    def sites(self, style: str) -> list[dict[str, Any]]:
+        if style == "houlsby":
+            return [
+                {"target": self.attn_out, "mode": "output", "role": "attn"},
+                {"target": self.ffn_out, "mode": "output", "role": "ffn"},
+            ]
+        if style == "pfeiffer":
+            if self.ffn_norm:
+                return [{"target": self.ffn_norm, "mode": "layernorm", "role": "ffn"}]
+            return [{"target": self.ffn_out, "mode": "output", "role": "ffn"}]
+        if style == "parallel":
+            return [{"target": self.par_out, "mode": "parallel", "role": "ffn", "input": self.par_in}]
+        raise ValueError(f"unknown bottleneck style {style!r}; expected one of {STYLES}")
+
+
+PRESETS: dict[str, Preset] = {
+    # BertSelfOutput/BertOutput: LN(dropout(dense(.)) + x); the FFN input is `intermediate`'s.
+    "bert": Preset("attention.output.dense", "output.dense", "output.LayerNorm", "output.dense", "intermediate"),
+    "distilbert": Preset("attention.out_lin", "ffn.lin2", "output_layer_norm", "ffn"),
+    # pre-LN models: no post-FFN norm, the MLP's own input is the (normed) sublayer input
+    "gpt2": Preset("attn.c_proj", "mlp.c_proj", None, "mlp"),
+    "llama": Preset("self_attn.o_proj", "mlp.down_proj", None, "mlp"),
+}
+
+# config.model_type -> preset
+MODEL_TYPES: dict[str, str] = {
+    **{t: "bert" for t in ("bert", "roberta", "xlm-roberta", "camembert", "electra", "data2vec-text", "ernie")},
+    "distilbert": "distilbert",
+    "gpt2": "gpt2",
+    **{t: "llama" for t in ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "olmo", "granite")},
+}
+
+
+def register_preset(name: str, preset: Preset, model_types: list[str] = ()) -> None:  # type: ignore[assignment]
+    """Teach placement a new architecture by module names only."""
+    PRESETS[name] = preset
+    for t in model_types:
+        MODEL_TYPES[t] = name
+
+
+def detect_preset(model: nn.Module) -> str:
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type in MODEL_TYPES:
+        return MODEL_TYPES[model_type]
+    raise UsageError(
+        f"no bottleneck placement preset for model_type {model_type!r}; pass "
+        f"BottleneckConfig(architecture=one of {sorted(PRESETS)}) or sites=[{{'target': ..., 'mode': ...}}]"
+    )
+
+
+def _site_regex(target: str) -> re.Pattern[str]:
+    # `<anything>.<layer index>.<target>`: the index right before the target stops
+    # "output.dense" from also matching "attention.output.dense".
+    return re.compile(rf"^(?P<prefix>(?:.*\.)?)(?P<idx>\d+)\.{re.escape(target)}$")
+
+
+# --- the adapter module -------------------------------------------------------------------
+
+
+def _activation(name: str | None) -> nn.Module:
+    key = (name or "identity").lower()
+    table = {
+        "relu": nn.ReLU,
+        "gelu": nn.GELU,
+        "gelu_new": lambda: nn.GELU(approximate="tanh"),
+        "swish": nn.SiLU,
+        "silu": nn.SiLU,
+        "tanh": nn.Tanh,
+        "sigmoid": nn.Sigmoid,
+        "leakyrelu": nn.LeakyReLU,
+        "identity": nn.Identity,
+        "linear": nn.Identity,
+    }
+    if key not in table:
+        raise ValueError(f"unknown non_linearity {name!r}; expected one of {sorted(table)}")
+    return table[key]()
+
+
+class Bottleneck(nn.Module):
+    """``dropout(s * W_up f(W_down h))``; parameter names follow AdapterHub's ``Adapter``."""
+
+    def __init__(self, dim: int, width: int, non_linearity: str, scaling: float | str, dropout: float, init: str):
+        super().__init__()
+        self.adapter_down = nn.Sequential(nn.Linear(dim, width), _activation(non_linearity))
+        self.adapter_up = nn.Linear(width, dim)
+        if isinstance(scaling, (int, float)) and not isinstance(scaling, bool):
+            self.scaling: float | nn.Parameter = float(scaling)
+        elif scaling == "learned":
+            self.scaling = nn.Parameter(torch.ones(1))
+        elif scaling == "channel":
+            self.scaling = nn.Parameter(torch.ones(dim))
+        else:
+            raise ValueError(f"scaling must be a number, 'learned' or 'channel', not {scaling!r}")
+        self.dropout = nn.Dropout(dropout)
+        self.reset(init)
+
+    @torch.no_grad()
+    def reset(self, init: str) -> None:
+        down, up = self.adapter_down[0], self.adapter_up
+        if init in ("zero", "mam_adapter"):
+            # nn.Linear's default for the down projection, zero up-projection: an exact no-op
+            nn.init.kaiming_uniform_(down.weight, a=math.sqrt(5))
+            nn.init.zeros_(down.bias)
+            nn.init.zeros_(up.weight)
+            nn.init.zeros_(up.bias)
+        elif init == "bert":
+            for lin in (down, up):
+                lin.weight.normal_(0.0, 0.02)
+                lin.bias.zero_()
+        else:
+            raise ValueError(f"unknown bottleneck init {init!r}; expected 'zero' or 'bert'")
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.adapter_up(self.adapter_down(h)) * self.scaling)
+
+    def add_to(self, y: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """``y + A(h)``, with the scale and the add fused into one pass when dropout is off."""
+        u = self.adapter_up(self.adapter_down(h))
+        if self.training and self.dropout.p > 0:
+            return y + self.dropout(u * self.scaling)
+        if isinstance(self.scaling, float):
+            return torch.add(y, u, alpha=self.scaling)
+        return torch.addcmul(y, u, self.scaling)
+
+
+class BottleneckLayer(AdapterLayer):
+    """Wraps one base module and carries named bottleneck adapters, each with its own mode."""
+
+    kind: ClassVar[str] = "bottleneck"
+
+    def __init__(self, base_layer: nn.Module, role: str = "", layer_index: int | None = None):
+        super().__init__()
+        self.base_layer = base_layer
+        self.adapters = nn.ModuleDict()
+        self.modes: dict[str, str] = {}
+        self.role = role  # "attn" | "ffn": which AdapterHub location this layer stands for
+        self.layer_index = layer_index
+        # parallel adapters reading another module's input: a plain attribute, not a submodule
+        # (that would duplicate its weights in the model's state_dict)
+        object.__setattr__(self, "_input_module", None)
+        self._captured: torch.Tensor | None = None
+
+    @property
+    def adapter_names(self) -> list[str]:
+        return list(self.adapters.keys())
+
+    def add(self, name: str, adapter: Bottleneck, mode: str, input_module: nn.Module | None = None) -> None:
+        if name in self.adapters:
+            raise ValueError(f"adapter {name!r} already exists on this module")
+        if mode not in MODES:
+            raise ValueError(f"unknown placement mode {mode!r}; expected one of {MODES}")
+        others = set(self.modes.values())
+        if others and ((mode == "layernorm") != ("layernorm" in others)):
+            raise ValueError("a norm module can carry only 'layernorm' adapters (and vice versa)")
+        if input_module is not None:
+            if self._input_module is not None and self._input_module is not input_module:
+                raise ValueError("parallel adapters on one module must read the same input module")
+            if self._input_module is None:
+                object.__setattr__(self, "_input_module", input_module)
+                # no handle kept: a deep-copied handle would point at the original's hook dict
+                input_module.register_forward_pre_hook(self._capture, with_kwargs=True)
+        self.adapters[name] = adapter
+        self.modes[name] = mode
+
+    def _capture(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        self._captured = args[0] if args else next(iter(kwargs.values()))
+
+    def delete_adapter(self, name: str) -> None:
+        if name not in self.adapters:
+            raise KeyError(name)
+        del self.adapters[name]
+        del self.modes[name]
+        self.active_adapters = [n for n in self.active_adapters if n != name]
+        if self._input_module is not None and "parallel" not in self.modes.values():
+            self._remove_hook()
+
+    def _remove_hook(self) -> None:
+        m = self._input_module
+        for key, hook in list(m._forward_pre_hooks.items()):
+            if getattr(hook, "__self__", None) is self:
+                del m._forward_pre_hooks[key]
+                m._forward_pre_hooks_with_kwargs.pop(key, None)
+        object.__setattr__(self, "_input_module", None)
+        self._captured = None
+
+    def adapter_parameters(self, name: str) -> list[nn.Parameter]:
+        return list(self.adapters[name].parameters())
+
+    def adapter_state_dict(self, name: str) -> dict[str, torch.Tensor]:
+        return dict(self.adapters[name].state_dict())
+
+    def load_adapter_state_dict(self, name: str, tensors: dict[str, torch.Tensor]) -> None:
+        adapter = self.adapters[name]
+        expected = set(adapter.state_dict())
+        missing, unexpected = expected - set(tensors), set(tensors) - expected
+        if missing or unexpected:
+            raise KeyError(f"missing {sorted(missing)}, unexpected {sorted(unexpected)}")
+        own = adapter.state_dict()
+        bad = [f"{k}: {tuple(t.shape)} != {tuple(own[k].shape)}" for k, t in tensors.items() if t.shape != own[k].shape]
+        if bad:
+            raise KeyError(f"shape mismatch ({'; '.join(bad)})")
+        adapter.load_state_dict(tensors, strict=True)
+
+    def merge(self, names: list[str]) -> None:
+        raise NotMergeableError(
+            "bottleneck adapters cannot be merged into the base weights (W_up f(W_down h) is nonlinear); "
+            "keep them unmerged, or use LoRA where merging matters"
+        )
+
+    unmerge = merge  # type: ignore[assignment]
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        active = self.active_adapters
+        if not active:
+            self._captured = None
+            return self.base_layer(*args, **kwargs)
+        x = args[0] if args else next(iter(kwargs.values()))
+        if self.modes[active[0]] == "layernorm":
+            # LN(z + A(LN(z))): the pretrained norm is applied twice (AdapterHub SeqBn)
+            n = self.base_layer(x)
+            for a in active:  # several adapters: LN(z + sum_i A_i(LN(z)))
+                x = self.adapters[a].add_to(x, n)
+            return self.base_layer(x)
+        y = self.base_layer(*args, **kwargs)
+        par = [a for a in active if self.modes[a] == "parallel"]
+        if par:
+            src = x if self._input_module is None else self._captured
+            if src is None:
+                raise RuntimeError("parallel adapter: the input module did not run before this module")
+        for a in active:  # sequential adapters stack in activation order (AdapterHub Stack)
+            if self.modes[a] == "output":
+                y = self.adapters[a].add_to(y, y)
+        for a in par:
+            y = self.adapters[a].add_to(y, src)
+        self._captured = None  # don't keep activations alive between forwards
+        return y
+
+
+# --- config -------------------------------------------------------------------------------
+
+
+def _per_layer(value: Any, idx: int, what: str) -> Any:
+    if isinstance(value, Mapping):
+        if str(idx) in value:
+            return value[str(idx)]
+        if idx in value:
+            return value[idx]
+        if "default" in value:
+            return value["default"]
+        raise KeyError(f"{what} mapping has no entry for layer {idx} and no 'default'")
+    return value
+
+
+def _feature_dim(module: nn.Module, model: nn.Module) -> int:
+    if isinstance(module, nn.Linear):
+        return module.out_features
+    if hasattr(module, "nf"):  # transformers Conv1D (GPT-2): weight is [in, out]
+        return int(module.nf)
+    if isinstance(module, nn.LayerNorm):
+        return int(module.normalized_shape[-1])
+    weight = getattr(module, "weight", None)
+    if isinstance(weight, torch.Tensor) and weight.dim() == 1:  # RMSNorm and friends
+        return int(weight.shape[0])
+    hidden = getattr(getattr(model, "config", None), "hidden_size", None)
+    if hidden is None:
+        raise ValueError(f"cannot tell the feature size of {type(module).__name__}; set config.hidden_size")
+    return int(hidden)
+
+
+@dataclasses.dataclass
+class BottleneckConfig(AdapterConfig):
+    """A bottleneck adapter. ``reduction_factor``/``bottleneck_size`` may be per layer:
+    ``{"0": 8, "default": 16}``. ``sites`` overrides the preset: a list of
+    ``{"target": "output.dense", "mode": "output"|"layernorm"|"parallel", "input": None, "role": "ffn"}``."""
+
+    kind: ClassVar[str] = "bottleneck"
+    mergeable: ClassVar[bool] = False
+
+    style: str = "pfeiffer"
+    reduction_factor: float | dict[str, float] = 16
+    bottleneck_size: int | dict[str, int] | None = None
+    non_linearity: str = "relu"
+    scaling: float | str = 1.0  # number, "learned" (scalar) or "channel" (vector)
+    dropout: float = 0.0
+    init: str = "zero"  # "zero": exact no-op at start; "bert": N(0, 0.02) both (AdapterHub default)
+    leave_out: list[int] = dataclasses.field(default_factory=list)
+    architecture: str | None = None  # preset name; None: from model.config.model_type
+    sites: list[dict[str, Any]] | None = None
+
+    def __post_init__(self) -> None:
+        if self.style not in STYLES:
+            raise ValueError(f"unknown bottleneck style {self.style!r}; expected one of {STYLES}")
+        if self.architecture is not None and self.architecture not in PRESETS:
+            raise ValueError(f"unknown architecture preset {self.architecture!r}; known: {sorted(PRESETS)}")
+        _activation(self.non_linearity)  # fail at config time, not at inject time
+        self.leave_out = [int(i) for i in self.leave_out]
+
+    def resolve_sites(self, model: nn.Module) -> list[dict[str, Any]]:
+        if self.sites is not None:
+            return [dict(s) for s in self.sites]
+        return PRESETS[self.architecture or detect_preset(model)].sites(self.style)
+
+    def width(self, dim: int, idx: int) -> int:
+        size = _per_layer(self.bottleneck_size, idx, "bottleneck_size")
+        if size is None:
+            size = int(dim // _per_layer(self.reduction_factor, idx, "reduction_factor"))
+        return max(1, int(size))
+
+    def inject(self, model: nn.Module, name: str) -> list[str]:
+        sites = self.resolve_sites(model)
+        # logical paths (wrappers' `base_layer` hop skipped), as every adapter kind records them
+        modules = [(path, module) for path, module, _, _ in iter_modules(model) if path]
+        plan: list[tuple[str, int, dict[str, Any], nn.Module | None]] = []
+        for site in sites:
+            mode = site.get("mode", "output")
+            if mode not in MODES:
+                raise UsageError(f"unknown placement mode {mode!r}; expected one of {MODES}")
+            pattern = _site_regex(site["target"])
+            for path, module in modules:
+                m = pattern.match(path)
+                if m is None or int(m["idx"]) in self.leave_out:
+                    continue
+                if isinstance(module, BottleneckLayer):
+                    if name in module.adapter_names:
+                        raise UsageError(f"adapter {name!r} already exists at {path}")
+                    if module.modes and ((mode == "layernorm") != ("layernorm" in module.modes.values())):
+                        raise UsageError(f"{path}: cannot mix 'layernorm' and other placement modes on one module")
+                input_module = None
+                if mode == "parallel" and site.get("input"):
+                    # hook the plain module: it stays in the graph whatever wraps it later
+                    input_module = base_of(get_module(model, f"{m['prefix']}{m['idx']}.{site['input']}"))
+                plan.append((path, int(m["idx"]), site, input_module))
+        if not plan:
+            raise UsageError(
+                f"bottleneck adapter {name!r}: no module matched the sites "
+                f"{[s['target'] for s in sites]} (check `architecture`/`sites`, `leave_out`)"
+            )
+        for path, idx, site, input_module in plan:  # checked everything first: no half-injected model
+            self._attach(model, path, name, site.get("mode", "output"), site.get("role", "ffn"), idx, input_module)
+        return [p for p, _, _, _ in plan]
+
+    def _attach(self, model: nn.Module, path: str, name: str, mode: str, role: str, idx: int,
+                input_module: nn.Module | None) -> None:
+        module = get_module(model, path)
+        if not isinstance(module, BottleneckLayer):
+            module = BottleneckLayer(module, role=role, layer_index=idx)
+            set_module(model, path, module)
+        dim = _feature_dim(base_of(module), model)
+        adapter = Bottleneck(dim, self.width(dim, idx), self.non_linearity, self.scaling, self.dropout, self.init)
+        ref = next(base_of(module).parameters(), None)
+        if ref is not None and ref.device.type != "meta":
+            adapter.to(device=ref.device, dtype=ref.dtype)
+        adapter.train(module.training)
+        module.add(name, adapter, mode, input_module)

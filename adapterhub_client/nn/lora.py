@@ -1,0 +1,428 @@
+"""LoRA (Hu et al. 2021) with rsLoRA and DoRA, on ``nn.Linear``, GPT-2 ``Conv1D`` and ``nn.Embedding``.
+
+Math and tensor shapes follow PEFT's ``tuners/lora`` so adapters convert by renaming keys:
+
+* ``lora_A`` is ``[r, in]`` and ``lora_B`` ``[out, r]`` (embedding: ``A [r, num_embeddings]``,
+  ``B [embedding_dim, r]``); scale ``alpha / r``, or ``alpha / sqrt(r)`` with rsLoRA;
+* forward ``base(x) + s * B(A(dropout(x)))``, summed over the active, unmerged adapters;
+* DoRA ``W' = m * (W + sBA) / ||W + sBA||_c`` with the norm per output feature and detached, computed
+  as ``(m/n - 1) * (base(x) - bias) + (m/n) * s * B(A(x))``; ``lora_magnitude_vector`` is ``m``.
+
+Parameters are plain tensors in ``ParameterDict``s keyed by adapter name (no ``nn.Linear`` per
+adapter): fewer modules to build when attaching, fewer calls per forward.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, ClassVar, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import UsageError
+from .base import AdapterConfig, AdapterLayer
+from .targets import base_of, is_conv1d, pattern_value, select_modules, set_module
+
+BIAS_MODES = ("none", "all", "lora_only")
+INITS = ("default", "gaussian", "none")
+
+
+@dataclasses.dataclass
+class LoRAConfig(AdapterConfig):
+    """A LoRA adapter.
+
+    ``init``: ``"default"`` (A Kaiming-uniform, B zero: a new adapter is an exact no-op),
+    ``"gaussian"`` (A ~ N(0, 1/r), B zero) or ``"none"`` (A and B both random, for tests).
+    ``bias``: which base biases train with the adapter and are saved with it (PEFT's ``bias``);
+    they are written into the base modules, so disabling the adapter does not undo them.
+    """
+
+    kind: ClassVar[str] = "lora"
+
+    r: int = 8
+    alpha: float = 8
+    target_modules: list[str] | str | None = None
+    dropout: float = 0.0
+    rslora: bool = False
+    dora: bool = False
+    bias: str = "none"
+    init: str = "default"
+    exclude_modules: list[str] | str | None = None
+    layers_to_transform: list[int] | int | None = None
+    layers_pattern: list[str] | str | None = None
+    rank_pattern: dict[str, int] = dataclasses.field(default_factory=dict)
+    alpha_pattern: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.target_modules, (set, tuple)):
+            self.target_modules = sorted(self.target_modules)
+        if not isinstance(self.r, int) or self.r <= 0:
+            raise UsageError(f"LoRA r must be a positive integer, got {self.r!r}")
+        if self.bias not in BIAS_MODES:
+            raise UsageError(f"LoRA bias must be one of {BIAS_MODES}, got {self.bias!r}")
+        if self.init is True:  # PEFT spellings
+            self.init = "default"
+        elif self.init is False:
+            self.init = "none"
+        if self.init not in INITS:
+            raise UsageError(f"LoRA init must be one of {INITS}, got {self.init!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise UsageError(f"LoRA dropout must be in [0, 1), got {self.dropout!r}")
+
+    def scaling(self, r: int, alpha: float) -> float:
+        return alpha / math.sqrt(r) if self.rslora else alpha / r
+
+    def inject(self, model: nn.Module, name: str) -> list[str]:
+        targets = select_modules(
+            model,
+            self.target_modules,
+            exclude_modules=self.exclude_modules,
+            layers_to_transform=self.layers_to_transform,
+            layers_pattern=self.layers_pattern,
+            supported=_supported,
+            what="LoRA",
+        )
+        # check everything before changing anything, so a failure leaves the model as it was
+        for path, module in targets:
+            lora = _find_lora(module)
+            if lora is not None and name in lora.adapter_names:
+                raise UsageError(f"adapter {name!r} already exists at {path}")
+        paths = []
+        for path, module in targets:
+            r = pattern_value(self.rank_pattern, path, self.r)
+            alpha = pattern_value(self.alpha_pattern, path, self.alpha)
+            layer = _find_lora(module)
+            if layer is None:
+                # LoRA goes innermost, right around the base module, so it composes with wrappers of
+                # other kinds (a bottleneck around the same Linear sees LoRA's output)
+                outer, inner = None, module
+                while isinstance(inner, AdapterLayer):
+                    outer, inner = inner, inner.base_layer
+                layer = (LoRAEmbedding if isinstance(inner, nn.Embedding) else LoRALinear)(inner)
+                if outer is None:
+                    set_module(model, path, layer)
+                else:
+                    outer.base_layer = layer
+            layer.add(name, r, alpha, self)
+            paths.append(path)
+        return paths
+
+
+def _find_lora(module: nn.Module) -> "LoRALayer | None":
+    """The LoRA layer in a stack of wrappers at one path, if any."""
+    while isinstance(module, AdapterLayer):
+        if isinstance(module, LoRALayer):
+            return module
+        module = getattr(module, "base_layer", None)
+    return None
+
+
+def _supported(module: nn.Module) -> bool:
+    return isinstance(module, (nn.Linear, nn.Embedding)) or is_conv1d(module)
+
+
+def _adapter_dtype(weight: torch.Tensor) -> torch.dtype:
+    # half-precision bases get fp32 adapters (PEFT's autocast_adapter_dtype): stable training
+    if weight.dtype in (torch.float16, torch.bfloat16) or not weight.dtype.is_floating_point:
+        return torch.float32
+    return weight.dtype
+
+
+class LoRALayer(AdapterLayer):
+    """Shared bookkeeping of the LoRA wrappers; subclasses define shapes, forward and delta."""
+
+    kind: ClassVar[str] = "lora"
+
+    def __init__(self, base_layer: nn.Module) -> None:
+        super().__init__()
+        self.base_layer = base_layer
+        self.lora_A = nn.ParameterDict()
+        self.lora_B = nn.ParameterDict()
+        self.lora_magnitude_vector = nn.ParameterDict()  # DoRA only
+        self.r: dict[str, int] = {}
+        self.scaling: dict[str, float] = {}
+        self.dropout: dict[str, float] = {}
+        self._dora_norms: dict[str, torch.Tensor] = {}  # weight norm at merge time, for unmerge
+        self._run: list[str] = []  # active and not merged: what forward adds
+
+    def __getattr__(self, name: str) -> Any:
+        # model code reads the wrapped module's attributes (`q_proj.weight`, `c_attn.nf`,
+        # `in_features`): answer from the base module, as PEFT's layers do
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "base_layer":
+                raise
+            return getattr(self.base_layer, name)
+
+    # --- shapes ---------------------------------------------------------------------------
+
+    def _in_out(self) -> tuple[int, int]:
+        raise NotImplementedError
+
+    def _dense_weight(self) -> torch.Tensor:
+        """The base weight as ``[out, in]`` (a view)."""
+        raise NotImplementedError
+
+    def _to_base_layout(self, delta: torch.Tensor) -> torch.Tensor:
+        """``[out, in]`` -> the base weight's layout."""
+        raise NotImplementedError
+
+    # --- adapters -------------------------------------------------------------------------
+    @property
+    def adapter_names(self) -> list[str]:
+        return list(self.lora_A.keys())
+
+    def add(self, name: str, r: int, alpha: float, config: LoRAConfig) -> None:
+        weight = self.base_layer.weight
+        fan_in, fan_out = self._in_out()
+        kw = {"device": weight.device, "dtype": _adapter_dtype(weight)}
+        A = torch.empty(r, fan_in, **kw)
+        B = torch.empty(fan_out, r, **kw)
+        self._init(A, B, r, config.init)
+        self.lora_A[name] = nn.Parameter(A)
+        self.lora_B[name] = nn.Parameter(B)
+        self.r[name] = r
+        self.scaling[name] = config.scaling(r, alpha)
+        self.dropout[name] = float(config.dropout)
+        if config.dora:
+            with torch.no_grad():
+                norm = self._weight_norm(name)
+            self.lora_magnitude_vector[name] = nn.Parameter(norm)
+        self._refresh()
+
+    def _init(self, A: torch.Tensor, B: torch.Tensor, r: int, init: str) -> None:
+        if A.is_meta:
+            return  # nothing to draw on the meta device
+        nn.init.kaiming_uniform_(A, a=math.sqrt(5)) if init != "gaussian" else nn.init.normal_(A, std=1 / r)
+        if init == "none":
+            nn.init.kaiming_uniform_(B, a=math.sqrt(5))
+        else:
+            nn.init.zeros_(B)
+
+    def delete_adapter(self, name: str) -> None:
+        if name in self.merged_adapters:
+            raise UsageError(f"adapter {name!r} is merged; unmerge it before deleting")
+        for store in (self.lora_A, self.lora_B, self.lora_magnitude_vector):
+            if name in store:
+                del store[name]
+        for d in (self.r, self.scaling, self.dropout, self._dora_norms):
+            d.pop(name, None)
+        self.active_adapters = [n for n in self.active_adapters if n != name]
+        self._refresh()
+
+    def adapter_state_dict(self, name: str) -> dict[str, torch.Tensor]:
+        out = {"lora_A": self.lora_A[name], "lora_B": self.lora_B[name]}
+        if name in self.lora_magnitude_vector:
+            out["lora_magnitude_vector"] = self.lora_magnitude_vector[name]
+        return {k: v.detach() for k, v in out.items()}
+
+    def load_adapter_state_dict(self, name: str, tensors: dict[str, torch.Tensor]) -> None:
+        own = {"lora_A": self.lora_A[name], "lora_B": self.lora_B[name]}
+        if name in self.lora_magnitude_vector:
+            own["lora_magnitude_vector"] = self.lora_magnitude_vector[name]
+        missing = sorted(set(own) - set(tensors))
+        unexpected = sorted(set(tensors) - set(own))
+        if missing or unexpected:
+            raise KeyError(f"missing {missing}, unexpected {unexpected}")
+        bad = [f"{k}: {tuple(tensors[k].shape)} != {tuple(p.shape)}" for k, p in own.items() if tensors[k].shape != p.shape]
+        if bad:
+            raise KeyError(f"shape mismatch ({'; '.join(bad)})")
+        with torch.no_grad():
+            for k, p in own.items():
+                if p.is_meta:
+                    own_param = nn.Parameter(tensors[k].to(p.dtype), requires_grad=p.requires_grad)
+                    getattr(self, k)[name] = own_param
+                else:
+                    p.copy_(tensors[k])
+        self._dora_norms.pop(name, None)
+
+    def set_active(self, names: list[str]) -> None:
+        super().set_active(names)
+        self._refresh()
+
+    def _refresh(self) -> None:
+        self._run = [n for n in self.active_adapters if n not in self.merged_adapters]
+
+    # --- math -----------------------------------------------------------------------------
+    def _delta(self, name: str) -> torch.Tensor:
+        """``s * B @ A`` as ``[out, in]``, in fp32 when the adapter is in half precision."""
+        A, B = self.lora_A[name], self.lora_B[name]
+        if A.dtype in (torch.float16, torch.bfloat16):
+            A, B = A.float(), B.float()
+        return (B @ A) * self.scaling[name]
+
+    def _weight_norm(self, name: str, delta: torch.Tensor | None = None, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """``||W + sBA||`` per output feature (PEFT: column norm of ``W`` as ``[out, in]``)."""
+        W = self._dense_weight() if weight is None else weight
+        if delta is None:
+            delta = self._delta(name).detach()
+        return torch.linalg.norm(W.to(delta.dtype) + delta, dim=1).to(self.lora_A[name].dtype)
+
+    def merge(self, names: list[str]) -> None:
+        weight = self.base_layer.weight
+        for name in names:
+            if name not in self.lora_A or name in self.merged_adapters:
+                continue
+            with torch.no_grad():
+                delta = self._delta(name)  # fp32 for half-precision bases
+                if name in self.lora_magnitude_vector:
+                    # the norm comes from the *unmerged* base, as forward computes it
+                    base = self._unmerged_dense_weight().to(delta.dtype)
+                    norm = torch.linalg.norm(base + delta, dim=1)
+                    self._dora_norms[name] = norm
+                    factor = (self.lora_magnitude_vector[name].to(delta.dtype) / norm).unsqueeze(1)
+                    new = self._to_base_layout(factor * (self._dense_of(weight.to(delta.dtype)) + delta))
+                    weight.copy_(new)
+                elif weight.dtype == delta.dtype:
+                    weight.add_(self._to_base_layout(delta))
+                else:
+                    weight.copy_(weight.to(delta.dtype) + self._to_base_layout(delta))
+            # in place: storage (and any tie, e.g. an LM head sharing the embedding) is kept
+            self.merged_adapters.append(name)
+        self._refresh()
+
+    def unmerge(self) -> None:
+        weight = self.base_layer.weight
+        with torch.no_grad():
+            while self.merged_adapters:
+                name = self.merged_adapters.pop()
+                delta = self._delta(name)
+                if name in self.lora_magnitude_vector:
+                    norm = self._dora_norms.pop(name)
+                    factor = (self.lora_magnitude_vector[name].to(delta.dtype) / norm).unsqueeze(1)
+                    weight.copy_(self._to_base_layout(self._dense_of(weight.to(delta.dtype)) / factor - delta))
+                elif weight.dtype == delta.dtype:
+                    weight.sub_(self._to_base_layout(delta))
+                else:
+                    weight.copy_(weight.to(delta.dtype) - self._to_base_layout(delta))
+        self._refresh()
+
+    def _dense_of(self, W: torch.Tensor) -> torch.Tensor:
+        """A weight in the base layout -> ``[out, in]``."""
+        return self._to_base_layout(W)  # both layouts used here are involutions (identity/transpose)
+
+    def _unmerged_dense_weight(self) -> torch.Tensor:
+        """The base weight without any merged adapter, as ``[out, in]`` (replays merges in order)."""
+        W = self._dense_weight()
+        if not self.merged_adapters:
+            return W
+        W = W.float()
+        # undo in reverse; DoRA merges are undone with their stored norms
+        for name in reversed(self.merged_adapters):
+            delta = self._delta(name).float()
+            if name in self.lora_magnitude_vector:
+                factor = (self.lora_magnitude_vector[name].float() / self._dora_norms[name].float()).unsqueeze(1)
+                W = W / factor - delta
+            else:
+                W = W - delta
+        return W
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{n}: r={self.r[n]}" + (" dora" if n in self.lora_magnitude_vector else "") for n in self.adapter_names)
+
+
+class LoRALinear(LoRALayer):
+    """LoRA on ``nn.Linear`` (``W [out, in]``) or GPT-2 ``Conv1D`` (``W [in, out]``, fan_in_fan_out)."""
+
+    def __init__(self, base_layer: nn.Module) -> None:
+        super().__init__(base_layer)
+        self.fan_in_fan_out = is_conv1d(base_of(base_layer))
+
+    def _in_out(self) -> tuple[int, int]:
+        w = self.base_layer.weight
+        return (w.shape[0], w.shape[1]) if self.fan_in_fan_out else (w.shape[1], w.shape[0])
+
+    def _dense_weight(self) -> torch.Tensor:
+        w = self.base_layer.weight
+        return w.T if self.fan_in_fan_out else w
+
+    def _to_base_layout(self, delta: torch.Tensor) -> torch.Tensor:
+        return delta.T if self.fan_in_fan_out else delta
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        result = self.base_layer(x, *args, **kwargs)
+        if not self._run:
+            return result
+        for name in self._run:
+            A, B, s = self.lora_A[name], self.lora_B[name], self.scaling[name]
+            p = self.dropout[name]
+            xa = x.to(A.dtype) if x.dtype != A.dtype else x
+            dropped = bool(p) and self.training
+            xd = F.dropout(xa, p, True) if dropped else xa
+            if name in self.lora_magnitude_vector:
+                result = result + self._dora(name, xd, result, dropped).to(result.dtype)
+                continue
+            h = F.linear(xd, A)
+            if result.dtype == h.dtype and result.dim() >= 2:
+                # fused s * (h @ B^T) + result in one GEMM; no separate scale or add pass
+                shape = result.shape
+                result = torch.addmm(result.reshape(-1, shape[-1]), h.reshape(-1, h.shape[-1]), B.T, alpha=s).view(shape)
+            else:
+                result = result + (F.linear(h, B) * s).to(result.dtype)
+        return result
+
+    def _dora(self, name: str, xd: torch.Tensor, result: torch.Tensor, dropped: bool) -> torch.Tensor:
+        A, B, s = self.lora_A[name], self.lora_B[name], self.scaling[name]
+        W = self._dense_weight()
+        delta = (B @ A).detach() * s
+        norm = torch.linalg.norm(W.to(delta.dtype) + delta, dim=1).detach()  # detached, as in the paper
+        scale = self.lora_magnitude_vector[name] / norm
+        if not dropped:
+            base = result.to(A.dtype)
+            bias = getattr(self.base_layer, "bias", None)
+            if bias is not None:
+                base = base - bias.to(A.dtype)
+        else:  # dropout on: the base term must see the dropped-out input too (PEFT does the same)
+            base = F.linear(xd, W.to(A.dtype))
+        return (scale - 1) * base + scale * F.linear(F.linear(xd, A), B) * s
+
+
+class LoRAEmbedding(LoRALayer):
+    """LoRA on ``nn.Embedding``: ``E(x) + s * E_A(x) @ B^T`` with ``E_A`` the lookup in ``A^T``."""
+
+    def _in_out(self) -> tuple[int, int]:
+        w = self.base_layer.weight
+        return w.shape[0], w.shape[1]
+
+    def _dense_weight(self) -> torch.Tensor:
+        return self.base_layer.weight.T  # [dim, num_embeddings]
+
+    def _to_base_layout(self, delta: torch.Tensor) -> torch.Tensor:
+        return delta.T
+
+    def _init(self, A: torch.Tensor, B: torch.Tensor, r: int, init: str) -> None:
+        if A.is_meta:
+            return
+        # PEFT: A zero, B normal, so a new adapter is a no-op; "none" draws both
+        nn.init.normal_(A) if init == "none" else nn.init.zeros_(A)
+        nn.init.normal_(B)
+
+    def _lookup(self, x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        b = self.base_layer
+        return F.embedding(x, table, b.padding_idx, b.max_norm, b.norm_type, b.scale_grad_by_freq, b.sparse)
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        result = self.base_layer(x, *args, **kwargs)
+        for name in self._run:
+            A, B, s = self.lora_A[name], self.lora_B[name], self.scaling[name]
+            out = self._lookup(x, A.T) @ B.T * s
+            if name in self.lora_magnitude_vector:
+                norm = self._weight_norm(name).detach()
+                scale = self.lora_magnitude_vector[name] / norm
+                result = (scale * result.to(scale.dtype) + scale * out).to(result.dtype)
+            else:
+                result = result + out.to(result.dtype)
+        return result
+
+
+def lora_layers(model: nn.Module) -> list[tuple[str, LoRALayer]]:
+    from .targets import iter_modules
+
+    return [(p, m) for p, m, _, _ in iter_modules(model) if isinstance(m, LoRALayer)]
+
+
+__all__: Sequence[str] = ["LoRAConfig", "LoRALayer", "LoRALinear", "LoRAEmbedding"]
