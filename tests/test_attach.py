@@ -74,6 +74,13 @@ def test_merge_streams_a_checkpoint_equal_to_the_attached_model(cli, published, 
         expected = reference(input_ids=ids).last_hidden_state
         got = merged(input_ids=ids).last_hidden_state
         base = AutoModel.from_pretrained(str(published["minilm"])).eval()(input_ids=ids).last_hidden_state
+    import adapterhub_client as ah
+
+    ours = AutoModel.from_pretrained(str(published["minilm"])).eval()
+    ah.load_adapter(ours, str(published["lora"]))  # the attached (unmerged) model
+    with torch.no_grad():
+        attached = ours(input_ids=ids).last_hidden_state
+    assert (got - attached).abs().max() < 1e-5
     assert (got - expected).abs().max() < 1e-5
     assert (got - base).abs().max() > 1e-3  # the adapter really changed the weights
 
