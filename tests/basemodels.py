@@ -40,3 +40,13 @@ def models(tmp_path_factory):
     peft_model.save_pretrained(out / "lora")
     dirs["lora"] = out / "lora"
     return dirs
+
+
+@pytest.fixture
+def published(cli, models):
+    """acme/mini-lora 1.0.0 trained on MiniLM and 2.0.0 on a perturbed copy, in the local registry."""
+    for version, base in [("1.0.0", "minilm"), ("2.0.0", "perturbed")]:
+        r = cli("publish", str(models["lora"]), "--name", "acme/mini-lora", "--version", version,
+                "--base", str(models[base]))
+        assert r.code == 0, r.err
+    return models

@@ -27,6 +27,14 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return h
 
 
+@pytest.fixture(scope="module")
+def private_cache(tmp_path_factory):
+    """Keep the fingerprint cache (and any other cache use) out of the user's cache directory."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ADAPTERS_CACHE_DIR", str(tmp_path_factory.mktemp("adapters-cache")))
+        yield
+
+
 @dataclass
 class Result:
     code: int

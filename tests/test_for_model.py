@@ -8,16 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.basemodels import models  # noqa: F401 (fixture)
-
-
-@pytest.fixture
-def published(cli, models):
-    for version, base in [("1.0.0", "minilm"), ("2.0.0", "perturbed")]:
-        r = cli("publish", str(models["lora"]), "--name", "acme/mini-lora", "--version", version,
-                "--base", str(models[base]))
-        assert r.code == 0, r.err
-    return models
+from tests.basemodels import models, published  # noqa: F401 (fixtures)
 
 
 def test_publish_base_records_fingerprint(cli, published):

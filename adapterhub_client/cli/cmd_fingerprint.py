@@ -7,13 +7,7 @@ import time
 
 import click
 
-
-def _human_bytes(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
+from .output import human_size
 
 
 @click.command("fingerprint")
@@ -38,7 +32,7 @@ def fingerprint(directory: str, as_json: bool, no_cache: bool, cache_dir: str | 
     click.echo(f"model:        {directory}" + (f" ({result['model_type']})" if result["model_type"] else ""))
     click.echo(f"content:      {result['content']}")
     click.echo(f"architecture: {result['architecture']}")
-    size = _human_bytes(result["total_bytes"])
+    size = human_size(result["total_bytes"])
     click.echo(f"tensors:      {result['tensor_count']} counted (floating-point), {size}")
     click.echo("files:")
     for rel, sha in sorted(result["files"].items()):
