@@ -109,8 +109,8 @@ def _common_suffix(a: str, b: str) -> str:
 # --------------------------------------------------------------------------- verdicts
 
 
-def _describe(shape: Iterable[int], dtype: str) -> str:
-    return f"{list(int(d) for d in shape)} {canonical_dtype(dtype)}"
+def _describe(shape: Iterable[int], dtype: str | None) -> str:
+    return f"{list(int(d) for d in shape)} {canonical_dtype(dtype) if dtype else '(any dtype)'}"
 
 
 def module_differences(
@@ -122,13 +122,14 @@ def module_differences(
     differences = []
     for path in sorted(modules):
         spec = modules[path]
-        expected = _describe(spec.get("shape", []), spec.get("dtype", "?"))
+        dtype = spec.get("dtype")  # None: unknown to the publisher, so any dtype matches
+        expected = _describe(spec.get("shape", []), dtype)
         mapped = add + path[len(strip):] if path.startswith(strip) else path
         weight = local.weights.get(mapped + ".weight")
         if weight is None:
             differences.append(Difference(path, expected, "missing"))
             continue
-        found = _describe(weight["shape"], weight["dtype"])
+        found = _describe(weight["shape"], weight["dtype"] if dtype else None)
         if found != expected:
             differences.append(Difference(path, expected, found))
     return differences, (strip, add)

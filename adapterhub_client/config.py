@@ -54,10 +54,21 @@ class Settings:
             if spec.name == name_or_url:
                 return spec
         if "://" in name_or_url:
-            return RegistrySpec(name_or_url, name_or_url)
+            return self.spec_for_url(name_or_url)
         if os.path.isdir(name_or_url):
             return RegistrySpec(name_or_url, Path(name_or_url).resolve().as_uri())
         raise UsageError(f"unknown registry {name_or_url!r} (see `adapters registry list`)")
+
+    def spec_for_url(self, url: str) -> RegistrySpec:
+        """The configured registry at `url` (with its token), else an ad-hoc one without a token."""
+        wanted = url.rstrip("/")
+        for spec in self.registries:
+            if spec.url.rstrip("/") == wanted:
+                return spec
+        return RegistrySpec(url, url)
+
+    def is_configured(self, spec: RegistrySpec) -> bool:
+        return any(s.url.rstrip("/") == spec.url.rstrip("/") for s in self.registries)
 
 
 def _platformdirs() -> Any:
@@ -98,10 +109,9 @@ def read_config_file(path: Path) -> dict[str, Any]:
 def write_config_file(path: Path, data: dict[str, Any]) -> None:
     import tomli_w
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".toml.tmp")
-    tmp.write_text(tomli_w.dumps(data))
-    os.replace(tmp, path)
+    from ._fs import atomic_write
+
+    atomic_write(path, tomli_w.dumps(data))
 
 
 def load_settings(
@@ -133,14 +143,18 @@ def load_settings(
     settings = Settings(Path(home), cfg_path, Path(cache_dir).expanduser(), offline, [])
     settings.registries = [settings.local_registry, *configured]
 
-    # A registry chosen by flag or environment replaces the search list; the token (flag or
-    # ADAPTERS_TOKEN) binds to that registry, else to the first configured remote one.
+    # A registry chosen by flag or environment replaces the search list. An explicit `token`
+    # binds to it; ADAPTERS_TOKEN binds to it only when it is configured or comes from
+    # ADAPTERS_REGISTRY (never to a URL typed once on the command line), else to the first
+    # configured remote registry.
+    env_token = os.environ.get("ADAPTERS_TOKEN")
     chosen = registry or os.environ.get("ADAPTERS_REGISTRY")
-    token = token or os.environ.get("ADAPTERS_TOKEN")
     if chosen:
         spec = settings.registry(chosen)
-        settings.registries = [dataclasses.replace(spec, token=token or spec.token)]
-    elif token and configured:
+        trusted = registry is None or settings.is_configured(spec)
+        bound = token or (env_token if trusted else None) or spec.token
+        settings.registries = [dataclasses.replace(spec, token=bound)]
+    elif (token or env_token) and configured:
         first = settings.registries[1]
-        settings.registries[1] = dataclasses.replace(first, token=token)
+        settings.registries[1] = dataclasses.replace(first, token=token or env_token)
     return settings

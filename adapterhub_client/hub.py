@@ -24,7 +24,7 @@ from .errors import (
     RegistryError,
     UsageError,
 )
-from .manifest import MANIFEST_FILE, canonical_name, dumps_manifest, loads_manifest, parse_version
+from .manifest import MANIFEST_FILE, canonical_name, dumps_manifest, parse_version
 from .refs import HubRef, LocalRef, Requirement, parse_ref
 from .registry.client import IndexEntry, RegistryClient
 from .registry.transport import FileTransport, HttpTransport
@@ -121,8 +121,7 @@ class Hub:
     # --- resolution ---------------------------------------------------------------------
     def candidates(self, name: str, registry_url: str | None = None) -> list[IndexEntry]:
         """All versions of `name` from the first registry that lists it."""
-        clients = [self.client(RegistrySpec(registry_url, registry_url))] if registry_url else self.registries()
-        unreachable: list[str] = []
+        clients = [self.client(self.settings.spec_for_url(registry_url))] if registry_url else self.registries()
         offline_misses: list[OfflineMissError] = []
         for client in clients:
             try:
@@ -131,12 +130,10 @@ class Hub:
                 offline_misses.append(exc)
             except NotFoundError:
                 continue
-            except RegistryError as exc:
-                unreachable.append(str(exc))
+            # A RegistryError propagates: skipping an unreachable registry would let a later
+            # one serve a name the earlier one may own.
         if offline_misses:
             raise offline_misses[0]
-        if unreachable:
-            raise RegistryError(f"{name}: not found in the reachable registries; {unreachable[0]}")
         where = ", ".join(c.name for c in clients)
         raise NotFoundError(f"{name}: no such adapter in {where}")
 
@@ -306,7 +303,7 @@ class Hub:
 
     def install_resolved(self, items: Sequence[Resolved]) -> list[Installed]:
         self.cache.ensure()
-        already = {id(i): views.is_installed(self.cache, i.name, i.version) for i in items}
+        already = {id(i): views.is_installed(self.cache, i.name, i.version, i.manifest_sha256) for i in items}
         jobs: list[tuple[Resolved, dict[str, Any]]] = [
             (i, f) for i in items if not already[id(i)] for f in i.manifest["files"]
         ]
@@ -337,7 +334,8 @@ class Hub:
             else:
                 assert item.entry is not None
                 url = item.entry.registry.blob_url(f["sha256"])
-            self.downloader.fetch(url, f["sha256"], f["size"], label, update)
+            client = self._http_client(item.entry.registry.spec) if item.entry is not None else None
+            self.downloader.fetch(url, f["sha256"], f["size"], label, update, client=client)
 
         try:
             unique = list({f["sha256"]: (i, f) for i, f in missing}.values())
@@ -399,7 +397,7 @@ class Hub:
                 raise IntegrityError(f"{pinned['name']} {pinned['version']}: {local} no longer matches the lockfile")
             return item
         data = {"name": pinned["name"], "version": pinned["version"], "manifest": pinned["manifest"], "yanked": False}
-        entry = IndexEntry(data, parse_version(pinned["version"]), self.client(RegistrySpec(source, source)))
+        entry = IndexEntry(data, parse_version(pinned["version"]), self.client(self.settings.spec_for_url(source)))
         return self._resolved_entry(entry)
 
     # --- queries ----------------------------------------------------------------------
@@ -481,7 +479,7 @@ class Hub:
         checked, problems = 0, []
         for record, path in views.iter_installed(self.cache):
             checked += 1
-            problems.extend(views.verify_view(self.cache, path))
+            problems.extend(views.verify_view(self.cache, path, record))
         leftovers = sorted(p.name for p in (self.cache.root / "tmp").glob("view-*")) if (self.cache.root / "tmp").exists() else []
         return {"checked": checked, "problems": problems, "incomplete_views": leftovers}
 

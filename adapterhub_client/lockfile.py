@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .errors import InvalidPackageError, NotFoundError
+from .errors import AdapterError, InvalidPackageError, NotFoundError
 from .manifest import validate_schema
 
 LOCK_FILE = "adapters.lock"
@@ -49,11 +49,12 @@ def read_lock(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def write_lock(path: str | os.PathLike[str], data: dict[str, Any]) -> Path:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-    return path
+    from ._fs import atomic_write
+
+    try:
+        return atomic_write(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+    except OSError as exc:
+        raise AdapterError(f"cannot write the lockfile {path}: {exc.strerror or exc}") from None
 
 
 def same_resolution(a: dict[str, Any], b: dict[str, Any]) -> bool:

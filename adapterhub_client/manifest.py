@@ -21,6 +21,8 @@ from ._version import __version__
 from .errors import InvalidPackageError
 
 MANIFEST_FILE = "manifest.json"
+# Names an installed view keeps for itself: a package may not list them.
+RESERVED_PATHS = frozenset({MANIFEST_FILE, ".install.json"})
 SCHEMA_VERSION = 1
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 _NAME_PART = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62}[A-Za-z0-9])?$")
@@ -72,8 +74,8 @@ def check_relative_path(path: str, where: str) -> PurePosixPath:
         raise InvalidPackageError(f"{where}: absolute file path {path!r} is not allowed")
     if any(part in ("..", ".", "") for part in path.split("/")):
         raise InvalidPackageError(f"{where}: file path {path!r} must not contain '..' or '.' parts")
-    if pure.name == MANIFEST_FILE and len(pure.parts) == 1:
-        raise InvalidPackageError(f"{where}: {MANIFEST_FILE} cannot list itself")
+    if path in RESERVED_PATHS:
+        raise InvalidPackageError(f"{where}: {path!r} is reserved and cannot be listed as a package file")
     return pure
 
 
@@ -90,6 +92,10 @@ def validate_manifest(data: Any, where: str = MANIFEST_FILE) -> dict[str, Any]:
         if f["path"] in seen:
             raise InvalidPackageError(f"{where}: field 'files/{i}/path': duplicate path {f['path']!r}")
         seen.add(f["path"])
+    directories = {str(parent) for p in seen for parent in PurePosixPath(p).parents if str(parent) != "."}
+    clash = sorted(seen & directories)
+    if clash:
+        raise InvalidPackageError(f"{where}: field 'files': {clash[0]!r} is both a file and a directory")
     from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
     for i, dep in enumerate(data.get("dependencies", [])):
@@ -193,8 +199,6 @@ def complete_package(package_dir: str | os.PathLike[str], data: dict[str, Any]) 
 
 
 def write_manifest(package_dir: str | os.PathLike[str], data: dict[str, Any]) -> Path:
-    path = Path(package_dir) / MANIFEST_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
-    return path
+    from ._fs import atomic_write
+
+    return atomic_write(Path(package_dir) / MANIFEST_FILE, json.dumps(data, indent=2) + "\n")

@@ -52,7 +52,6 @@ def _peft_modules(weights: Path, fan_in_fan_out: bool) -> dict[str, dict[str, An
     header = read_header(weights)
     a_shapes: dict[str, tuple[int, ...]] = {}
     b_shapes: dict[str, tuple[int, ...]] = {}
-    dtypes: dict[str, str] = {}
     embeddings: set[str] = set()
     for key, info in header.tensors.items():
         path = key[len(PEFT_PREFIX):] if key.startswith(PEFT_PREFIX) else key
@@ -61,7 +60,6 @@ def _peft_modules(weights: Path, fan_in_fan_out: bool) -> dict[str, dict[str, An
             if path.endswith(marker):
                 module = path[: -len(marker)]
                 table[module] = info.shape
-                dtypes[module] = info.dtype
                 if "embedding" in marker:
                     embeddings.add(module)
     modules: dict[str, dict[str, Any]] = {}
@@ -70,11 +68,12 @@ def _peft_modules(weights: Path, fan_in_fan_out: bool) -> dict[str, dict[str, An
         if b is None or len(a) != 2 or len(b) != 2:
             raise InvalidPackageError(f"{weights}: module {module!r} has lora_A without a matching lora_B")
         in_features, out_features = a[1], b[0]
-        if module in embeddings or fan_in_fan_out:
-            shape = [in_features, out_features]  # Embedding [num, dim]; GPT-2 Conv1D [in, out]
-        else:
-            shape = [out_features, in_features]
-        modules[module] = {"shape": shape, "dtype": dtypes[module]}
+        layer = "embedding" if module in embeddings else "conv1d" if fan_in_fan_out else "linear"
+        # Embedding [num, dim] and GPT-2 Conv1D [in, out] store the weight transposed to Linear [out, in].
+        shape = [out_features, in_features] if layer == "linear" else [in_features, out_features]
+        # The adapter file does not tell the base's dtype (PEFT keeps LoRA in fp32 on half bases):
+        # unknown until --base fills it in.
+        modules[module] = {"shape": shape, "dtype": None, "layer": layer}
     if not modules:
         raise InvalidPackageError(f"{weights}: no LoRA tensors found")
     return modules

@@ -52,6 +52,9 @@ Control API (JSON; never logged, never faulted):
   or null).  An entry is recorded before the last body byte is written, so a client that
   has read a complete response always finds it in the log.
 * ``DELETE /_control/log``: clear the log.
+* ``POST /_control/auth`` with ``{"token": T}``: file requests without ``Authorization: Bearer T``
+  get 401; ``DELETE /_control/auth`` lifts it. Log entries record each request's
+  ``authorization`` header (or null).
 
 Test side: ``StaticServer`` (below) and the pytest fixtures ``static_server_factory`` and
 ``static_server``; see their docstrings.
@@ -189,6 +192,7 @@ def build_app(root: str | os.PathLike[str]):
     static = _StaticFiles(directory=os.fspath(root))
     faults: list[dict] = []
     log: list[dict] = []
+    auth: dict[str, str | None] = {"token": None}  # when set, file requests need "Bearer <token>"
 
     def pick_rule(method: str, path: str) -> dict | None:
         for rule in faults:
@@ -204,6 +208,10 @@ def build_app(root: str | os.PathLike[str]):
     async def control(scope, receive, send) -> None:
         request = Request(scope, receive)
         what, method = scope["path"][len(CONTROL_PREFIX) :], scope["method"]
+        if what == "auth" and method in ("POST", "DELETE"):
+            auth["token"] = (await request.json()).get("token") if method == "POST" else None
+            await JSONResponse(auth)(scope, receive, send)
+            return
         if what not in ("faults", "log"):
             response = JSONResponse({"error": "no such control endpoint"}, status_code=404)
         elif method == "GET":
@@ -228,6 +236,7 @@ def build_app(root: str | os.PathLike[str]):
     async def serve_file(scope, receive, send) -> None:
         method, path = scope["method"], scope["path"]
         range_header = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"range"), None)
+        authorization = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), None)
         rule = pick_rule(method, path)
         action = rule["action"] if rule else None
         entry = {
@@ -237,6 +246,7 @@ def build_app(root: str | os.PathLike[str]):
             "range": range_header,
             "bytes_sent": 0,
             "fault": action,
+            "authorization": authorization,
         }
         recorded = False
 
@@ -281,7 +291,9 @@ def build_app(root: str | os.PathLike[str]):
         try:
             if action == "delay" and cut_at is None:
                 await asyncio.sleep(rule["seconds"])
-            if action == "status":
+            if auth["token"] is not None and authorization != f"Bearer {auth['token']}":
+                response = PlainTextResponse("unauthorized\n", 401, headers={"WWW-Authenticate": "Bearer"})
+            elif action == "status":
                 response = PlainTextResponse(f"injected fault: status {rule['status']}\n", rule["status"])
             elif method not in ("GET", "HEAD"):
                 response = PlainTextResponse("Method Not Allowed\n", 405, headers={"Allow": "GET, HEAD"})
@@ -500,6 +512,10 @@ class StaticServer:
 
     def log(self) -> list[dict]:
         return self._control("GET", "log")
+
+    def require_token(self, token: str | None) -> None:
+        """File requests then need `Authorization: Bearer <token>` (401 otherwise); None lifts it."""
+        self._control("POST" if token else "DELETE", "auth", {"token": token} if token else None)
 
     def clear_log(self) -> None:
         self._control("DELETE", "log")

@@ -211,3 +211,64 @@ def test_killed_mid_download_then_resumed(served, home):
     assert len(gets) == 1 and gets[0]["range"] == "bytes=1000000-" and gets[0]["status"] == 206
     verify = run_adapters("verify", "--json", env=env)
     assert verify.returncode == 0 and json.loads(verify.stdout)["problems"] == []
+
+
+def test_private_registry_token_reaches_every_request_of_its_host_only(cli, served, home, monkeypatch, tmp_path):
+    served.require_token("s3cret")
+    monkeypatch.setenv("ADAPTERS_REGISTRY", served.registry_url)
+    monkeypatch.setenv("ADAPTERS_TOKEN", "s3cret")
+    r = cli("install", "acme/big", "--json")
+    assert r.code == 0, r.err
+    assert {e["authorization"] for e in served.log()} == {"Bearer s3cret"}  # index, manifest and weights
+    # the lockfile's registry URL gets the same token back for --frozen
+    monkeypatch.chdir(tmp_path)
+    assert cli("lock", "acme/big").code == 0
+    cli("cache", "clean", "--yes")
+    r = cli("install", "--frozen")
+    assert r.code == 0, r.err
+
+
+def test_environment_token_is_not_sent_to_a_url_typed_once(cli, served, monkeypatch):
+    monkeypatch.setenv("ADAPTERS_TOKEN", "s3cret")
+    assert cli("install", "acme/big", "--registry", served.registry_url).code == 0
+    assert {e["authorization"] for e in served.log()} == {None}
+
+
+def test_unreachable_registry_is_not_skipped(cli, served, package, tmp_path):
+    public = tmp_path / "public"
+    assert cli("publish", str(package("acme/big", "9.0.0")), "--registry", public.as_uri()).code == 0
+    url = served.registry_url
+    served.kill()
+    assert cli("registry", "add", "team", url).code == 0
+    assert cli("registry", "add", "public", public.as_uri()).code == 0
+    r = cli("install", "acme/big")
+    assert r.code == 6  # not silently served by the later registry
+
+
+def test_offline_works_with_hosts_that_send_no_etag(cli, served, monkeypatch):
+    from adapterhub_client.registry.transport import HttpTransport
+
+    real_get = HttpTransport.get
+
+    def get_without_etag(self, path, *, max_age=0):  # as a host that sends no validator at all
+        original = self.client.get
+
+        def strip(url, **kw):
+            response = original(url, **kw)
+            for header in ("ETag", "Last-Modified"):
+                response.headers.pop(header, None)
+            return response
+
+        monkeypatch.setattr(self.client, "get", strip)
+        return real_get(self, path, max_age=max_age)
+
+    monkeypatch.setattr(HttpTransport, "get", get_without_etag)
+    assert cli("install", "acme/big", "--registry", served.registry_url).code == 0
+    served.kill()
+    assert cli("install", "acme/big", "--registry", served.registry_url, "--offline").code == 0
+
+
+def test_remote_registry_cannot_point_blobs_at_local_files(cli, served, home):
+    (served.root / "config.json").write_text(json.dumps({"protocol": 1, "blobs": "file:///etc/"}))
+    r = cli("install", "acme/big", "--registry", served.registry_url)
+    assert r.code == 7 and "'blobs' must be an http(s) URL" in r.err

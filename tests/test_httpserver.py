@@ -199,13 +199,13 @@ def test_log_and_bad_rules(srv, client):
     client.get("/config.json")
     client.head(BLOB_PATH)
     client.get(BLOB_PATH, headers={"Range": "bytes=0-9"})
-    client.get("/nope")
-    keys = ("method", "path", "status", "range", "bytes_sent", "fault")
+    client.get("/nope", headers={"Authorization": "Bearer t"})
+    keys = ("method", "path", "status", "range", "bytes_sent", "fault", "authorization")
     assert srv.log() == [
-        dict(zip(keys, ("GET", "/config.json", 200, None, len(CONFIG), None))),
-        dict(zip(keys, ("HEAD", BLOB_PATH, 200, None, 0, None))),
-        dict(zip(keys, ("GET", BLOB_PATH, 206, "bytes=0-9", 10, None))),
-        dict(zip(keys, ("GET", "/nope", 404, None, 10, None))),
+        dict(zip(keys, ("GET", "/config.json", 200, None, len(CONFIG), None, None))),
+        dict(zip(keys, ("HEAD", BLOB_PATH, 200, None, 0, None, None))),
+        dict(zip(keys, ("GET", BLOB_PATH, 206, "bytes=0-9", 10, None, None))),
+        dict(zip(keys, ("GET", "/nope", 404, None, 10, None, "Bearer t"))),
     ]
     assert len(srv.requests_for("/blobs/", method="GET")) == 1
     srv.clear_log()
@@ -242,3 +242,11 @@ def test_lifecycle_restart_kill_and_fixture(static_server):
     srv.restart()
     assert get().text == "hello" and srv.url == url
     assert srv.stderr_text() == ""
+
+
+def test_required_token(srv, client):
+    srv.require_token("s3cret")
+    assert client.get("/config.json").status_code == 401
+    assert client.get("/config.json", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    srv.require_token(None)
+    assert client.get("/config.json").status_code == 200

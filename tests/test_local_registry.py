@@ -223,3 +223,49 @@ def test_install_local_package_directory_with_several_files(cli, package):
         assert (view / name).read_bytes() == (pkg / name).read_bytes()
     assert r.json()["downloads"] == 3
     assert cli("info", str(pkg), "--json").json()["manifest"]["version"] == "2.0.0"
+
+
+@pytest.mark.parametrize("reserved", [".install.json", "manifest.json"])
+def test_reserved_paths_are_refused(cli, package, reserved):
+    pkg = package("acme/r", "1.0.0")
+    m = json.loads((pkg / "manifest.json").read_text())
+    if reserved != "manifest.json":
+        (pkg / reserved).write_bytes((pkg / "adapter.safetensors").read_bytes())
+    m["files"].append({"path": reserved})
+    (pkg / "manifest.json").write_text(json.dumps(m))
+    r = cli("publish", str(pkg))
+    assert r.code == 7 and "reserved" in r.err, r.err
+
+
+def test_a_path_cannot_be_both_file_and_directory():
+    from adapterhub_client.errors import InvalidPackageError
+    from adapterhub_client.manifest import new_manifest, validate_manifest
+
+    m = new_manifest("acme/x", "1.0.0", "lora", {}, {"name": None})
+    m["files"] = [{"path": p, "sha256": "0" * 64, "size": 1} for p in ("x", "x/y")]
+    with pytest.raises(InvalidPackageError, match="both a file and a directory"):
+        validate_manifest(m)
+
+
+def test_changed_content_for_an_installed_version_replaces_the_view(cli, package):
+    pkg = package("acme/c", "1.0.0", seed=1)
+    first = Path(cli("install", str(pkg), "--json").json()["installed"][0]["path"])
+    package_again = package("acme/c", "1.0.0", seed=2)  # same version, other bytes
+    r = cli("install", str(package_again), "--json")
+    assert r.code == 0 and r.json()["installed"][0]["already_installed"] is False
+    view = Path(r.json()["installed"][0]["path"])
+    assert view == first
+    assert (view / "adapter.safetensors").read_bytes() == (package_again / "adapter.safetensors").read_bytes()
+    assert cli("verify").code == 0
+
+
+def test_verify_checks_the_view_manifest_against_the_install_record(cli, package):
+    pkg = package("acme/vm", "1.0.0")
+    view = Path(cli("install", str(pkg), "--json").json()["installed"][0]["path"])
+    manifest = view / "manifest.json"
+    os.chmod(manifest, 0o644)
+    manifest.write_text(manifest.read_text().replace('"test adapter', '"changed'))
+    (view / "stray.bin").write_bytes(b"x")
+    problems = cli("verify", "--json").json()["problems"]
+    assert any("installed manifest" in p for p in problems)
+    os.chmod(manifest, 0o644)

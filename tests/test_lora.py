@@ -182,7 +182,8 @@ def test_package_round_trip_under_another_seed(tmp_path, ids):
     assert manifest["name"] == "org/sent" and manifest["adapter"]["type"] == "lora"
     arch = manifest["base_model"]["architecture"]
     assert arch["model_type"] == "bert" and len(arch["modules"]) == 12
-    assert arch["modules"]["encoder.layer.0.attention.self.query"] == {"shape": [384, 384], "dtype": "float32"}
+    assert arch["modules"]["encoder.layer.0.attention.self.query"] == {"shape": [384, 384], "dtype": "float32",
+                                                                       "layer": "linear"}
     assert manifest["base_model"]["name"] and manifest["base_model"]["fingerprint"]["content"]
     keys = set(load_file(str(pkg / "adapter.safetensors")))
     assert "encoder.layer.0.attention.self.query.lora_A" in keys

@@ -37,7 +37,8 @@ def test_publish_peft_dir_derives_manifest(cli, peft_dirs):
     assert sorted(cfg["target_modules"]) == ["query", "value"]
     modules = manifest["base_model"]["architecture"]["modules"]
     assert sorted(modules) == [f"encoder.layer.{i}.attention.self.{m}" for i in range(2) for m in ("query", "value")]
-    assert all(m == {"shape": [32, 32], "dtype": "float32"} for m in modules.values())
+    # the adapter file does not tell the base's dtype: unknown (any dtype matches) until --base
+    assert all(m == {"shape": [32, 32], "dtype": None, "layer": "linear"} for m in modules.values())
     assert {f["path"] for f in manifest["files"]} >= {"adapter_model.safetensors", "adapter_config.json"}
     # installs as a complete PEFT directory
     path = Path(cli("install", "acme/bert-lora", "--json").json()["installed"][0]["path"])
@@ -49,7 +50,7 @@ def test_publish_gpt2_conv1d_records_base_layout(cli, peft_dirs):
     assert r.code == 0, r.err
     modules = cli("info", "acme/gpt2-lora", "--json").json()["manifest"]["base_model"]["architecture"]["modules"]
     # GPT-2's Conv1D c_attn weight is [in, 3*in]
-    assert modules["h.0.attn.c_attn"]["shape"] == [32, 96]
+    assert modules["h.0.attn.c_attn"] == {"shape": [32, 96], "dtype": None, "layer": "conv1d"}
 
 
 def test_publish_refuses_pickle_only_peft(cli, peft_dirs, tmp_path):

@@ -129,7 +129,7 @@ def info(hub: Any, ref: str, pre: bool, as_json: bool) -> None:
     modules = ((base.get("architecture") or {}).get("modules") or {})
     if modules:
         click.echo(f"  touches:    {len(modules)} modules")
-    click.echo(f"  files:      " + ", ".join(f"{f['path']} ({human_size(f['size'])})" for f in m["files"]))
+    click.echo("  files:      " + ", ".join(f"{f['path']} ({human_size(f['size'])})" for f in m["files"]))
     if m.get("dependencies"):
         click.echo("  depends on: " + ", ".join(f"{d['name']}{d.get('specifier', '')}" for d in m["dependencies"]))
     click.echo(f"  versions:   {', '.join(data['versions'])}")

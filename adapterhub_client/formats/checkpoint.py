@@ -9,10 +9,9 @@ back in its own dtype. Peak memory is about one tensor plus the adapters, whatev
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import shutil
-import struct
+import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -35,24 +34,33 @@ _TORCH_DTYPES = {
 
 @dataclasses.dataclass
 class LoRAWeights:
-    """One adapter to merge: its config and its tensors with package keys (`<path>.lora_A`, ...)."""
+    """One adapter to merge: its config, its tensors with package keys (`<path>.lora_A`, ...), and
+    how each touched base weight is laid out (`linear` [out, in], `conv1d` [in, out],
+    `embedding` [num, dim]) when the manifest records it."""
 
     config: LoRAConfig
     tensors: dict[str, torch.Tensor]
     weight: float = 1.0
+    layers: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def modules(self) -> list[str]:
         return sorted(k[: -len(".lora_A")] for k in self.tensors if k.endswith(".lora_A"))
 
+    def biases(self) -> dict[str, torch.Tensor]:
+        """Base biases trained with the adapter (`bias="all"|"lora_only"`): they replace the base's."""
+        return {k[: -len(".bias")]: t for k, t in self.tensors.items() if k.endswith(".bias")}
+
 
 def read_lora_package(path: str | os.PathLike[str]) -> LoRAWeights:
     """The LoRA weights of an installed package (ours, or one wrapping a PEFT directory)."""
+    from ..manifest import read_manifest
     from .package import read_package
 
     config, tensors, name = read_package(path)
     if not isinstance(config, LoRAConfig):
         raise UsageError(f"{name}: a {config.kind} adapter cannot be merged into the base weights")
-    return LoRAWeights(config, tensors)
+    modules = ((read_manifest(path)["base_model"].get("architecture") or {}).get("modules")) or {}
+    return LoRAWeights(config, tensors, layers={p: m["layer"] for p, m in modules.items() if m.get("layer")})
 
 
 def _delta(adapter: LoRAWeights, path: str) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -66,50 +74,68 @@ def _delta(adapter: LoRAWeights, path: str) -> tuple[torch.Tensor, torch.Tensor 
     return (b @ a) * scale, (magnitude.float() if magnitude is not None else None)
 
 
-def _orient(delta: torch.Tensor, weight_shape: tuple[int, ...], transposed_hint: bool, key: str) -> tuple[torch.Tensor, bool]:
-    """Lay `delta` ([out, in]) out like the stored weight: as is, or transposed (Conv1D, Embedding)."""
-    shape = tuple(weight_shape)
-    if tuple(delta.shape) == shape and not (transposed_hint and shape[0] == shape[1]):
-        return delta, False
-    if tuple(delta.T.shape) == shape:
-        return delta.T, True
-    raise InvalidPackageError(f"{key}: adapter delta {list(delta.shape)} does not fit the weight {list(shape)}")
+def _orient(delta: torch.Tensor, shape: tuple[int, ...], layer: str | None, model_type: str | None,
+            key: str) -> tuple[torch.Tensor, bool]:
+    """Lay `delta` ([out, in]) out like the stored weight: as is (Linear) or transposed (Conv1D,
+    Embedding). Without a recorded layer kind, the shape decides, and a square weight counts as
+    Conv1D only in GPT-2-style models."""
+    if layer is None:
+        square_conv1d = shape[0] == shape[1] and model_type in CONV1D_MODEL_TYPES
+        layer = "linear" if tuple(delta.shape) == tuple(shape) and not square_conv1d else "conv1d"
+    oriented = delta if layer == "linear" else delta.T
+    if tuple(oriented.shape) != tuple(shape):
+        raise InvalidPackageError(f"{key}: adapter delta {list(delta.shape)} does not fit the weight {list(shape)}")
+    return oriented, layer != "linear"
 
 
 def merge_checkpoint(base_dir: str | os.PathLike[str], adapters: Iterable[LoRAWeights],
                      out_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """Write `base_dir` with every adapter merged into `out_dir`; return a report."""
+    """Write `base_dir` with every adapter merged into `out_dir` (new or empty); return a report.
+
+    The result is assembled in a sibling temp directory and renamed into place at the end."""
     base_root, files = weight_files(base_dir)
     out = Path(out_dir)
     if out.resolve() == base_root.resolve():
         raise UsageError("--output must differ from the base model directory")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"--output {out} exists and is not an empty directory")
     adapters = list(adapters)
     model_type = read_model_type(base_root)
     headers = {rel: read_header(base_root / rel) for rel in files}
-    weights = {name[: -len(".weight")]: (rel, info) for rel, h in headers.items() for name, info in h.tensors.items()
-               if name.endswith(".weight")}
+    weights = {name[: -len(".weight")] for h in headers.values() for name in h.tensors if name.endswith(".weight")}
+    tensor_names = {name for h in headers.values() for name in h.tensors}
     # which checkpoint tensor each adapted module lands on (prefix differences allowed)
     plan: dict[str, list[tuple[LoRAWeights, str]]] = {}
+    replace: dict[str, torch.Tensor] = {}
     for adapter in adapters:
         paths = adapter.modules()
         strip, add = align_paths(paths, weights)
+        mapped = lambda p: add + p[len(strip):] if p.startswith(strip) else p  # noqa: E731
         for path in paths:
-            target = add + path[len(strip):] if path.startswith(strip) else path
-            if target not in weights:
+            if mapped(path) not in weights:
                 raise InvalidPackageError(f"adapter module {path} has no weight in {base_root}")
-            plan.setdefault(f"{target}.weight", []).append((adapter, path))
+            plan.setdefault(f"{mapped(path)}.weight", []).append((adapter, path))
+        for path, bias in adapter.biases().items():
+            if f"{mapped(path)}.bias" not in tensor_names:
+                raise InvalidPackageError(f"adapter bias {path}.bias has no bias in {base_root}")
+            replace[f"{mapped(path)}.bias"] = bias
 
-    out.mkdir(parents=True, exist_ok=True)
-    tmp_files: list[tuple[Path, Path]] = []
-    peak = 0
-    merged = 0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
+    peak = merged = 0
     try:
+        weight_set = set(files)
+        for item in base_root.iterdir():  # config, tokenizer, index json... as they are
+            if item.name in weight_set or item.name.endswith((".bin", ".pt", ".pth", ".ckpt", ".msgpack", ".h5")):
+                continue
+            if item.is_dir():
+                shutil.copytree(item, work / item.name)
+            else:
+                shutil.copy2(item, work / item.name)
         for rel, header in headers.items():
-            target = out / rel
+            target = work / rel
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(target.name + ".partial")
-            tmp_files.append((tmp, target))
-            with open(base_root / rel, "rb") as src, open(tmp, "wb") as dst:
+            with open(base_root / rel, "rb") as src, open(target, "wb") as dst:
                 shutil.copyfileobj(_Limited(src, header.data_offset), dst)  # identical header
                 position = header.data_offset
                 for info in header.in_file_order():
@@ -117,32 +143,25 @@ def merge_checkpoint(base_dir: str | os.PathLike[str], adapters: Iterable[LoRAWe
                         src.seek(position)
                         dst.write(src.read(info.start - position))
                     src.seek(info.start)
-                    todo = plan.get(info.name)
-                    if not todo:
-                        shutil.copyfileobj(_Limited(src, info.nbytes), dst, COPY_CHUNK)
-                    else:
+                    if info.name in plan:
                         data = bytearray(src.read(info.nbytes))
-                        dst.write(_merge_tensor(data, info, todo, model_type))
+                        dst.write(_merge_tensor(data, info, plan[info.name], model_type))
                         peak = max(peak, info.nbytes)
                         merged += 1
+                    elif info.name in replace:
+                        dst.write(_tensor_bytes(replace[info.name], info))
+                        merged += 1
+                    else:
+                        shutil.copyfileobj(_Limited(src, info.nbytes), dst, COPY_CHUNK)
                     position = info.end
-                rest = src.read()
-                dst.write(rest)
-        for tmp, target in tmp_files:
-            os.replace(tmp, target)
+                src.seek(position)
+                dst.write(src.read())
+        if out.exists():
+            out.rmdir()  # checked empty above
+        os.rename(work, out)
     except BaseException:
-        for tmp, _ in tmp_files:
-            tmp.unlink(missing_ok=True)
+        shutil.rmtree(work, ignore_errors=True)
         raise
-    weight_set = set(files)
-    for item in base_root.iterdir():  # config, tokenizer, index json... as they are
-        if item.name in weight_set or item.name.endswith((".bin", ".pt", ".pth", ".ckpt", ".msgpack", ".h5")):
-            continue
-        dest = out / item.name
-        if item.is_dir():
-            shutil.copytree(item, dest, dirs_exist_ok=True)
-        else:
-            shutil.copy2(item, dest)
     return {"output": str(out), "files": files, "merged_tensors": merged, "largest_tensor_bytes": peak}
 
 
@@ -166,10 +185,9 @@ def _merge_tensor(data: bytearray, info: Any, todo: list[tuple[LoRAWeights, str]
     if dtype is None:
         raise InvalidPackageError(f"{info.name}: cannot merge into a {info.dtype} weight (quantized base?)")
     weight = torch.frombuffer(data, dtype=dtype).reshape(info.shape).float()
-    conv1d_hint = model_type in CONV1D_MODEL_TYPES
     for adapter, path in todo:
         delta, magnitude = _delta(adapter, path)
-        delta, transposed = _orient(delta, info.shape, conv1d_hint, info.name)
+        delta, transposed = _orient(delta, info.shape, adapter.layers.get(path), model_type, info.name)
         if magnitude is None:
             weight += delta
             continue
@@ -181,5 +199,12 @@ def _merge_tensor(data: bytearray, info: Any, todo: list[tuple[LoRAWeights, str]
         weight = rows.T if transposed else rows
     if not bool(torch.isfinite(weight).all()):
         raise InvalidPackageError(f"{info.name}: merging produced non-finite values; nothing written")
-    result = weight.to(dtype).contiguous()
-    return result.view(torch.uint8).numpy().tobytes() if dtype != torch.float32 else result.numpy().tobytes()
+    return _tensor_bytes(weight, info)
+
+
+def _tensor_bytes(tensor: torch.Tensor, info: Any) -> bytes:
+    """`tensor` in the stored dtype and shape of `info`, as raw little-endian bytes."""
+    dtype = _TORCH_DTYPES.get(info.dtype)
+    if dtype is None or tuple(tensor.shape) != tuple(info.shape):
+        raise InvalidPackageError(f"{info.name}: cannot write a {list(tensor.shape)} tensor over {list(info.shape)} {info.dtype}")
+    return tensor.detach().to("cpu", dtype).contiguous().view(torch.uint8).numpy().tobytes()

@@ -49,14 +49,17 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 
 def base_architecture(model: nn.Module, adapter: str) -> dict[str, Any]:
-    """``{"model_type", "modules": {path: {"shape", "dtype"}}}`` of the base weights `adapter` touches."""
-    from ..nn.targets import base_of, get_module
+    """``{"model_type", "modules": {path: {"shape", "dtype", "layer"}}}`` of the base weights `adapter`
+    touches; ``layer`` says how the weight is laid out (streaming merges need it)."""
+    from ..nn.targets import base_of, get_module, is_conv1d
 
     modules = {}
     for path in adapter_state(model).modules[adapter]:
-        weight = getattr(base_of(get_module(model, path)), "weight", None)
+        base = base_of(get_module(model, path))
+        weight = getattr(base, "weight", None)
         if isinstance(weight, torch.Tensor):
-            modules[path] = {"shape": list(weight.shape), "dtype": _dtype_name(weight.dtype)}
+            layer = "embedding" if isinstance(base, nn.Embedding) else "conv1d" if is_conv1d(base) else "linear"
+            modules[path] = {"shape": list(weight.shape), "dtype": _dtype_name(weight.dtype), "layer": layer}
     config = getattr(model, "config", None)
     return {"model_type": getattr(config, "model_type", None), "modules": modules}
 

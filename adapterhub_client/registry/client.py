@@ -103,6 +103,9 @@ class RegistryClient:
         base = urljoin(self.url, self.config.get("blobs", "blobs/"))
         if not base.endswith("/"):
             base += "/"
+        if not isinstance(self.transport, FileTransport) and not base.startswith(("http://", "https://")):
+            # a remote registry must not point clients at files of their own machine
+            raise InvalidPackageError(f"{self.url}config.json: 'blobs' must be an http(s) URL, not {base!r}")
         return urljoin(base, layout.blob_path(sha256)[len("blobs/"):])
 
     def entries(self, name: str) -> list[IndexEntry]:
@@ -130,6 +133,8 @@ class RegistryClient:
 
     def manifest_from_bytes(self, entry: IndexEntry, raw: bytes) -> dict[str, Any]:
         where = f"manifest of {entry.name} {entry.version} from {self.name}"
+        if len(raw) != entry.manifest_size:
+            raise IntegrityError(f"{where}: {len(raw)} bytes, the index lists {entry.manifest_size}")
         manifest = loads_manifest(raw, where)
         if canonical_name(manifest["name"]) != entry.name or parse_version(manifest["version"]) != entry.version:
             raise InvalidPackageError(f"{where}: names {manifest['name']} {manifest['version']} instead")

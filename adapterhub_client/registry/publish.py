@@ -16,6 +16,7 @@ from typing import Any
 
 from filelock import FileLock
 
+from .._fs import atomic_write
 from ..errors import InvalidPackageError, NotFoundError
 from ..manifest import canonical_name, dumps_manifest, file_digest, parse_version
 from . import layout
@@ -70,9 +71,7 @@ def ensure_registry(root: Path, name: str | None = None) -> None:
         data = {"protocol": layout.PROTOCOL_VERSION, "blobs": "blobs/"}
         if name:
             data["name"] = name
-        tmp = config.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        os.replace(tmp, config)
+        atomic_write(config, json.dumps(data, indent=2) + "\n")
 
 
 def index_entry(manifest: dict[str, Any], manifest_bytes: bytes) -> dict[str, Any]:
@@ -162,6 +161,5 @@ def set_yanked(root: Path, name: str, version: str, yanked: bool = True) -> None
             raise NotFoundError(f"{name} has no version {version} in registry {root}")
         for item in hits:
             item["yanked"] = yanked
-        tmp = index_file.with_name(index_file.name + ".tmp")
-        tmp.write_bytes(b"".join((json.dumps(i, sort_keys=True, separators=(",", ":")) + "\n").encode() for i in lines))
-        os.replace(tmp, index_file)
+        atomic_write(index_file, b"".join(
+            (json.dumps(i, sort_keys=True, separators=(",", ":")) + "\n").encode() for i in lines))

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import time
 from pathlib import Path
 from urllib.parse import unquote, urljoin, urlsplit
 
+from .._fs import atomic_write
 from ..errors import NotFoundError, OfflineMissError, RegistryError
 
 
@@ -83,20 +83,25 @@ class HttpTransport(Transport):
     def get(self, path: str, *, max_age: float = 0) -> bytes:
         from ..net import with_retries
 
-        # One cache file per path holds "<etag>\n<body>", so the pair is replaced atomically.
+        # One cache file per path holds "<validator header>\n<body>" (ETag, else Last-Modified,
+        # else nothing), so validator and body are replaced together, atomically.
         cache_file = self.cache_root / path
-        etag, cached, fresh = None, None, False
+        validator, cached, fresh = "", None, False
         try:
             fresh = time.time() - cache_file.stat().st_mtime < max_age
-            etag_bytes, _, cached = cache_file.read_bytes().partition(b"\n")
-            etag = etag_bytes.decode("latin-1")
+            head, _, cached = cache_file.read_bytes().partition(b"\n")
+            validator = head.decode("latin-1")
         except FileNotFoundError:
             pass
         if self.offline or (cached is not None and fresh):
             if cached is None:
                 raise OfflineMissError(f"offline: {self.location(path)} is not in the cache")
             return cached
-        headers = {"If-None-Match": etag} if etag else {}
+        headers = {}
+        if cached is not None and validator.startswith("etag:"):
+            headers["If-None-Match"] = validator[len("etag:"):]
+        elif cached is not None and validator.startswith("lm:"):
+            headers["If-Modified-Since"] = validator[len("lm:"):]
         url = self.location(path)
         response = with_retries(f"GET {path}", url, lambda: self.client.get(url, headers=headers))
         if response.status_code == 304 and cached is not None:
@@ -109,11 +114,11 @@ class HttpTransport(Transport):
         if response.status_code != 200:
             raise RegistryError(f"{url}: unexpected HTTP {response.status_code}")
         content = response.content
-        new_etag = response.headers.get("ETag")
-        if new_etag and "\n" not in new_etag:
-            atomic_write(cache_file, new_etag.encode("latin-1") + b"\n" + content)
+        etag, modified = response.headers.get("ETag"), response.headers.get("Last-Modified")
+        validator = f"etag:{etag}" if etag else f"lm:{modified}" if modified else ""
+        if "\n" not in validator:  # kept for offline use even when the host sends no validator
+            atomic_write(cache_file, validator.encode("latin-1") + b"\n" + content)
         return content
-
 
     def get_url(self, url: str) -> bytes:
         from ..net import check_url, with_retries
@@ -127,15 +132,3 @@ class HttpTransport(Transport):
         if response.status_code != 200:
             raise RegistryError(f"{url}: unexpected HTTP {response.status_code}")
         return response.content
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise

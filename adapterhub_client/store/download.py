@@ -44,8 +44,11 @@ class Downloader:
         self.offline = offline
         self.downloads = 0  # blobs actually transferred by this process (for reports and tests)
 
-    def fetch(self, url: str, sha256: str, size: int, label: str, progress: Progress | None = None) -> Path:
-        """Return the path of the verified blob, downloading it if the cache lacks it."""
+    def fetch(self, url: str, sha256: str, size: int, label: str, progress: Progress | None = None,
+              client: "httpx.Client | None" = None) -> Path:  # noqa: F821
+        """Return the path of the verified blob, downloading it if the cache lacks it.
+
+        `client`: the registry's HTTP client (it carries that registry's scoped token)."""
         blob = self.cache.blob_path(sha256)
         if blob.is_file():
             return blob
@@ -58,7 +61,7 @@ class Downloader:
             if url.startswith("file:"):
                 digest, have = self._copy_local(url, part, size, label)
             else:
-                digest, have = self._download_http(url, part, size, label, progress)
+                digest, have = self._download_http(url, part, size, label, progress, client)
             if have != size or digest != sha256:
                 part.unlink(missing_ok=True)
                 raise IntegrityError(
@@ -76,7 +79,7 @@ class Downloader:
         have = 0
         try:
             with open(source, "rb") as src, open(part, "wb") as out:
-                while chunk := src.read(CHUNK):
+                while have <= size and (chunk := src.read(min(CHUNK, size + 1 - have))):  # a byte past size is enough to fail
                     h.update(chunk)
                     out.write(chunk)
                     have += len(chunk)
@@ -84,14 +87,16 @@ class Downloader:
             raise NotFoundError(f"{label}: the registry has no blob at {source}") from None
         return h.hexdigest(), have
 
-    def _download_http(self, url: str, part: Path, size: int, label: str, progress: Progress | None) -> tuple[str, int]:
+    def _download_http(self, url: str, part: Path, size: int, label: str, progress: Progress | None,
+                       client: "httpx.Client | None") -> tuple[str, int]:  # noqa: F821
         import httpx
 
         from ..net import RETRIES, RETRY_STATUS, backoff, check_url
 
         check_url(url)
-        assert self.client_factory is not None
-        client = self.client_factory()
+        if client is None:
+            assert self.client_factory is not None
+            client = self.client_factory()
         h, have = _hash_existing(part, size)
         if progress and have:
             progress(have)

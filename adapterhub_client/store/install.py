@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+from ..errors import InvalidPackageError
 from ..manifest import MANIFEST_FILE, canonical_name, check_relative_path
 from .cache import Cache, sha256_file
 
@@ -22,14 +23,25 @@ def view_dir(cache: Cache, name: str, version: str) -> Path:
     return cache.root / "installed" / org / base / version
 
 
-def is_installed(cache: Cache, name: str, version: str) -> bool:
-    return (view_dir(cache, name, version) / RECORD_FILE).is_file()
+def read_record(cache: Cache, name: str, version: str) -> dict[str, Any] | None:
+    try:
+        return json.loads((view_dir(cache, name, version) / RECORD_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def is_installed(cache: Cache, name: str, version: str, manifest_sha256: str | None = None) -> bool:
+    """A complete view exists (and, given `manifest_sha256`, it holds exactly that manifest)."""
+    record = read_record(cache, name, version)
+    return record is not None and (manifest_sha256 is None or record.get("manifest_sha256") == manifest_sha256)
 
 
 def _link_or_copy(blob: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.link(blob, target)
+    except FileExistsError:
+        raise InvalidPackageError(f"{target.name}: listed twice in the package") from None
     except OSError:  # another filesystem, or no hard links: copy (still read-only)
         shutil.copyfile(blob, target)
         os.chmod(target, 0o444)
@@ -37,21 +49,19 @@ def _link_or_copy(blob: Path, target: Path) -> None:
 
 def make_view(cache: Cache, manifest: dict[str, Any], manifest_bytes: bytes, source: str,
               manifest_sha256: str) -> Path:
+    """Build the view aside and rename it into place; a view of other content is replaced."""
     name, version = canonical_name(manifest["name"]), manifest["version"]
     final = view_dir(cache, name, version)
-    if (final / RECORD_FILE).is_file():
+    if is_installed(cache, name, version, manifest_sha256):
         return final
     with cache.lock(f"install-{name.replace('/', '--')}-{version}"):
-        if (final / RECORD_FILE).is_file():
+        if is_installed(cache, name, version, manifest_sha256):
             return final
-        if final.exists():  # a view without its record: an older, broken install; repair
-            remove_tree(final)
         tmp = cache.tmp_dir("view-")
         try:
-            for f in manifest["files"]:
-                check_relative_path(f["path"], f"manifest of {name} {version}")
-                _link_or_copy(cache.blob_path(f["sha256"]), tmp / f["path"])
-            (tmp / MANIFEST_FILE).write_bytes(manifest_bytes)
+            # our own files first, exclusively: a listed file can never land on (and write through) them
+            with open(tmp / MANIFEST_FILE, "xb") as fh:
+                fh.write(manifest_bytes)
             record = {
                 "name": name,
                 "version": version,
@@ -59,8 +69,16 @@ def make_view(cache: Cache, manifest: dict[str, Any], manifest_bytes: bytes, sou
                 "manifest_sha256": manifest_sha256,
                 "installed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
-            (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
+            with open(tmp / RECORD_FILE, "x") as fh:
+                fh.write(json.dumps(record, indent=2) + "\n")
+            for f in manifest["files"]:
+                check_relative_path(f["path"], f"manifest of {name} {version}")
+                _link_or_copy(cache.blob_path(f["sha256"]), tmp / f["path"])
             final.parent.mkdir(parents=True, exist_ok=True)
+            if final.exists():  # another content for this version, or a broken older view: swap it out
+                graveyard = cache.tmp_dir("replaced-")
+                os.rename(final, graveyard / "view")
+                remove_tree(graveyard)
             os.rename(tmp, final)
         except BaseException:
             remove_tree(tmp)
@@ -99,18 +117,25 @@ def read_view_manifest(view: Path) -> dict[str, Any]:
     return json.loads((view / MANIFEST_FILE).read_bytes())
 
 
-def verify_view(cache: Cache, view: Path) -> list[str]:
-    """Re-hash every file of an installed view; return the problems found."""
-    problems: list[str] = []
+def verify_view(cache: Cache, view: Path, record: dict[str, Any]) -> list[str]:
+    """Re-hash an installed view: its manifest against the install record, every listed file
+    against the manifest, and nothing else present."""
+    manifest_file = view / MANIFEST_FILE
     try:
+        if sha256_file(manifest_file) != record.get("manifest_sha256"):
+            return [f"{manifest_file}: does not match the installed manifest sha256"]
         manifest = read_view_manifest(view)
     except (OSError, ValueError) as exc:
         return [f"{view}: unreadable manifest ({exc})"]
+    problems: list[str] = []
+    listed = {MANIFEST_FILE, RECORD_FILE}
     for f in manifest.get("files", []):
         target = view / f["path"]
+        listed.add(f["path"])
         if not target.is_file():
             problems.append(f"{target}: missing")
-            continue
-        if target.stat().st_size != f["size"] or sha256_file(target) != f["sha256"]:
+        elif target.stat().st_size != f["size"] or sha256_file(target) != f["sha256"]:
             problems.append(f"{target}: content does not match sha256 {f['sha256'][:12]}…")
+    extra = sorted(str(p.relative_to(view)) for p in view.rglob("*") if p.is_file() and str(p.relative_to(view)) not in listed)
+    problems.extend(f"{view / e}: not part of the package" for e in extra)
     return problems
