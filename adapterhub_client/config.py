@@ -103,7 +103,20 @@ def read_config_file(path: Path) -> dict[str, Any]:
         data = tomllib.loads(raw.decode())
     except (ValueError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path}: invalid TOML ({exc})") from None
+    _check_config(data, path)
     return data
+
+
+def _check_config(data: dict[str, Any], path: Path) -> None:
+    """The types the settings need; a wrong one is a one-line error naming the key."""
+    for key, kind in (("cache_dir", str), ("offline", bool)):
+        if key in data and not isinstance(data[key], kind):
+            raise UsageError(f"{path}: '{key}' must be a {kind.__name__}, not {data[key]!r}")
+    registries = data.get("registry", [])
+    if not isinstance(registries, list) or not all(
+        isinstance(r, dict) and isinstance(r.get("name"), str) and isinstance(r.get("url"), str) for r in registries
+    ):
+        raise UsageError(f"{path}: 'registry' must be an array of tables with a name and a url ([[registry]])")
 
 
 def write_config_file(path: Path, data: dict[str, Any]) -> None:
@@ -126,6 +139,8 @@ def load_settings(
     cfg_path = config_path()
     cfg = read_config_file(cfg_path)
 
+    if cache_dir is not None and not str(cache_dir).strip():
+        raise UsageError("the cache directory must not be empty")
     if cache_dir is None:
         cache_dir = os.environ.get("ADAPTERS_CACHE_DIR") or cfg.get("cache_dir")
     if cache_dir is None:
@@ -133,13 +148,9 @@ def load_settings(
 
     if offline is None:
         env = os.environ.get("ADAPTERS_OFFLINE")
-        offline = env.strip().lower() in _TRUE if env is not None else bool(cfg.get("offline", False))
+        offline = env.strip().lower() in _TRUE if env is not None else cfg.get("offline", False)
 
-    configured = [
-        RegistrySpec(str(r["name"]), str(r["url"]), r.get("token"))
-        for r in cfg.get("registry", [])
-        if isinstance(r, dict) and "name" in r and "url" in r
-    ]
+    configured = [RegistrySpec(r["name"], r["url"], r.get("token")) for r in cfg.get("registry", [])]
     settings = Settings(Path(home), cfg_path, Path(cache_dir).expanduser(), offline, [])
     settings.registries = [settings.local_registry, *configured]
 

@@ -315,7 +315,7 @@ class Hub:
         return results
 
     def _fetch_files(self, jobs: list[tuple[Resolved, dict[str, Any]]]) -> None:
-        missing = [(i, f) for i, f in jobs if not self.cache.has_blob(f["sha256"])]
+        missing = [(i, f) for i, f in jobs if not self.cache.touch(f["sha256"])]
         if not missing:
             return
         bar = None

@@ -33,7 +33,11 @@ def is_loopback(host: str | None) -> bool:
 
 def check_url(url: str) -> None:
     """HTTPS required, except for loopback where plain HTTP is fine (tests, local mirrors)."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a malformed port or IPv6 literal
+    except ValueError as exc:
+        raise UsageError(f"invalid URL {url!r}: {exc}") from None
     if parts.scheme == "https":
         return
     if parts.scheme == "http" and is_loopback(parts.hostname):
@@ -60,6 +64,10 @@ class ScopedToken(httpx.Auth):
         yield request
 
 
+def _check_request(request: httpx.Request) -> None:
+    check_url(str(request.url))
+
+
 def make_client(token: str | None = None, token_url: str | None = None, **kw: Any) -> httpx.Client:
     auth = ScopedToken(token, token_url) if token and token_url else None
     return httpx.Client(
@@ -67,6 +75,7 @@ def make_client(token: str | None = None, token_url: str | None = None, **kw: An
         headers={"User-Agent": USER_AGENT},
         auth=auth,
         follow_redirects=True,  # httpx drops Authorization on cross-origin redirects; ScopedToken re-checks
+        event_hooks={"request": [_check_request]},  # every hop, redirects included, must be https
         limits=httpx.Limits(max_connections=16, max_keepalive_connections=16),
         **kw,
     )

@@ -140,7 +140,9 @@ def prepare_package(directory: str | Path, *, name: str | None = None, version: 
         raise InvalidPackageError(f"{directory}: neither {MANIFEST_FILE} nor a PEFT {PEFT_CONFIG} found")
     if base is not None:
         fingerprint, arch = base_fingerprint(Path(base))
-        base_model = data.setdefault("base_model", {"name": None})
+        if not isinstance(data.get("base_model"), dict):
+            data["base_model"] = {"name": None}
+        base_model = data["base_model"]
         base_model["fingerprint"] = fingerprint
         modules = (base_model.get("architecture") or {}).get("modules") or {}
         _fill_dtypes_from_base(modules, arch)

@@ -109,6 +109,10 @@ def parse_ref(text: str) -> Ref:
         if len(parts) != 3:
             raise UsageError(f"invalid reference {text!r}: expected REGISTRY_URL/org/name[@version]")
         root = f"{scheme}://{parts[0]}/"
+        if scheme != "file":
+            from .net import check_url  # also rejects plain http to non-loopback hosts
+
+            check_url(root)
         return parse_requirement(f"{parts[1]}/{parts[2]}" + (f"@{spec}" if spec else ""), root)
     looks_like_path = text.startswith((".", "/", "~")) or os.sep in text.replace("/", "", 1) or text.count("/") != 1
     path = Path(text).expanduser()

@@ -186,7 +186,8 @@ def test_uninstall_and_cache_prune(cli, package, home):
     assert info["blobs"] == 2 and info["installed"] == 1  # weights + manifest
     assert cli("uninstall", "acme/u").code == 0
     assert cli("list", "--json").json()["installed"] == []
-    r = cli("cache", "prune", "--json")
+    assert cli("cache", "prune", "--json").json()["removed"] == 0  # just used: kept for a grace period
+    r = cli("cache", "prune", "--grace", "0", "--json")
     assert r.json()["removed"] >= 2
     assert cli("cache", "info", "--json").json()["blobs"] == 0
     assert cli("uninstall", "acme/u").code == 3
@@ -269,3 +270,28 @@ def test_verify_checks_the_view_manifest_against_the_install_record(cli, package
     problems = cli("verify", "--json").json()["problems"]
     assert any("installed manifest" in p for p in problems)
     os.chmod(manifest, 0o644)
+
+
+@pytest.mark.parametrize("config,expect", [
+    ("cache_dir = 5\n", "'cache_dir' must be a str"),
+    ('offline = "no"\n', "'offline' must be a bool"),
+    ('[registry]\nname = "a"\nurl = "file:///tmp"\n', "'registry' must be an array of tables"),
+    ("not toml = = =\n", "invalid TOML"),
+])
+def test_bad_config_file_is_a_one_line_usage_error(cli, home, config, expect):
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "config.toml").write_text(config)
+    r = cli("install", "acme/x")
+    assert r.code == 2 and expect in r.err
+
+
+def test_unwritable_paths_are_clean_errors(cli, package, tmp_path):
+    cli("publish", str(package("acme/w", "1.0.0")))
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    r = cli("lock", "acme/w", "--lockfile", str(blocker / "adapters.lock"))
+    assert r.code == 1 and "cannot write the lockfile" in r.err
+    r = cli("install", "acme/w", "--cache-dir", str(blocker / "cache"))
+    assert r.code == 1 and "cannot use the cache directory" in r.err
+    assert cli("install", "acme/w", "--cache-dir", "").code == 2
+    assert cli("install", "https://[::1/acme/w").code == 2

@@ -72,13 +72,17 @@ def attach(hub: Any, refs: tuple[str, ...], model_dir: str, check_only: bool, st
 def _attach(model_dir: str, installed: list[Any]) -> list[dict[str, Any]]:
     """Load the base model and the adapters' weights onto it (strict: every key must land)."""
     try:
-        from transformers import AutoModel
+        import transformers
     except ImportError:
         raise UsageError("attaching onto a model directory needs `transformers` (pip install transformers)") from None
     from ..nn.base import adapter_state
     from ..nn.model import list_adapters, load_adapter
 
-    model = AutoModel.from_pretrained(model_dir)
+    # the class the checkpoint was saved from (so heads such as lm_head exist), else AutoModel
+    config = transformers.AutoConfig.from_pretrained(model_dir)
+    cls = next((getattr(transformers, a) for a in (config.architectures or []) if hasattr(transformers, a)),
+               transformers.AutoModel)
+    model = cls.from_pretrained(model_dir)
     total = sum(p.numel() for p in model.parameters())
     out = []
     for inst in installed:

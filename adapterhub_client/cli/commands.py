@@ -341,39 +341,18 @@ def cache_info(hub: Any, as_json: bool) -> None:
 
 
 @cache.command(name="prune")
+@click.option("--grace", type=click.FloatRange(min=0), default=600.0, show_default=True,
+              help="Keep entries used in the last SECONDS (an install may be about to use them).")
 @common
-def cache_prune(hub: Any, as_json: bool) -> None:
+def cache_prune(hub: Any, grace: float, as_json: bool) -> None:
     """Remove blobs no installed adapter uses, partial downloads and leftovers."""
-    from ..store.install import iter_installed, read_view_manifest, remove_tree
+    from ..store.install import prune
 
-    keep: set[str] = set()
-    for record, path in iter_installed(hub.cache):
-        keep.add(record.get("manifest_sha256", ""))
-        keep.update(f["sha256"] for f in read_view_manifest(path).get("files", []))
-    removed = freed = 0
-    for sha, blob in list(hub.cache.iter_blobs()):
-        if sha not in keep:
-            freed += blob.stat().st_size
-            hub.cache.remove_blob(sha)
-            removed += 1
-    for sub in ("partial", "tmp"):
-        for leftover in (hub.cache.root / sub).glob("*") if (hub.cache.root / sub).exists() else []:
-            with hub.cache.lock(leftover.name.split(".")[0]) if sub == "partial" else _null():
-                freed += leftover.stat().st_size if leftover.is_file() else 0
-                remove_tree(leftover) if leftover.is_dir() else leftover.unlink(missing_ok=True)
-                removed += 1
+    removed, freed = prune(hub.cache, grace)
     if as_json:
         emit_json({"removed": removed, "freed_bytes": freed})
     else:
         click.echo(f"removed {removed} entries, freed {human_size(freed)}")
-
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 @cache.command(name="clean")

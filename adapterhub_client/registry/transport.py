@@ -10,10 +10,14 @@ import hashlib
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urljoin, urlsplit
 
 from .._fs import atomic_write
 from ..errors import NotFoundError, OfflineMissError, RegistryError
+
+if TYPE_CHECKING:
+    import httpx
 
 
 class Transport:
@@ -70,7 +74,7 @@ class FileTransport(Transport):
 
 
 class HttpTransport(Transport):
-    def __init__(self, url: str, client: "httpx.Client", cache_dir: Path, offline: bool = False) -> None:  # noqa: F821
+    def __init__(self, url: str, client: "httpx.Client", cache_dir: Path, offline: bool = False) -> None:
         from ..net import check_url
 
         self.url = url if url.endswith("/") else url + "/"

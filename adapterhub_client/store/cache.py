@@ -20,14 +20,13 @@ from typing import TYPE_CHECKING, Iterator
 if TYPE_CHECKING:
     from filelock import FileLock
 
-from ..errors import IntegrityError
+from ..errors import AdapterError, IntegrityError
 
 CACHEDIR_TAG = (
     "Signature: 8a477f597d28d172789f06886806bc55\n"
     "# This file is a cache directory tag created by adapterhub-client.\n"
     "# For information about cache directory tags see https://bford.info/cachedir/\n"
 )
-LOCK_TIMEOUT = 600.0
 
 
 class Cache:
@@ -36,14 +35,15 @@ class Cache:
 
     # --- layout -----------------------------------------------------------------
     def ensure(self) -> "Cache":
-        if not (self.root / "CACHEDIR.TAG").exists():
-            self.root.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-")
-            with os.fdopen(fd, "w") as fh:
-                fh.write(CACHEDIR_TAG)
-            os.replace(tmp, self.root / "CACHEDIR.TAG")
-        for sub in ("blobs/sha256", "partial", "locks", "installed", "tmp"):
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        from .._fs import atomic_write
+
+        try:
+            if not (self.root / "CACHEDIR.TAG").exists():
+                atomic_write(self.root / "CACHEDIR.TAG", CACHEDIR_TAG)
+            for sub in ("blobs/sha256", "partial", "locks", "installed", "tmp"):
+                (self.root / sub).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise AdapterError(f"cannot use the cache directory {self.root}: {exc.strerror or exc}") from None
         return self
 
     def blob_path(self, sha256: str) -> Path:
@@ -55,10 +55,20 @@ class Cache:
     def has_blob(self, sha256: str) -> bool:
         return self.blob_path(sha256).is_file()
 
+    def touch(self, sha256: str) -> bool:
+        """Mark a blob as used now (`cache prune` keeps recently used blobs); False if absent."""
+        try:
+            os.utime(self.blob_path(sha256))
+            return True
+        except FileNotFoundError:
+            return False
+
     def lock(self, key: str) -> "FileLock":
         from filelock import FileLock  # deferred: 18 ms, and `adapters list` never locks
 
-        return FileLock(str(self.root / "locks" / f"{key}.lock"), timeout=LOCK_TIMEOUT)
+        # No timeout: the holder is alive (a dead one releases its lock), and may be
+        # downloading many GB; waiting is what a second installer should do.
+        return FileLock(str(self.root / "locks" / f"{key}.lock"), timeout=-1)
 
     def tmp_dir(self, prefix: str) -> Path:
         return Path(tempfile.mkdtemp(dir=self.root / "tmp", prefix=prefix))

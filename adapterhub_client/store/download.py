@@ -11,7 +11,10 @@ from __future__ import annotations
 import hashlib
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    import httpx
 
 from ..errors import IntegrityError, NotFoundError, OfflineMissError, RegistryError
 from .cache import Cache
@@ -37,7 +40,7 @@ def _hash_existing(part: Path, size: int) -> tuple["hashlib._Hash", int]:
 
 
 class Downloader:
-    def __init__(self, cache: Cache, client_factory: Callable[[], "httpx.Client"] | None = None,  # noqa: F821
+    def __init__(self, cache: Cache, client_factory: Callable[[], "httpx.Client"] | None = None,
                  offline: bool = False) -> None:
         self.cache = cache
         self.client_factory = client_factory
@@ -45,12 +48,12 @@ class Downloader:
         self.downloads = 0  # blobs actually transferred by this process (for reports and tests)
 
     def fetch(self, url: str, sha256: str, size: int, label: str, progress: Progress | None = None,
-              client: "httpx.Client | None" = None) -> Path:  # noqa: F821
+              client: "httpx.Client | None" = None) -> Path:
         """Return the path of the verified blob, downloading it if the cache lacks it.
 
         `client`: the registry's HTTP client (it carries that registry's scoped token)."""
         blob = self.cache.blob_path(sha256)
-        if blob.is_file():
+        if self.cache.touch(sha256):
             return blob
         if self.offline and not url.startswith("file:"):  # local directories are not network
             raise OfflineMissError(f"offline: {label} (blob {sha256[:12]}) is not in the cache")
@@ -88,7 +91,7 @@ class Downloader:
         return h.hexdigest(), have
 
     def _download_http(self, url: str, part: Path, size: int, label: str, progress: Progress | None,
-                       client: "httpx.Client | None") -> tuple[str, int]:  # noqa: F821
+                       client: "httpx.Client | None") -> tuple[str, int]:
         import httpx
 
         from ..net import RETRIES, RETRY_STATUS, backoff, check_url

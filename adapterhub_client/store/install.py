@@ -4,6 +4,7 @@ complete or absent."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -139,3 +140,31 @@ def verify_view(cache: Cache, view: Path, record: dict[str, Any]) -> list[str]:
     extra = sorted(str(p.relative_to(view)) for p in view.rglob("*") if p.is_file() and str(p.relative_to(view)) not in listed)
     problems.extend(f"{view / e}: not part of the package" for e in extra)
     return problems
+
+
+def prune(cache: Cache, grace_seconds: float = 600.0) -> tuple[int, int]:
+    """Remove blobs no installed view uses, stale partial downloads and leftovers; (removed, freed).
+
+    Entries used within `grace_seconds` stay: a concurrent install touches the blobs it is about to
+    link and may be building a view in tmp/. Partial downloads are removed under their blob lock."""
+    keep: set[str] = set()
+    for record, path in iter_installed(cache):
+        keep.add(record.get("manifest_sha256", ""))
+        keep.update(f["sha256"] for f in read_view_manifest(path).get("files", []))
+    cutoff = time.time() - grace_seconds
+    removed = freed = 0
+    for sha, blob in list(cache.iter_blobs()):
+        stat = blob.stat()
+        if sha not in keep and stat.st_mtime < cutoff:
+            cache.remove_blob(sha)
+            removed, freed = removed + 1, freed + stat.st_size
+    for sub in ("partial", "tmp"):
+        folder = cache.root / sub
+        for leftover in list(folder.iterdir()) if folder.is_dir() else []:
+            if leftover.stat().st_mtime >= cutoff:
+                continue
+            with cache.lock(leftover.name.split(".")[0]) if sub == "partial" else contextlib.nullcontext():
+                freed += leftover.stat().st_size if leftover.is_file() else 0
+                remove_tree(leftover) if leftover.is_dir() else leftover.unlink(missing_ok=True)
+                removed += 1
+    return removed, freed
