@@ -95,6 +95,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raw = path.read_bytes()
     except FileNotFoundError:
         return {}
+    except OSError as exc:  # a directory, or a path through a regular file
+        raise UsageError(f"cannot read the config file {path}: {exc.strerror or exc}") from None
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover
@@ -114,7 +116,8 @@ def _check_config(data: dict[str, Any], path: Path) -> None:
             raise UsageError(f"{path}: '{key}' must be a {kind.__name__}, not {data[key]!r}")
     registries = data.get("registry", [])
     if not isinstance(registries, list) or not all(
-        isinstance(r, dict) and isinstance(r.get("name"), str) and isinstance(r.get("url"), str) for r in registries
+        isinstance(r, dict) and isinstance(r.get("name"), str) and isinstance(r.get("url"), str)
+        and isinstance(r.get("token", ""), str) for r in registries
     ):
         raise UsageError(f"{path}: 'registry' must be an array of tables with a name and a url ([[registry]])")
 
@@ -139,8 +142,10 @@ def load_settings(
     cfg_path = config_path()
     cfg = read_config_file(cfg_path)
 
-    if cache_dir is not None and not str(cache_dir).strip():
-        raise UsageError("the cache directory must not be empty")
+    for where, value in (("--cache-dir", cache_dir), ("ADAPTERS_CACHE_DIR", os.environ.get("ADAPTERS_CACHE_DIR")),
+                         (f"{cfg_path}: cache_dir", cfg.get("cache_dir"))):
+        if value is not None and not str(value).strip():
+            raise UsageError(f"{where}: the cache directory must not be empty")
     if cache_dir is None:
         cache_dir = os.environ.get("ADAPTERS_CACHE_DIR") or cfg.get("cache_dir")
     if cache_dir is None:

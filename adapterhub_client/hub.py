@@ -310,7 +310,11 @@ class Hub:
         self._fetch_files(jobs)
         results = []
         for item in items:
-            path = views.make_view(self.cache, item.manifest, item.manifest_bytes, item.source, item.manifest_sha256)
+            try:
+                path = views.make_view(self.cache, item.manifest, item.manifest_bytes, item.source, item.manifest_sha256)
+            except views.BlobMissingError:  # pruned meanwhile by another process: fetch again, once
+                self._fetch_files([(item, f) for f in item.manifest["files"]])
+                path = views.make_view(self.cache, item.manifest, item.manifest_bytes, item.source, item.manifest_sha256)
             results.append(Installed(item.name, item.version, path, item.source, item.manifest_sha256, already[id(item)]))
         return results
 
@@ -408,9 +412,9 @@ class Hub:
             return {"manifest": item.manifest, "source": item.source, "versions": [item.version]}
         if isinstance(parsed, HubRef):
             raise UsageError(f"hf://{parsed.repo}: Hugging Face Hub sources are not supported yet")
-        entries = self.candidates(parsed.name, parsed.registry_url)
-        picked = Resolver(self._provider({parsed.name: parsed.registry_url} if parsed.registry_url else {}), pre).resolve([parsed])
-        item = self._resolved_entry(picked[parsed.name])
+        resolver = Resolver(self._provider({parsed.name: parsed.registry_url} if parsed.registry_url else {}), pre)
+        item = self._resolved_entry(resolver.resolve([parsed])[parsed.name])
+        entries = resolver.entries(parsed.name)
         return {
             "manifest": item.manifest,
             "source": item.source,

@@ -74,7 +74,7 @@ def check_relative_path(path: str, where: str) -> PurePosixPath:
         raise InvalidPackageError(f"{where}: absolute file path {path!r} is not allowed")
     if any(part in ("..", ".", "") for part in path.split("/")):
         raise InvalidPackageError(f"{where}: file path {path!r} must not contain '..' or '.' parts")
-    if path in RESERVED_PATHS:
+    if path.split("/")[0] in RESERVED_PATHS:
         raise InvalidPackageError(f"{where}: {path!r} is reserved and cannot be listed as a package file")
     return pure
 

@@ -54,7 +54,8 @@ class Resolver:
         self.failure: str | None = None
         self._candidates: dict[str, list[IndexEntry]] = {}
 
-    def _entries(self, name: str) -> list[IndexEntry]:
+    def entries(self, name: str) -> list[IndexEntry]:
+        """Every listed version of `name` (fetched once per resolver)."""
         if name not in self._candidates:
             self._candidates[name] = self.provider.candidates(name)
         return self._candidates[name]
@@ -83,7 +84,7 @@ class Resolver:
                 return self._solve(chosen, new_demands, rest)
             self._conflict(name, on_name)
             return None
-        entries = self._entries(name)
+        entries = self.entries(name)
         options = select(entries, on_name, self.pre)
         if not options:
             self._conflict(name, on_name, entries)

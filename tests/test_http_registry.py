@@ -272,3 +272,19 @@ def test_remote_registry_cannot_point_blobs_at_local_files(cli, served, home):
     (served.root / "config.json").write_text(json.dumps({"protocol": 1, "blobs": "file:///etc/"}))
     r = cli("install", "acme/big", "--registry", served.registry_url)
     assert r.code == 7 and "'blobs' must be an http(s) URL" in r.err
+
+
+def test_a_configured_registry_without_config_json_stops_resolution(cli, served, package, tmp_path):
+    public = tmp_path / "public"
+    assert cli("publish", str(package("acme/big", "9.0.0")), "--registry", public.as_uri()).code == 0
+    assert cli("registry", "add", "wrong", served.registry_url + "nope/").code == 0
+    assert cli("registry", "add", "public", public.as_uri()).code == 0
+    r = cli("install", "acme/big")
+    assert r.code == 6 and "not an adapter registry" in r.err
+
+
+def test_info_is_one_index_request(cli, served):
+    assert cli("info", "acme/big", "--registry", served.registry_url).code == 0
+    served.clear_log()
+    assert cli("info", "acme/big", "--registry", served.registry_url).code == 0
+    assert [e["path"] for e in served.log()] == ["/index/acme/3/b/big"]

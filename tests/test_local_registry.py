@@ -295,3 +295,28 @@ def test_unwritable_paths_are_clean_errors(cli, package, tmp_path):
     assert r.code == 1 and "cannot use the cache directory" in r.err
     assert cli("install", "acme/w", "--cache-dir", "").code == 2
     assert cli("install", "https://[::1/acme/w").code == 2
+
+
+def test_empty_cache_dir_is_refused_and_clean_only_touches_a_cache(cli, home, tmp_path, monkeypatch):
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "config.toml").write_text('cache_dir = ""\n')
+    r = cli("cache", "clean", "--yes")
+    assert r.code == 2 and "must not be empty" in r.err
+    (home / "config.toml").unlink()
+    project = tmp_path / "project"
+    (project / "src").mkdir(parents=True)
+    (project / "notes.txt").write_text("mine")
+    r = cli("cache", "clean", "--yes", "--cache-dir", str(project))
+    assert r.code == 1 and "not an adapters cache" in r.err
+    assert (project / "notes.txt").read_text() == "mine" and (project / "src").is_dir()
+
+
+def test_reserved_name_as_a_directory_is_refused(cli, package):
+    pkg = package("acme/rd", "1.0.0")
+    (pkg / ".install.json").mkdir()
+    (pkg / ".install.json" / "x").write_bytes(b"x")
+    m = json.loads((pkg / "manifest.json").read_text())
+    m["files"].append({"path": ".install.json/x"})
+    (pkg / "manifest.json").write_text(json.dumps(m))
+    r = cli("publish", str(pkg))
+    assert r.code == 7 and "reserved" in r.err

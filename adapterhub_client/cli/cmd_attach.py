@@ -10,7 +10,7 @@ import click
 
 from ..errors import UsageError
 from .commands import common
-from .output import emit_json, human_size, warn
+from .output import emit_json, warn
 
 
 @click.command()
@@ -89,7 +89,7 @@ def _attach(model_dir: str, installed: list[Any]) -> list[dict[str, Any]]:
         name = load_adapter(model, inst.path, name=re.sub(r"[^A-Za-z0-9_]", "_", inst.name))  # no "." in torch names
         info = next(a for a in list_adapters(model) if a.name == name)
         out.append({"adapter": inst.name, "name": name, "modules": info.modules, "parameters": info.params,
-                    "parameters_share": f"{100 * info.params / total:.2f}% of {human_size(total).replace(' B', '')}",
+                    "parameters_share": f"{100 * info.params / total:.2f}% of {total / 1e6:.1f}M",
                     "examples": adapter_state(model).modules[name][:3]})
     return out
 

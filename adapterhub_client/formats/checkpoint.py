@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -25,6 +26,7 @@ from ..nn.targets import pattern_value
 from ..safetensors_header import read_header
 
 COPY_CHUNK = 8 << 20
+_EMBEDDING_NAME = re.compile(r"(embed|(^|\.)(wte|wpe)\.)")
 # model types whose attention/MLP projections are GPT-2 `Conv1D` ([in, out] weights)
 CONV1D_MODEL_TYPES = {"gpt2", "openai-gpt", "imagegpt", "decision_transformer"}
 _TORCH_DTYPES = {
@@ -77,11 +79,17 @@ def _delta(adapter: LoRAWeights, path: str) -> tuple[torch.Tensor, torch.Tensor 
 def _orient(delta: torch.Tensor, shape: tuple[int, ...], layer: str | None, model_type: str | None,
             key: str) -> tuple[torch.Tensor, bool]:
     """Lay `delta` ([out, in]) out like the stored weight: as is (Linear) or transposed (Conv1D,
-    Embedding). Without a recorded layer kind, the shape decides, and a square weight counts as
-    Conv1D only in GPT-2-style models."""
+    Embedding). Manifests record the layer kind; for older ones the shape decides, and a square
+    weight is read as an embedding by its name, as Conv1D in GPT-2-style models, else as Linear."""
     if layer is None:
-        square_conv1d = shape[0] == shape[1] and model_type in CONV1D_MODEL_TYPES
-        layer = "linear" if tuple(delta.shape) == tuple(shape) and not square_conv1d else "conv1d"
+        if tuple(delta.shape) != tuple(shape):
+            layer = "conv1d"  # stored transposed; the check below refuses anything else
+        elif shape[0] == shape[1] and _EMBEDDING_NAME.search(key):
+            layer = "embedding"
+        elif shape[0] == shape[1] and model_type in CONV1D_MODEL_TYPES:
+            layer = "conv1d"
+        else:
+            layer = "linear"
     oriented = delta if layer == "linear" else delta.T
     if tuple(oriented.shape) != tuple(shape):
         raise InvalidPackageError(f"{key}: adapter delta {list(delta.shape)} does not fit the weight {list(shape)}")

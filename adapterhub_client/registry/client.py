@@ -13,7 +13,7 @@ from urllib.parse import urljoin
 from packaging.version import Version
 
 from ..config import RegistrySpec
-from ..errors import IntegrityError, InvalidPackageError, NotFoundError, OfflineMissError
+from ..errors import IntegrityError, InvalidPackageError, NotFoundError, OfflineMissError, RegistryError
 from ..manifest import canonical_name, loads_manifest, parse_version, validate_schema
 from . import layout
 from .transport import FileTransport, Transport
@@ -90,7 +90,8 @@ class RegistryClient:
         except NotFoundError:
             if isinstance(self.transport, FileTransport):
                 return {"protocol": layout.PROTOCOL_VERSION}  # an empty local registry
-            raise NotFoundError(f"{self.url} is not an adapter registry (no {layout.CONFIG_PATH})") from None
+            # not "not found": skipping it would let a later registry serve names this one owns
+            raise RegistryError(f"{self.url} is not an adapter registry (no {layout.CONFIG_PATH})") from None
         where = self.transport.location(layout.CONFIG_PATH)
         try:
             data = json.loads(raw)

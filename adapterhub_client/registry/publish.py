@@ -17,7 +17,7 @@ from typing import Any
 from filelock import FileLock
 
 from .._fs import atomic_write
-from ..errors import InvalidPackageError, NotFoundError
+from ..errors import AdapterError, InvalidPackageError, NotFoundError
 from ..manifest import canonical_name, dumps_manifest, file_digest, parse_version
 from . import layout
 from .client import parse_jsonl
@@ -67,11 +67,14 @@ def _append_line(path: Path, item: dict[str, Any]) -> None:
 def ensure_registry(root: Path, name: str | None = None) -> None:
     config = root / layout.CONFIG_PATH
     if not config.exists():
-        root.mkdir(parents=True, exist_ok=True)
         data = {"protocol": layout.PROTOCOL_VERSION, "blobs": "blobs/"}
         if name:
             data["name"] = name
-        atomic_write(config, json.dumps(data, indent=2) + "\n")
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            atomic_write(config, json.dumps(data, indent=2) + "\n")
+        except OSError as exc:
+            raise AdapterError(f"cannot create a registry at {root}: {exc.strerror or exc}") from None
 
 
 def index_entry(manifest: dict[str, Any], manifest_bytes: bytes) -> dict[str, Any]:

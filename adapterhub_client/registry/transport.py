@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urljoin, urlsplit
 
 from .._fs import atomic_write
-from ..errors import NotFoundError, OfflineMissError, RegistryError
+from ..errors import NotFoundError, OfflineMissError, RegistryError, UsageError
 
 if TYPE_CHECKING:
     import httpx
@@ -46,7 +46,7 @@ class Transport:
 def file_url_to_path(url: str) -> Path:
     parts = urlsplit(url)
     if parts.netloc not in ("", "localhost"):
-        raise RegistryError(f"file URL with a host is not supported: {url}")
+        raise UsageError(f"file URL with a host is not supported: {url}")
     return Path(unquote(parts.path))  # POSIX file URLs; urllib.request costs 25 ms to import
 
 

@@ -10,18 +10,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
-
-if TYPE_CHECKING:
-    from filelock import FileLock
+from typing import Iterator
 
 from ..errors import AdapterError, IntegrityError
 
+SUBDIRS = ("blobs", "partial", "locks", "installed", "tmp", "http", "fingerprints")
 CACHEDIR_TAG = (
     "Signature: 8a477f597d28d172789f06886806bc55\n"
     "# This file is a cache directory tag created by adapterhub-client.\n"
@@ -41,7 +41,7 @@ class Cache:
             if not (self.root / "CACHEDIR.TAG").exists():
                 atomic_write(self.root / "CACHEDIR.TAG", CACHEDIR_TAG)
             for sub in ("blobs/sha256", "partial", "locks", "installed", "tmp"):
-                (self.root / sub).mkdir(parents=True, exist_ok=True)
+                (self.root / sub).mkdir(parents=True, exist_ok=True)  # http/, fingerprints/ on demand
         except OSError as exc:
             raise AdapterError(f"cannot use the cache directory {self.root}: {exc.strerror or exc}") from None
         return self
@@ -62,13 +62,25 @@ class Cache:
             return True
         except FileNotFoundError:
             return False
+        except OSError:  # a shared cache with blobs of another user: present, just not ours to touch
+            return self.has_blob(sha256)
 
-    def lock(self, key: str) -> "FileLock":
-        from filelock import FileLock  # deferred: 18 ms, and `adapters list` never locks
+    @contextlib.contextmanager
+    def lock(self, key: str) -> Iterator[None]:
+        """An inter-process lock. No timeout: a dead holder releases it, and a live one may be
+        downloading many GB; waiting is what a second installer should do, saying so once."""
+        from filelock import FileLock, Timeout  # deferred: 18 ms, and `adapters list` never locks
 
-        # No timeout: the holder is alive (a dead one releases its lock), and may be
-        # downloading many GB; waiting is what a second installer should do.
-        return FileLock(str(self.root / "locks" / f"{key}.lock"), timeout=-1)
+        lock = FileLock(str(self.root / "locks" / f"{key}.lock"))
+        try:
+            lock.acquire(timeout=2)
+        except Timeout:
+            print(f"waiting for another adapters process (lock {key[:24]})", file=sys.stderr, flush=True)
+            lock.acquire(timeout=-1)
+        try:
+            yield
+        finally:
+            lock.release()
 
     def tmp_dir(self, prefix: str) -> Path:
         return Path(tempfile.mkdtemp(dir=self.root / "tmp", prefix=prefix))
@@ -109,16 +121,20 @@ class Cache:
             pass
 
     def clean(self) -> None:
-        """Remove everything (locks included) but keep the directory and its tag."""
-        for child in self.root.iterdir():
-            if child.name == "CACHEDIR.TAG":
-                continue
+        """Remove what this cache holds (its own subdirectories only, locks included), keeping the
+        directory and its tag; refuse a directory that is not one of our caches."""
+        try:
+            tagged = (self.root / "CACHEDIR.TAG").read_text().startswith(CACHEDIR_TAG.splitlines()[0])
+        except OSError:  # untagged is still ours if it holds nothing but our own subdirectories
+            tagged = {p.name for p in self.root.iterdir()} <= set(SUBDIRS)
+        if not tagged:
+            raise AdapterError(f"{self.root} is not an adapters cache (no CACHEDIR.TAG of ours); nothing removed")
+        for name in SUBDIRS:
+            child = self.root / name
             if child.is_dir() and not child.is_symlink():
-                for dirpath, dirnames, filenames in os.walk(child):
+                for dirpath, _, _ in os.walk(child):
                     os.chmod(dirpath, 0o755)
                 shutil.rmtree(child)
-            else:
-                child.unlink()
 
 
 def sha256_file(path: Path) -> str:

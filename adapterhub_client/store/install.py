@@ -12,11 +12,15 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..errors import InvalidPackageError
+from ..errors import AdapterError, InvalidPackageError
 from ..manifest import MANIFEST_FILE, canonical_name, check_relative_path
 from .cache import Cache, sha256_file
 
 RECORD_FILE = ".install.json"
+
+
+class BlobMissingError(Exception):
+    """A blob disappeared between download and linking (a concurrent `cache prune`)."""
 
 
 def view_dir(cache: Cache, name: str, version: str) -> Path:
@@ -74,6 +78,8 @@ def make_view(cache: Cache, manifest: dict[str, Any], manifest_bytes: bytes, sou
                 fh.write(json.dumps(record, indent=2) + "\n")
             for f in manifest["files"]:
                 check_relative_path(f["path"], f"manifest of {name} {version}")
+                if not cache.touch(f["sha256"]):  # pruned since it was fetched
+                    raise BlobMissingError(f["sha256"])
                 _link_or_copy(cache.blob_path(f["sha256"]), tmp / f["path"])
             final.parent.mkdir(parents=True, exist_ok=True)
             if final.exists():  # another content for this version, or a broken older view: swap it out
@@ -150,21 +156,33 @@ def prune(cache: Cache, grace_seconds: float = 600.0) -> tuple[int, int]:
     keep: set[str] = set()
     for record, path in iter_installed(cache):
         keep.add(record.get("manifest_sha256", ""))
-        keep.update(f["sha256"] for f in read_view_manifest(path).get("files", []))
+        try:
+            keep.update(f["sha256"] for f in read_view_manifest(path).get("files", []))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            # its blobs would look unused: stop rather than delete what a repair needs
+            raise AdapterError(f"{path}: unreadable installed manifest; run `adapters verify` and reinstall") from None
     cutoff = time.time() - grace_seconds
     removed = freed = 0
+
+    def age_ok(p: Path) -> int | None:
+        try:
+            stat = p.stat()
+        except FileNotFoundError:  # removed or committed meanwhile by another process
+            return None
+        return stat.st_size if stat.st_mtime < cutoff else None
+
     for sha, blob in list(cache.iter_blobs()):
-        stat = blob.stat()
-        if sha not in keep and stat.st_mtime < cutoff:
+        size = age_ok(blob)
+        if sha not in keep and size is not None:
             cache.remove_blob(sha)
-            removed, freed = removed + 1, freed + stat.st_size
+            removed, freed = removed + 1, freed + size
     for sub in ("partial", "tmp"):
         folder = cache.root / sub
         for leftover in list(folder.iterdir()) if folder.is_dir() else []:
-            if leftover.stat().st_mtime >= cutoff:
+            if age_ok(leftover) is None:
                 continue
             with cache.lock(leftover.name.split(".")[0]) if sub == "partial" else contextlib.nullcontext():
-                freed += leftover.stat().st_size if leftover.is_file() else 0
+                freed += (age_ok(leftover) or 0) if leftover.is_file() else 0
                 remove_tree(leftover) if leftover.is_dir() else leftover.unlink(missing_ok=True)
                 removed += 1
     return removed, freed
