@@ -65,3 +65,19 @@ def hidden(model, ids: torch.Tensor) -> torch.Tensor:
 def assert_close(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-5) -> None:
     """Max absolute difference within `tol` (the interop tolerance in fp32)."""
     assert (a - b).abs().max().item() <= tol, (a - b).abs().max().item()
+
+
+def randomize_magnitudes(model, seed: int = 0) -> int:
+    """Scale every DoRA magnitude vector by ``1 + 0.1 * N(0, 1)`` (ours and PEFT's alike); return the count.
+
+    Both sides start from ``m = ||W + sBA||``, where ``m / ||.||`` is 1 and a broken magnitude path
+    goes unseen: tests of DoRA math call this first.
+    """
+    g = torch.Generator().manual_seed(seed)
+    n = 0
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_magnitude_vector" in name:
+                p.mul_(1 + 0.1 * torch.randn(p.shape, generator=g).to(p.dtype))
+                n += 1
+    return n

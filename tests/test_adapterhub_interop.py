@@ -4,6 +4,7 @@ transformers 4.57) load with transformers 5 and reproduce AdapterHub's outputs w
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import transformers  # noqa: F401
 
 import adapterhub_client as ah  # noqa: E402
 from adapterhub_client.errors import IncompatibleError, InvalidPackageError  # noqa: E402
-from adapterhub_client.formats.adapterhub import is_adapterhub_dir, load_adapterhub, read_adapterhub  # noqa: E402
+from adapterhub_client.formats.adapterhub import is_adapterhub_dir, read_adapterhub  # noqa: E402
 from tests import models  # noqa: E402,F401  (sets offline/quiet transformers env)
 
 FIX = Path(__file__).parent / "fixtures" / "adapterhub"
@@ -80,9 +81,9 @@ def test_outputs_match_adapterhub(base_model, data, case):
 
 
 def test_loaded_adapter_is_frozen_unless_trainable(base_model):
-    model = fresh(base_model)
-    load_adapterhub(model, FIX / "seq_bn", name="mine", trainable=True, allow_pickle=True)
-    load_adapterhub(model, FIX / "double_seq_bn", activate=False)
+    model = fresh(base_model)  # through ah.load_adapter: its options reach the AdapterHub reader
+    assert ah.load_adapter(model, FIX / "seq_bn", name="mine", trainable=True, allow_pickle=True) == "mine"
+    ah.load_adapter(model, FIX / "double_seq_bn", activate=False)
     params = dict(model.named_parameters())
     assert all(p.requires_grad for k, p in params.items() if ".adapters.mine." in k)
     assert not any(p.requires_grad for k, p in params.items() if ".adapters.double_seq_bn." in k)
@@ -133,6 +134,28 @@ def test_weights_that_do_not_fit_leave_the_model_unchanged(base_model, tmp_path)
         ah.load_adapter(model, d, allow_pickle=True)
     assert not ah.list_adapters(model)
     assert not any(".adapters." in k for k, _ in model.named_parameters())
+
+
+@pytest.mark.parametrize("case", ["double_seq_bn", "lora"])
+def test_weights_that_do_not_fit_name_the_full_keys(base_model, tmp_path, case):
+    from safetensors.torch import save_file
+
+    from adapterhub_client.nn.model import AdapterWeightsError
+
+    _, tensors = read_adapterhub(FIX / case, allow_pickle=True)
+    key = sorted(tensors)[0]  # e.g. encoder.layer.0.attention.output.adapters.double_seq_bn.adapter_down.0.bias
+    extra = key.rpartition(".")[0] + ".extra"
+    for label, changed, match in [("missing", {k: v for k, v in tensors.items() if k != key}, key),
+                                  ("unexpected", {**tensors, extra: torch.zeros(2)}, extra)]:
+        d = tmp_path / label
+        shutil.copytree(FIX / case, d)
+        for f in ("adapter.safetensors", "pytorch_adapter.bin"):
+            (d / f).unlink(missing_ok=True)
+        save_file(changed, str(d / "adapter.safetensors"))
+        model = fresh(base_model)
+        with pytest.raises(AdapterWeightsError, match=f"{label} {re.escape(match)}"):
+            ah.load_adapter(model, d)
+        assert not ah.list_adapters(model)
 
 
 def test_format_detection(tmp_path):

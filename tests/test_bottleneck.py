@@ -195,6 +195,19 @@ def test_parallel_input_hook_survives_deepcopy_and_stays_out_of_state_dict(bases
     assert not torch.equal(out(model, ids), out(base, ids))
 
 
+def test_merge_and_unload_releases_parallel_hooks(bases, ids):
+    from adapterhub_client.nn.base import AdapterLayer
+
+    model = copy.deepcopy(bases["bert"])
+    ah.add_adapter(model, "par", ah.BottleneckConfig(style="parallel", init="bert"))  # hooks `intermediate`
+    ah.add_adapter(model, "lo", ah.LoRAConfig(r=4, target_modules=["query"], init="none"))  # the only active one
+    expected = out(model, ids)
+    plain = ah.merge_and_unload(model)
+    assert not [p for p, m in plain.named_modules() if isinstance(m, AdapterLayer)]
+    assert not [p for p, m in plain.named_modules() if m._forward_pre_hooks]
+    models.assert_close(out(plain, ids), expected)
+
+
 def test_merge_raises_a_clear_error(bases):
     model = copy.deepcopy(bases["bert"])
     ah.add_adapter(model, "a", ah.BottleneckConfig())

@@ -37,7 +37,9 @@ assert_close = models.assert_close
 def peft_model(arch, **kw):
     torch.manual_seed(7)
     cfg = peft.LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS[arch], init_lora_weights=False, **kw)
-    return peft.get_peft_model(BUILDERS[arch](), cfg).eval()
+    pm = peft.get_peft_model(BUILDERS[arch](), cfg).eval()
+    assert (models.randomize_magnitudes(pm) > 0) == bool(kw.get("use_dora"))  # m != ||W + sBA||
+    return pm
 
 
 @pytest.mark.parametrize("arch", BUILDERS)
@@ -62,6 +64,7 @@ def test_exported_adapter_loads_in_peft(arch, variant, ids, tmp_path):
     cfg = ah.LoRAConfig(r=4, alpha=8, target_modules=TARGETS[arch], init="none", dora=variant == "dora",
                         rank_pattern={"value|c_fc|o_proj": 2}, alpha_pattern={"value|c_fc|o_proj": 3})
     ah.add_adapter(model, "mine", cfg)
+    assert (models.randomize_magnitudes(model) > 0) == (variant == "dora")
     expected = out(model, ids)
     ah.export_peft(model, "mine", tmp_path)
     data = json.loads((tmp_path / "adapter_config.json").read_text())
@@ -124,16 +127,37 @@ def test_trained_biases_both_ways(bias, ids, tmp_path):
 
 def test_task_model_adapter_loads_on_backbone_and_back(ids, tmp_path):
     torch.manual_seed(3)
-    cfg = peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    # patterns written with the task model's full paths: they must follow the keys onto the backbone
+    cfg = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False,
+                          rank_pattern={"model.layers.1.self_attn.q_proj": 2},
+                          alpha_pattern={"model.layers.0.self_attn.v_proj": 32})
     pm = peft.get_peft_model(models.tiny_llama(lm_head=True), cfg).eval()
     pm.save_pretrained(tmp_path / "lm")  # keys base_model.model.model.layers...
     backbone = models.tiny_llama()
     ah.load_adapter(backbone, tmp_path / "lm", "a")
-    assert_close(out(backbone, ids), pm.base_model.model.model(input_ids=ids).last_hidden_state.detach())
+    assert backbone.layers[1].self_attn.q_proj.r["a"] == 2 and backbone.layers[0].self_attn.v_proj.scaling["a"] == 8
+    expected = pm.base_model.model.model(input_ids=ids).last_hidden_state.detach()
+    assert_close(out(backbone, ids), expected)
     ah.export_peft(backbone, "a", tmp_path / "bare")  # keys base_model.model.layers...
+    assert_close(out(peft.PeftModel.from_pretrained(models.tiny_llama(), tmp_path / "bare").eval(), ids), expected)
     lm = models.tiny_llama(lm_head=True)
     ah.load_adapter(lm, tmp_path / "bare", "a")
     assert_close(out(lm, ids), out(pm, ids))
+
+
+def test_adapters_that_rewrite_the_base_are_refused(tmp_path):
+    # PiSSA/OLoRA/CorDA/LoRA-GA subtract their init from the base weights, LoftQ quantizes them: the
+    # saved A/B are no plain LoRA of the original base
+    cfg = peft.LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights="olora")
+    peft.get_peft_model(models.tiny_llama(), cfg).save_pretrained(tmp_path / "olora")
+    with pytest.raises(InvalidPackageError, match="init_lora_weights='olora'.*path_initial_model_for_weight_conversion"):
+        ah.load_adapter(models.tiny_llama(), tmp_path / "olora")
+    for init in ("pissa_niter_4", "corda", "loftq", "lora_ga"):
+        (tmp_path / init).mkdir()
+        (tmp_path / init / "adapter_config.json").write_text(
+            json.dumps({"peft_type": "LORA", "r": 4, "target_modules": ["q_proj"], "init_lora_weights": init}))
+        with pytest.raises(InvalidPackageError, match=f"init_lora_weights='{init}'"):
+            ah.load_adapter(models.tiny_llama(), tmp_path / init)
 
 
 def test_named_peft_adapter_in_subfolder(ids, tmp_path):

@@ -148,14 +148,43 @@ def _bn_slot(container: str) -> tuple[int, str]:
     return int(m.group(1)), "attn" if "att" in after else "ffn"
 
 
-def _load_bottleneck(model: nn.Module, name: str, tensors: dict[str, torch.Tensor]) -> None:
+def _fit(layer: AdapterLayer, name: str, params: dict[str, torch.Tensor], full_key: Any, problems: list[str]) -> None:
+    """Load `params` into `layer`, or add to `problems` what does not fit, by full AdapterHub key.
+
+    `full_key(param)` gives the key the file has (or would have) for a layer-relative name."""
+    own = layer.adapter_state_dict(name)
+    missing = [full_key(k) for k in own if k not in params]
+    unexpected = [full_key(k) for k in params if k not in own]
+    shapes = [f"{full_key(k)} {tuple(t.shape)} (expected {tuple(own[k].shape)})"
+              for k, t in params.items() if k in own and t.shape != own[k].shape]
+    problems += [f"missing {k}" for k in missing] + [f"unexpected {k}" for k in unexpected]
+    problems += [f"wrong shape {k}" for k in shapes]
+    if missing or unexpected or shapes:
+        return
+    try:
+        layer.load_adapter_state_dict(name, params)
+    except KeyError as exc:  # whatever else the layer refuses
+        problems.append(f"{full_key('')}: {exc.args[0] if exc.args else exc}")
+
+
+def _weights_error(path: str | Path, problems: list[str]) -> Exception:
+    from ..nn.model import AdapterWeightsError  # late: nn.model imports this module lazily
+
+    shown = "; ".join(problems[:8]) + (f" (+{len(problems) - 8} more)" if len(problems) > 8 else "")
+    return AdapterWeightsError(f"{path}: AdapterHub weights do not fit the model: {shown}")
+
+
+def _load_bottleneck(model: nn.Module, name: str, tensors: dict[str, torch.Tensor], path: str | Path = "") -> None:
     grouped: dict[tuple[int, str], dict[str, torch.Tensor]] = {}
+    stems: dict[tuple[int, str], str] = {}  # slot -> "<container>.adapters.<saved name>."
     for key, t in tensors.items():
         container, sep, rest = key.partition(".adapters.")
         if not sep:
             raise InvalidPackageError(f"unexpected AdapterHub bottleneck key {key!r}")
-        _, _, param = rest.partition(".")  # drop AdapterHub's adapter name
-        grouped.setdefault(_bn_slot(container), {})[param] = t
+        saved, _, param = rest.partition(".")  # drop AdapterHub's adapter name
+        slot = _bn_slot(container)
+        grouped.setdefault(slot, {})[param] = t
+        stems.setdefault(slot, f"{container}.adapters.{saved}.")
     layers = {
         (layer.layer_index, layer.role): layer
         for _, layer in iter_adapter_layers(model)
@@ -166,8 +195,11 @@ def _load_bottleneck(model: nn.Module, name: str, tensors: dict[str, torch.Tenso
             f"AdapterHub adapter {name!r} has weights for (layer, site) {sorted(grouped)} "
             f"but the model placed it at {sorted(layers)}"
         )
+    problems: list[str] = []
     for slot, params in grouped.items():
-        layers[slot].load_adapter_state_dict(name, params)
+        _fit(layers[slot], name, params, lambda k, stem=stems[slot]: stem + k, problems)
+    if problems:
+        raise _weights_error(path, problems)
 
 
 def _resolve_path(paths: set[str], prefix: str, path: str) -> str:
@@ -181,8 +213,12 @@ def _resolve_path(paths: set[str], prefix: str, path: str) -> str:
     raise IncompatibleError(f"AdapterHub LoRA targets {path!r}, which this model does not have")
 
 
-def _lora_tensors(model: nn.Module, tensors: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
-    """{logical module path in `model`: {"lora_A": [r, in], "lora_B": [out, r]}} (same shapes as PEFT)."""
+def _lora_tensors(
+    model: nn.Module, tensors: dict[str, torch.Tensor], stems: dict[str, str] | None = None,
+) -> dict[str, dict[str, torch.Tensor]]:
+    """{logical module path in `model`: {"lora_A": [r, in], "lora_B": [out, r]}} (same shapes as PEFT).
+
+    `stems`, if given, receives each path's key stem in the file (``<module>.loras.<saved name>.``)."""
     paths = {p for p, _, _, _ in iter_modules(model)}
     prefix = getattr(model, "base_model_prefix", "")
     per_module: dict[str, dict[str, torch.Tensor]] = {}
@@ -190,11 +226,16 @@ def _lora_tensors(model: nn.Module, tensors: dict[str, torch.Tensor]) -> dict[st
         module, sep, rest = key.partition(".loras.")
         if not sep:
             raise InvalidPackageError(f"unexpected AdapterHub LoRA key {key!r}")
-        per_module.setdefault(_resolve_path(paths, prefix, module), {})[rest.rpartition(".")[2]] = t
+        path = _resolve_path(paths, prefix, module)
+        per_module.setdefault(path, {})[rest.rpartition(".")[2]] = t
+        if stems is not None:
+            stems.setdefault(path, key[: len(key) - len(rest.rpartition(".")[2])])
     return per_module
 
 
-def _load_lora(model: nn.Module, name: str, per_module: dict[str, dict[str, torch.Tensor]]) -> None:
+def _load_lora(model: nn.Module, name: str, per_module: dict[str, dict[str, torch.Tensor]],
+               stems: dict[str, str] | None = None, where: str | Path = "") -> None:
+    problems: list[str] = []
     for path, params in per_module.items():
         layer = get_module(model, path)
         # walk down nested wrappers to the one carrying this adapter
@@ -202,7 +243,10 @@ def _load_lora(model: nn.Module, name: str, per_module: dict[str, dict[str, torc
             layer = getattr(layer, "base_layer", None)
         if not isinstance(layer, AdapterLayer):
             raise IncompatibleError(f"LoRA adapter {name!r} was not placed at {path!r}")
-        layer.load_adapter_state_dict(name, _lora_keys(layer, name, params))
+        stem = (stems or {}).get(path, f"{path}.loras.{name}.")
+        _fit(layer, name, _lora_keys(layer, name, params), lambda k, stem=stem: stem + k, problems)
+    if problems:
+        raise _weights_error(where, problems)
 
 
 def _lora_keys(layer: AdapterLayer, name: str, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -211,9 +255,9 @@ def _lora_keys(layer: AdapterLayer, name: str, params: dict[str, torch.Tensor]) 
     out = {}
     for stem, t in params.items():
         match = [k for k in own if k.split(".")[0] == stem]
-        if len(match) != 1:
+        if len(match) > 1:
             raise IncompatibleError(f"cannot map AdapterHub {stem} onto LoRA layer keys {own}")
-        out[match[0]] = t
+        out[match[0] if match else stem] = t  # an unknown stem is reported as unexpected by _fit
     return out
 
 
@@ -243,14 +287,15 @@ def load_adapterhub(
     if meta.get("hidden_size") and hidden and int(meta["hidden_size"]) != int(hidden):
         raise IncompatibleError(f"adapter was trained for hidden size {meta['hidden_size']}, the model has {hidden}")
     is_lora = meta["config"].get("architecture") == "lora"
-    lora = _lora_tensors(model, tensors) if is_lora else {}
+    stems: dict[str, str] = {}
+    lora = _lora_tensors(model, tensors, stems) if is_lora else {}
     config = config_from_adapterhub(meta, sorted(lora))
     add_adapter(model, name, config, activate=False)
     try:
         if is_lora:
-            _load_lora(model, name, lora)
+            _load_lora(model, name, lora, stems, path)
         else:
-            _load_bottleneck(model, name, tensors)
+            _load_bottleneck(model, name, tensors, path)
     except Exception:
         delete_adapter(model, name)  # don't leave a half-loaded adapter behind
         raise

@@ -42,12 +42,36 @@ _UNSUPPORTED = ("modules_to_save", "lora_bias", "use_qalora", "target_parameters
                 "monteclora_config", "kasa_config", "megatron_config")
 
 
+# `init_lora_weights` values whose init also rewrites the base weights (PEFT's pissa_init, olora_init,
+# corda_init, loftq_init, lora_ga_init): the saved A/B only fit that rewritten base, so loading them as
+# plain LoRA onto the original base would give wrong outputs without any error
+_BASE_CHANGING_INITS = ("pissa", "olora", "corda", "loftq", "lora_ga")
+
+
+def _check_init(data: dict[str, Any], where: str) -> None:
+    init = data.get("init_lora_weights")
+    if not isinstance(init, str) or not init.lower().startswith(_BASE_CHANGING_INITS):
+        return  # True/False/"gaussian"/"eva"/"orthogonal"/...: only the adapter's own start values
+    if init.lower().startswith("loftq"):
+        how = ("LoftQ pairs the adapter with the quantized base weights it was initialised against, and "
+               "PEFT has no conversion of it to plain LoRA; merge it in PEFT instead (merge_and_unload)")
+    else:
+        how = ("convert it to plain LoRA in PEFT first: save it with "
+               "save_pretrained(out_dir, path_initial_model_for_weight_conversion=<dir of the adapter as "
+               "initialised, before training>), which gives an adapter for the original base")
+    raise InvalidPackageError(
+        f"{where}: init_lora_weights={init!r} changes the base model's weights when the adapter is created, so "
+        f"these weights are not a plain LoRA on the original base; {how}"
+    )
+
+
 def peft_to_config(data: dict[str, Any], where: str = CONFIG_FILE) -> LoRAConfig:
     if data.get("peft_type") != "LORA":
         raise InvalidPackageError(f"{where}: peft_type {data.get('peft_type')!r} is not supported (only LORA)")
     used = [k for k in _UNSUPPORTED if data.get(k)]
     if used:
         raise InvalidPackageError(f"{where}: PEFT options not supported: {', '.join(used)}")
+    _check_init(data, where)
     kw = {field: data[key] for key, field in _FIELDS.items() if data.get(key) is not None}
     try:
         return LoRAConfig(**kw)

@@ -13,7 +13,7 @@ The model stays a plain ``nn.Module``: per-model bookkeeping lives in ``model._a
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, Iterator
+from typing import Any, Callable, ClassVar, Iterator
 
 import torch
 from torch import nn
@@ -47,6 +47,16 @@ class AdapterConfig:
         """Attach a new adapter `name` to `model`; return the module paths touched."""
         raise NotImplementedError
 
+    def for_paths(self, paths: list[str], to_source: Callable[[str], str]) -> "AdapterConfig":
+        """This config for a model whose module paths differ from the model it was written for.
+
+        `paths` are the modules it attached to here; ``to_source(path)`` is the same module's path
+        in the original model (a task model vs its backbone: ``model.layers.0...`` vs ``layers.0...``).
+        Return a config that gives every path here what the original gave its source path (``self``
+        when nothing in the config depends on paths beyond targeting).
+        """
+        return self
+
 
 class AdapterLayer(nn.Module):
     """A module carrying one or more named adapters of a single kind.
@@ -79,23 +89,41 @@ class AdapterLayer(nn.Module):
         """Inverse of :meth:`adapter_state_dict`; raises KeyError naming missing/unexpected keys."""
         raise NotImplementedError
 
+    def check_merge(self, names: list[str]) -> None:
+        """Raise :class:`~..errors.UsageError` if merging `names` here would change the outputs.
+
+        Called on every layer before any weight is touched, so a refused merge changes nothing.
+        """
+
     def merge(self, names: list[str]) -> None:
         raise NotImplementedError(f"{self.kind} adapters cannot be merged into the base weights")
 
     def unmerge(self) -> None:
         raise NotImplementedError(f"{self.kind} adapters cannot be merged into the base weights")
 
+    def release(self) -> None:
+        """Undo whatever this layer did to modules outside itself (hooks on other modules, ...).
+
+        Called when the layer leaves the model (``merge_and_unload``, or replaced by its base module
+        after its last adapter is deleted); the default has nothing to undo.
+        """
+
     # --- shared -------------------------------------------------------------------
     def adapter_parameters(self, name: str) -> Iterator[nn.Parameter]:
         """The live parameters of adapter `name` (for freezing, optimizers, counting).
 
-        Default: parameters outside ``base_layer`` whose key has `name` as one component, which is
-        what the ``ModuleDict``/``ParameterDict``-keyed-by-name convention above gives.
+        Default: the entry `name` of each ``ModuleDict``/``ParameterDict`` child (``base_layer``
+        aside), which is the keyed-by-name convention above. Only the adapter-name slot is
+        compared, so an adapter called ``lora_B`` does not claim other adapters' ``lora_B.<name>``.
         """
-        for key, param in self.named_parameters():
-            parts = key.split(".")
-            if parts[0] != "base_layer" and name in parts:
-                yield param
+        for attr, child in self.named_children():
+            if attr == "base_layer" or not isinstance(child, (nn.ModuleDict, nn.ParameterDict)) or name not in child:
+                continue
+            entry = child[name]
+            if isinstance(entry, nn.Parameter):
+                yield entry
+            else:
+                yield from entry.parameters()
 
     def set_active(self, names: list[str]) -> None:
         self.active_adapters = [n for n in names if n in self.adapter_names]

@@ -228,6 +228,11 @@ class BottleneckLayer(AdapterLayer):
         if self._input_module is not None and "parallel" not in self.modes.values():
             self._remove_hook()
 
+    def release(self) -> None:
+        """Leaving the model: drop the input hook, which would otherwise keep this dead layer capturing."""
+        if self._input_module is not None:
+            self._remove_hook()
+
     def _remove_hook(self) -> None:
         m = self._input_module
         for key, hook in list(m._forward_pre_hooks.items()):

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, ClassVar, Sequence
+import re
+from typing import Any, Callable, ClassVar, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -74,6 +75,53 @@ class LoRAConfig(AdapterConfig):
 
     def scaling(self, r: int, alpha: float) -> float:
         return alpha / math.sqrt(r) if self.rslora else alpha / r
+
+    def for_paths(self, paths: list[str], to_source: Callable[[str], str]) -> "LoRAConfig":
+        """Rank and alpha patterns re-expressed for this model's paths (see ``AdapterConfig.for_paths``).
+
+        PEFT matches the patterns against the paths of the model the adapter was trained on; a key
+        naming a full path there (``model.layers.1.self_attn.q_proj``) matches nothing on the backbone.
+        """
+        if not self.rank_pattern and not self.alpha_pattern:
+            return self
+        want = {p: (pattern_value(self.rank_pattern, to_source(p), self.r),
+                    pattern_value(self.alpha_pattern, to_source(p), self.alpha)) for p in paths}
+
+        def fits(cfg: "LoRAConfig") -> bool:
+            return all((pattern_value(cfg.rank_pattern, p, cfg.r), pattern_value(cfg.alpha_pattern, p, cfg.alpha)) == v
+                       for p, v in want.items())
+
+        if fits(self):
+            return self
+        # readable first: drop the head the source paths have and ours lack from the pattern keys
+        heads = set()
+        for p in paths:
+            src = to_source(p)
+            if src != p and src.endswith("." + p):
+                heads.add(src[: -len(p) - 1])
+        if len(heads) == 1:
+            head = heads.pop()
+            lead = (head + ".", re.escape(head) + r"\.")
+
+            def strip(patterns: dict[str, Any]) -> dict[str, Any]:
+                out = {}
+                for key, value in patterns.items():
+                    for h in lead:
+                        if key.startswith(h) and len(key) > len(h):
+                            key = key[len(h):]
+                            break
+                    out[key] = value
+                return out
+
+            cand = dataclasses.replace(self, rank_pattern=strip(self.rank_pattern), alpha_pattern=strip(self.alpha_pattern))
+            if fits(cand):
+                return cand
+        # exact: one key per module whose rank or alpha is not the default
+        return dataclasses.replace(
+            self,
+            rank_pattern={re.escape(p): r for p, (r, _) in want.items() if r != self.r},
+            alpha_pattern={re.escape(p): a for p, (_, a) in want.items() if a != self.alpha},
+        )
 
     def inject(self, model: nn.Module, name: str) -> list[str]:
         targets = select_modules(
@@ -256,15 +304,40 @@ class LoRALayer(AdapterLayer):
         return (B @ A) * self.scaling[name]
 
     def _weight_norm(self, name: str, delta: torch.Tensor | None = None, weight: torch.Tensor | None = None) -> torch.Tensor:
-        """``||W + sBA||`` per output feature (PEFT: column norm of ``W`` as ``[out, in]``)."""
-        W = self._dense_weight() if weight is None else weight
+        """``||W + sBA||`` per output feature (PEFT: column norm of ``W`` as ``[out, in]``).
+
+        ``W`` is the base weight *without* merged adapters, in forward as in merge: merging other
+        adapters first must not change a DoRA adapter's norm.
+        """
+        W = self._unmerged_dense_weight() if weight is None else weight
         if delta is None:
             delta = self._delta(name).detach()
         return torch.linalg.norm(W.to(delta.dtype) + delta, dim=1).to(self.lora_A[name].dtype)
 
+    def _merge_order(self, names: list[str]) -> list[str]:
+        """`names` in forward order: the active adapters' order, then inactive ones as given."""
+        todo = [n for n in names if n in self.lora_A and n not in self.merged_adapters]
+        return [n for n in self.active_adapters if n in todo] + [n for n in todo if n not in self.active_adapters]
+
+    def check_merge(self, names: list[str]) -> None:
+        """Forward applies the active adapters in order and DoRA rescales everything before it, so a
+        merged weight keeps the outputs only if no unmerged active adapter runs before a merged one
+        that does not commute with it (either of the two being DoRA)."""
+        merged = set(self.merged_adapters) | set(self._merge_order(names))
+        dora = set(self.lora_magnitude_vector.keys())
+        for i, first in enumerate(self.active_adapters):
+            if first in merged:
+                continue
+            late = [n for n in self.active_adapters[i + 1:] if n in merged and (n in dora or first in dora)]
+            if late:
+                raise UsageError(
+                    f"merging {late} while {first!r} stays unmerged would change the outputs: {first!r} runs "
+                    f"before {late} and DoRA does not commute with other adapters; merge {first!r} too (or first)"
+                )
+
     def merge(self, names: list[str]) -> None:
         weight = self.base_layer.weight
-        for name in names:
+        for name in self._merge_order(names):
             if name not in self.lora_A or name in self.merged_adapters:
                 continue
             with torch.no_grad():
@@ -281,7 +354,7 @@ class LoRALayer(AdapterLayer):
                     weight.add_(self._to_base_layout(delta))
                 else:
                     weight.copy_(weight.to(delta.dtype) + self._to_base_layout(delta))
-            # in place: storage (and any tie, e.g. an LM head sharing the embedding) is kept
+            # in place: storage is kept (merge_adapters refuses, or unties, weights shared with other modules)
             self.merged_adapters.append(name)
         self._refresh()
 
@@ -367,9 +440,8 @@ class LoRALinear(LoRALayer):
 
     def _dora(self, name: str, xd: torch.Tensor, result: torch.Tensor, dropped: bool) -> torch.Tensor:
         A, B, s = self.lora_A[name], self.lora_B[name], self.scaling[name]
-        W = self._dense_weight()
-        delta = (B @ A).detach() * s
-        norm = torch.linalg.norm(W.to(delta.dtype) + delta, dim=1).detach()  # detached, as in the paper
+        with torch.no_grad():
+            norm = self._weight_norm(name)  # detached, as in the paper; from the unmerged base weight
         scale = self.lora_magnitude_vector[name] / norm
         if not dropped:
             base = result.to(A.dtype)
@@ -377,7 +449,7 @@ class LoRALinear(LoRALayer):
             if bias is not None:
                 base = base - bias.to(A.dtype)
         else:  # dropout on: the base term must see the dropped-out input too (PEFT does the same)
-            base = F.linear(xd, W.to(A.dtype))
+            base = F.linear(xd, self._dense_weight().to(A.dtype))
         return (scale - 1) * base + scale * F.linear(F.linear(xd, A), B) * s
 
 

@@ -13,7 +13,7 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -138,7 +138,12 @@ def delete_adapter(model: nn.Module, name: str) -> None:
 
 
 def _replace_layer(model: nn.Module, path: str, layer: AdapterLayer) -> None:
-    """Swap `layer` for its base module wherever it sits in the (possibly stacked) wrappers at `path`."""
+    """Swap `layer` for its base module wherever it sits in the (possibly stacked) wrappers at `path`.
+
+    The layer is released first (a parallel bottleneck's input hook removed): a layer out of the
+    model must leave nothing behind in it.
+    """
+    layer.release()
     top = get_module(model, path)
     if top is layer:
         set_module(model, path, layer.base_layer)
@@ -171,7 +176,8 @@ def set_active_adapters(model: nn.Module, names: str | Sequence[str] | None) -> 
     selection = [] if names is None else [names] if isinstance(names, str) else list(names)
     _check_names(model, selection)
     merged = _merged(model)
-    if merged and set(selection) != set(adapter_state(model).active):
+    # the order counts too: DoRA rescales what the adapters before it produced, and merges follow it
+    if merged and selection != list(adapter_state(model).active):
         raise UsageError(f"adapters {merged} are merged into the weights; unmerge_adapters(model) before switching")
     _apply_active(model, selection)
 
@@ -195,45 +201,117 @@ def disable_adapters(model: nn.Module) -> Iterator[nn.Module]:
 # --- merging ----------------------------------------------------------------------------------
 
 
-def merge_adapters(model: nn.Module, names: str | Sequence[str] | None = None, *, safe: bool = False) -> None:
+def merge_adapters(
+    model: nn.Module, names: str | Sequence[str] | None = None, *, safe: bool = False, untie: bool = False,
+) -> None:
     """Fold adapters (default: the active ones) into the base weights; forward then skips them.
 
+    On each layer the adapters are merged in the model's active (forward) order, whatever the order
+    of `names`; a partial merge that cannot keep the outputs (a DoRA adapter merged while an adapter
+    that runs before it stays unmerged) is refused before any weight changes.
+
+    A weight that shares its storage with another parameter (an input embedding tied to the LM head)
+    is refused: merging into it would change the other module too. ``untie=True`` gives each such
+    merged module its own copy of the weight first (the other module keeps the original, and
+    ``config.tie_word_embeddings`` is cleared so a save/reload does not tie them again).
+
     ``safe=True`` checks every merged weight is finite and, if one is not, restores the base
-    bit for bit and raises. Deltas are computed in fp32 for fp16/bf16 bases.
+    bit for bit (ties included) and raises. Deltas are computed in fp32 for fp16/bf16 bases.
     """
-    selection = list(adapter_state(model).active) if names is None else [names] if isinstance(names, str) else list(names)
+    state = adapter_state(model)
+    selection = list(state.active) if names is None else [names] if isinstance(names, str) else list(names)
     _check_names(model, selection)
-    configs = adapter_state(model).configs
+    configs = state.configs
     fixed = [n for n in selection if not getattr(configs[n], "mergeable", True)]
     if fixed:  # refuse before touching any weight
         raise UsageError(f"adapter(s) {fixed} cannot be merged ({configs[fixed[0]].kind} adapters are not linear)")
-    layers = [(p, layer) for p, layer in _layers(model) if any(n in layer.adapter_names for n in selection)]
+    # forward order first, then selected adapters that are not active, in the order given
+    order = [n for n in state.active if n in selection] + [n for n in selection if n not in state.active]
+    layers = [(p, layer) for p, layer in _layers(model) if any(n in layer.adapter_names for n in order)]
+    plan = [(p, layer, [n for n in order if n in layer.adapter_names and n not in layer.merged_adapters])
+            for p, layer in layers]
+    plan = [(p, layer, todo) for p, layer, todo in plan if todo]
+    for path, layer, todo in plan:
+        try:
+            layer.check_merge(todo)
+        except UsageError as exc:
+            raise UsageError(f"{path}: {exc}") from None
+    tied = _tied_weights(model, plan)
+    if tied and not untie:
+        where = "; ".join(f"{p}.{w} is shared with {', '.join(others)}" for p, w, _, others in tied[:5])
+        raise UsageError(
+            f"cannot merge {order} into tied weights ({where}): the merge would change those modules too. "
+            "Pass untie=True to give the merged modules their own copy, or keep the adapters unmerged"
+        )
+    untied: list[tuple[nn.Module, str, nn.Parameter]] = []
+    for _, _, module, _ in tied:
+        old = module.weight
+        module.weight = nn.Parameter(old.detach().clone(), requires_grad=old.requires_grad)
+        untied.append((module, "weight", old))
     snapshot: list[tuple[nn.Parameter, torch.Tensor]] = []
     if safe:
-        for _, layer in layers:
+        for _, layer, _ in plan:
             for p in base_of(layer).parameters():
                 snapshot.append((p, p.data.clone()))
-    saved_merged = {id(layer): list(layer.merged_adapters) for _, layer in layers}
+    saved_merged = {id(layer): list(layer.merged_adapters) for _, layer, _ in plan}
     try:
-        for _, layer in layers:
+        for _, layer, todo in plan:
             try:
-                layer.merge([n for n in selection if n in layer.adapter_names])
+                layer.merge(todo)
             except NotImplementedError as exc:
                 raise UsageError(str(exc)) from None
         if safe:
-            bad = [p for p, layer in layers if not all(torch.isfinite(t).all() for t in base_of(layer).parameters())]
+            bad = [p for p, layer, _ in plan if not all(torch.isfinite(t).all() for t in base_of(layer).parameters())]
             if bad:
-                raise UsageError(f"merging {selection} gives non-finite weights in {', '.join(bad[:5])}; base left unchanged")
+                raise UsageError(f"merging {order} gives non-finite weights in {', '.join(bad[:5])}; base left unchanged")
     except Exception:
         if safe:
             with torch.no_grad():
                 for p, data in snapshot:
                     p.copy_(data)  # in place: keeps storage and ties
-            for _, layer in layers:
+            for module, attr, old in untied:
+                setattr(module, attr, old)  # tie back what untie split
+            for _, layer, _ in plan:
                 layer.merged_adapters[:] = saved_merged[id(layer)]
                 if hasattr(layer, "_refresh"):
                     layer._refresh()
         raise
+    config = getattr(model, "config", None)
+    if untied and getattr(config, "tie_word_embeddings", False):
+        config.tie_word_embeddings = False  # a save + reload must not tie the merged weight back
+
+
+def _tied_weights(
+    model: nn.Module, plan: list[tuple[str, AdapterLayer, list[str]]],
+) -> list[tuple[str, str, nn.Module, list[str]]]:
+    """``(path, "weight", base module, other parameter names)`` for each weight to merge whose memory
+    overlaps another parameter of the model (tied embeddings / LM head, views of one tensor)."""
+    targets = [(p, base_of(layer)) for p, layer, _ in plan]
+    targets = [(p, m) for p, m in targets if isinstance(getattr(m, "weight", None), torch.Tensor)
+               and not m.weight.is_meta]
+    if not targets:
+        return []
+    by_storage: dict[int, list[tuple[str, tuple[int, int]]]] = {}
+    for pname, param in model.named_parameters(remove_duplicate=False):
+        if not param.is_meta and param.numel():
+            logical = ".".join(part for part in pname.split(".") if part != "base_layer")
+            by_storage.setdefault(param.untyped_storage().data_ptr(), []).append((logical, _span(param)))
+    out = []
+    for path, module in targets:
+        weight = module.weight
+        lo, hi = _span(weight)
+        others = [n for n, (a, b) in by_storage.get(weight.untyped_storage().data_ptr(), [])
+                  if a < hi and lo < b and n != f"{path}.weight"]
+        if others:
+            out.append((path, "weight", module, others))
+    return out
+
+
+def _span(t: torch.Tensor) -> tuple[int, int]:
+    """The byte range a tensor's elements occupy (strided views included)."""
+    last = sum((size - 1) * stride for size, stride in zip(t.shape, t.stride()) if size)
+    start = t.data_ptr()
+    return start, start + (last + 1) * t.element_size()
 
 
 def unmerge_adapters(model: nn.Module) -> None:
@@ -242,12 +320,21 @@ def unmerge_adapters(model: nn.Module) -> None:
             layer.unmerge()
 
 
-def merge_and_unload(model: nn.Module, names: str | Sequence[str] | None = None, *, safe: bool = False) -> nn.Module:
-    """Merge `names` (default: active) and remove every adapter layer; returns the plain model (same object)."""
-    merge_adapters(model, names, safe=safe)
-    for path, layer in reversed(_layers(model)):  # innermost first
-        if not isinstance(getattr(layer, "base_layer", None), nn.Module):
-            raise UsageError(f"{layer.kind} adapter layer at {path} cannot be unloaded")
+def merge_and_unload(
+    model: nn.Module, names: str | Sequence[str] | None = None, *, safe: bool = False, untie: bool = False,
+) -> nn.Module:
+    """Merge `names` (default: active) and remove every adapter layer; returns the plain model (same object).
+
+    Adapters not merged (inactive ones, bottlenecks) are dropped, and every layer is released (no
+    hook is left on the base modules). ``safe``/``untie`` as in :func:`merge_adapters`.
+    """
+    layers = list(reversed(_layers(model)))  # innermost first
+    stuck = [f"{layer.kind} adapter layer at {path}" for path, layer in layers
+             if not isinstance(getattr(layer, "base_layer", None), nn.Module)]
+    if stuck:  # before merging anything
+        raise UsageError(f"{stuck[0]} cannot be unloaded")
+    merge_adapters(model, names, safe=safe, untie=untie)
+    for path, layer in layers:
         _replace_layer(model, path, layer)
     if hasattr(model, "_ah_state"):
         object.__delattr__(model, "_ah_state")
@@ -361,9 +448,20 @@ def attach_weights(
     """
     paths = add_adapter(model, name, config, activate=False)
     try:
-        _fill(model, name, paths, _align_prefix(model, paths, tensors), where)
+        shift = _prefix_shift(model, paths, tensors)
+        if shift is not None:
+            to_model, to_source = shift
+            tensors = {to_model(k): t for k, t in tensors.items()}
+            # path-dependent options (LoRA rank/alpha patterns) were matched against our paths, but
+            # written for the source model's: re-attach with them re-expressed if that changes anything
+            rebased = config.for_paths(paths, to_source)
+            if rebased is not config:
+                delete_adapter(model, name)
+                paths = add_adapter(model, name, rebased, activate=False)
+        _fill(model, name, paths, tensors, where)
     except Exception:
-        delete_adapter(model, name)
+        if name in adapter_state(model).configs:
+            delete_adapter(model, name)
         raise
     for p in adapter_parameters(model, name):
         p.requires_grad_(trainable)
@@ -372,12 +470,15 @@ def attach_weights(
     return name
 
 
-def _align_prefix(model: nn.Module, paths: list[str], tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _prefix_shift(
+    model: nn.Module, paths: list[str], tensors: dict[str, torch.Tensor],
+) -> tuple[Callable[[str], str], Callable[[str], str]] | None:
     """Re-root keys saved from a model with (or without) a task head around the same backbone.
 
     An adapter trained on ``LlamaForCausalLM`` has ``model.layers...`` keys; given a ``LlamaModel``
     the paths are ``layers...`` (and the other way round). Only a shift that makes *every* key
-    land on an adapted module is applied; otherwise the keys are left for the strict check.
+    land on an adapted module is returned, as ``(key -> our key, our module path -> source path)``;
+    otherwise None, and the keys are left for the strict check.
     """
     targets = set(paths)
 
@@ -387,20 +488,21 @@ def _align_prefix(model: nn.Module, paths: list[str], tensors: dict[str, torch.T
 
     keys = list(tensors)
     if not keys or lands(keys):
-        return tensors
-    candidates = []
+        return None
+    candidates: list[tuple[Callable[[str], str], Callable[[str], str]]] = []
     heads = {k.split(".", 1)[0] for k in keys}
     if len(heads) == 1 and all("." in k for k in keys):
-        head = heads.pop() + "."
-        candidates.append(lambda k: k[len(head):])
+        head = heads.pop()
+        candidates.append((lambda k: k[len(head) + 1:], lambda p: f"{head}.{p}"))
     prefix = getattr(model, "base_model_prefix", "")
     if isinstance(prefix, str) and prefix and hasattr(model, prefix):
-        candidates.append(lambda k: f"{prefix}.{k}")
-    for shift in candidates:
-        moved = [shift(k) for k in keys]
+        candidates.append((lambda k: f"{prefix}.{k}",
+                           lambda p: p[len(prefix) + 1:] if p.startswith(prefix + ".") else p))
+    for to_model, to_source in candidates:
+        moved = [to_model(k) for k in keys]
         if lands([m for m in moved if not m.endswith(".bias")]) and any(m.rpartition(".")[0] in targets for m in moved):
-            return dict(zip(moved, tensors.values()))
-    return tensors
+            return to_model, to_source
+    return None
 
 
 def _fill(model: nn.Module, name: str, paths: list[str], tensors: dict[str, torch.Tensor], where: str) -> None:
