@@ -11,8 +11,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+from hypothesis import settings
 
 from tests.pkgs import make_package
+
+# No per-example deadline: a loaded 2-core CI machine must not turn slow examples into failures.
+settings.register_profile("default", deadline=None)
+settings.load_profile("default")
 
 ENV_VARS = ("ADAPTERS_HOME", "ADAPTERS_CACHE_DIR", "ADAPTERS_REGISTRY", "ADAPTERS_OFFLINE", "ADAPTERS_TOKEN")
 
