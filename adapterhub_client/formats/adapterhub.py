@@ -279,7 +279,7 @@ def load_adapterhub(
 
     As ``load_adapter``: frozen unless ``trainable``, and made the only active adapter if ``activate``.
     """
-    from ..nn.model import adapter_parameters, add_adapter, delete_adapter, set_active_adapters  # late: cycle
+    from ..nn.model import add_adapter, delete_adapter, finish_load  # late: cycle
 
     meta, tensors = read_adapterhub(path, allow_pickle=allow_pickle)
     name = name or meta.get("name") or Path(path).name
@@ -299,8 +299,4 @@ def load_adapterhub(
     except Exception:
         delete_adapter(model, name)  # don't leave a half-loaded adapter behind
         raise
-    for p in adapter_parameters(model, name):
-        p.requires_grad_(trainable)
-    if activate:
-        set_active_adapters(model, [name])
-    return name
+    return finish_load(model, name, trainable=trainable, activate=activate)

@@ -463,10 +463,15 @@ def attach_weights(
         if name in adapter_state(model).configs:
             delete_adapter(model, name)
         raise
+    return finish_load(model, name, trainable=trainable, activate=activate)
+
+
+def finish_load(model: nn.Module, name: str, *, trainable: bool, activate: bool) -> str:
+    """The last step of every loader: freeze (unless trainable) and make it the only active one."""
     for p in adapter_parameters(model, name):
         p.requires_grad_(trainable)
     if activate:
-        _apply_active(model, [name])
+        set_active_adapters(model, [name])
     return name
 
 
