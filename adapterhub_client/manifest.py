@@ -35,13 +35,18 @@ def load_schema(name: str) -> dict[str, Any]:
     return json.loads(text)
 
 
-def validate_schema(data: Any, schema: str, where: str) -> None:
-    """Validate `data` against a bundled JSON Schema; the error names the field and `where`."""
+@lru_cache(maxsize=None)
+def _validator(schema: str) -> Any:
     import jsonschema  # deferred: ~40 ms, and only needed when validating
 
-    validator_cls = jsonschema.validators.validator_for(load_schema(schema))
-    validator = validator_cls(load_schema(schema))
-    error = jsonschema.exceptions.best_match(validator.iter_errors(data))
+    return jsonschema.validators.validator_for(load_schema(schema))(load_schema(schema))
+
+
+def validate_schema(data: Any, schema: str, where: str) -> None:
+    """Validate `data` against a bundled JSON Schema; the error names the field and `where`."""
+    import jsonschema
+
+    error = jsonschema.exceptions.best_match(_validator(schema).iter_errors(data))
     if error is not None:
         field = "/".join(str(p) for p in error.absolute_path) or "(top level)"
         raise InvalidPackageError(f"{where}: field '{field}': {error.message}")
