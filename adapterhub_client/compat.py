@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from .errors import IncompatibleError
+from .modpaths import align_paths
 from .fingerprint import LocalModel, algorithm_of
 from .safetensors_header import canonical_dtype
 
@@ -61,49 +62,6 @@ class Verdict:
             "expected": self.expected,
             "found": self.found,
         }
-
-
-# --------------------------------------------------------------------------- path alignment
-
-
-def align_paths(expected: Iterable[str], local: Iterable[str]) -> tuple[str, str]:
-    """The single prefix rewrite (strip, add) that maps the most manifest module paths onto local ones.
-
-    A manifest path `p` maps to `add + p[len(strip):]` when it starts with `strip`. Candidates come from
-    pairs where one path is a dot-boundary suffix of the other; the rewrite matching the most paths
-    wins, ties broken by the shortest total prefix, then alphabetically. ("", "") when none helps."""
-    expected = list(expected)
-    local_set = set(local)
-
-    def score(rewrite: tuple[str, str]) -> int:
-        strip, add = rewrite
-        return sum(1 for p in expected if p.startswith(strip) and add + p[len(strip):] in local_set)
-
-    candidates = {("", "")}
-    by_last: dict[str, list[str]] = {}
-    for path in local_set:
-        by_last.setdefault(path.rsplit(".", 1)[-1], []).append(path)
-    for p in expected[:64]:  # a few paths are enough to find the rewrite
-        for q in by_last.get(p.rsplit(".", 1)[-1], ()):
-            if q.endswith("." + p):
-                candidates.add(("", q[: -len(p)]))
-            elif p.endswith("." + q):
-                candidates.add((p[: -len(q)], ""))
-            else:  # both prefixed differently: strip p's prefix, add q's, on the longest common suffix
-                common = _common_suffix(p, q)
-                if common:
-                    candidates.add((p[: -len(common)], q[: -len(common)]))
-    return max(sorted(candidates), key=lambda r: (score(r), -len(r[0]) - len(r[1])))
-
-
-def _common_suffix(a: str, b: str) -> str:
-    parts_a, parts_b = a.split("."), b.split(".")
-    n = 0
-    while n < min(len(parts_a), len(parts_b)) and parts_a[-1 - n] == parts_b[-1 - n]:
-        n += 1
-    if n == 0 or n == len(parts_a) or n == len(parts_b):
-        return ""
-    return ".".join(parts_a[-n:])
 
 
 # --------------------------------------------------------------------------- verdicts

@@ -15,6 +15,9 @@ from hypothesis import settings
 
 from tests.pkgs import make_package
 
+# Fixtures shared by every tier, registered here (not imported by name in test modules).
+pytest_plugins = ["tests.httpserver", "tests.basemodels"]
+
 # No per-example deadline: a loaded 2-core CI machine must not turn slow examples into failures.
 settings.register_profile("default", deadline=None)
 settings.load_profile("default")

@@ -18,7 +18,7 @@ from typing import Any, Iterable
 
 import torch
 
-from ..compat import align_paths
+from ..modpaths import align_paths
 from ..errors import InvalidPackageError, UsageError
 from ..fingerprint import read_model_type, weight_files
 from ..nn.lora import LoRAConfig

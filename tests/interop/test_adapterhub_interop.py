@@ -18,7 +18,7 @@ from adapterhub_client.errors import IncompatibleError, InvalidPackageError  # n
 from adapterhub_client.formats.adapterhub import is_adapterhub_dir, read_adapterhub  # noqa: E402
 from tests import models  # noqa: E402,F401  (sets offline/quiet transformers env)
 
-FIX = Path(__file__).parent / "fixtures" / "adapterhub"
+FIX = Path(__file__).parents[1] / "fixtures" / "adapterhub"
 CASES = {  # fixture -> (our kind, weights file)
     "seq_bn": ("bottleneck", "pytorch_adapter.bin"),
     "double_seq_bn": ("bottleneck", "adapter.safetensors"),

@@ -9,10 +9,7 @@ import time
 import httpx
 import pytest
 
-try:
-    from tests.httpserver import StaticServer, static_server, static_server_factory  # noqa: F401 (fixtures)
-except ImportError:  # tests/ is not a package
-    from httpserver import StaticServer, static_server, static_server_factory  # noqa: F401 (fixtures)
+from tests.httpserver import StaticServer
 
 BLOB = os.urandom(300_000)  # several 64 KiB chunks
 CONFIG = b'{"name": "demo-adapter", "rank": 8}\n'

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import pytest
 
-from tests.basemodels import models, published  # noqa: F401 (fixtures)
 
 
 def test_publish_base_records_fingerprint(cli, published):

@@ -20,7 +20,6 @@ import pytest
 from adapterhub_client.net import ScopedToken
 from adapterhub_client.registry import layout
 from tests.conftest import run_adapters
-from tests.httpserver import static_server_factory  # noqa: F401 (fixture)
 
 
 

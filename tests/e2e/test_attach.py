@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.basemodels import models, published  # noqa: F401 (fixtures)
 
 
 def blobs(home: Path) -> list[Path]:

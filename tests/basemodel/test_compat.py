@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from adapterhub_client import compat
+from adapterhub_client.modpaths import align_paths
 from adapterhub_client import fingerprint as fp
 from adapterhub_client.errors import IncompatibleError
 
@@ -138,9 +139,9 @@ def test_prefixes_align_both_ways(base_model_entry, tmp_path):
 def test_align_paths_prefers_the_rewrite_matching_most():
     expected = ["h.0.attn.c_attn", "h.1.attn.c_attn"]
     local = ["transformer.h.0.attn.c_attn", "transformer.h.1.attn.c_attn", "h.1.attn.c_attn"]
-    assert compat.align_paths(expected, local) == ("", "transformer.")
-    assert compat.align_paths(["a.b"], ["x.y"]) == ("", "")
-    assert compat.align_paths(["bert.encoder.q"], ["roberta.encoder.q"]) == ("bert.", "roberta.")
+    assert align_paths(expected, local) == ("", "transformer.")
+    assert align_paths(["a.b"], ["x.y"]) == ("", "")
+    assert align_paths(["bert.encoder.q"], ["roberta.encoder.q"]) == ("bert.", "roberta.")
 
 
 def test_without_content_or_modules(base_model_entry, perturbed_dir, gpt2_dir):
