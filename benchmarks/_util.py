@@ -6,6 +6,8 @@ import statistics
 import time
 from typing import Callable
 
+from adapterhub_client._text import format_table
+
 
 def timed(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> float:
     """Median wall time in seconds."""
@@ -20,10 +22,5 @@ def timed(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> float:
 
 
 def print_table(title: str, rows: list[list[str]], headers: list[str]) -> None:
-    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
-    line = "  ".join(f"{{:<{w}}}" for w in widths)
     print(f"\n{title}")
-    print(line.format(*headers))
-    print("  ".join("-" * w for w in widths))
-    for r in rows:
-        print(line.format(*[str(c) for c in r]))
+    print(format_table(rows, headers, rule=True))
