@@ -205,21 +205,21 @@ class Hub:
     # --- against a local model --------------------------------------------------------------
     def local_model(self, model: Any) -> Any:
         """A `fingerprint.LocalModel` for a directory or an nn.Module (directory results cached)."""
-        from .fingerprint import LocalModel
+        from .basemodel.fingerprint import LocalModel
 
         return LocalModel.of(model, self.cache.root / "fingerprints")
 
     def check(self, manifest: dict[str, Any], model: Any, strict: bool = False) -> Any:
         """The compatibility verdict of `manifest` against `model`; raises IncompatibleError (exit 5)."""
-        from .compat import ensure_compatible
+        from .basemodel.compat import ensure_compatible
 
         return ensure_compatible(manifest["base_model"], self.local_model(model), strict=strict)
 
     def select_for_model(self, requirement: Requirement, model: Any, pre: bool = False) -> tuple[IndexEntry, Any]:
         """The highest version trained on exactly this model, else the highest architecture-compatible
         one; else IncompatibleError listing the versions and their bases."""
-        from .compat import ARCHITECTURE, EXACT, check_compat
-        from .fingerprint import algorithm_of
+        from .basemodel.compat import ARCHITECTURE, EXACT, check_compat
+        from .basemodel.fingerprint import algorithm_of
         from .resolve import Demand, select
 
         local = self.local_model(model)
@@ -247,7 +247,7 @@ class Hub:
 
     def install_for_model(self, ref: str, model: Any, pre: bool = False, strict: bool = False) -> tuple[list[Installed], Any]:
         """`adapters install REF --for-model DIR`: pick the version by the model, then install it."""
-        from .compat import EXACT
+        from .basemodel.compat import EXACT
 
         parsed = parse_ref(ref)
         if isinstance(parsed, LocalRef):
@@ -286,7 +286,7 @@ class Hub:
         return the adapter name. An architecture-only match warns (refused with strict=True)."""
         import warnings
 
-        from .compat import EXACT
+        from .basemodel.compat import EXACT
         from .nn.model import load_adapter
 
         items, verdicts = self.resolve_for_attach([ref], model, strict=strict)

@@ -39,7 +39,7 @@ def is_peft_dir(path: Path) -> bool:
 
 def base_fingerprint(base_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """(fingerprint, architecture table) of a local base model directory."""
-    from .fingerprint import architecture_dir, fingerprint_dir
+    from .basemodel.fingerprint import architecture_dir, fingerprint_dir
 
     fp = fingerprint_dir(base_dir)
     return {k: fp[k] for k in ("content", "architecture", "files") if fp.get(k)}, architecture_dir(base_dir)
@@ -47,7 +47,7 @@ def base_fingerprint(base_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def _peft_modules(weights: Path, fan_in_fan_out: bool) -> dict[str, dict[str, Any]]:
     """Base weight shape and dtype of every module a PEFT LoRA file touches."""
-    from .safetensors_header import read_header
+    from .basemodel.safetensors_header import read_header
 
     header = read_header(weights)
     a_shapes: dict[str, tuple[int, ...]] = {}

@@ -26,7 +26,7 @@ import numpy as np
 from safetensors.numpy import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from adapterhub_client import fingerprint as fp  # noqa: E402
+from adapterhub_client.basemodel import fingerprint as fp  # noqa: E402
 
 
 def make_checkpoint(root: Path, total_mb: int, shards: int) -> int:

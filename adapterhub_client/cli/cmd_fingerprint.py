@@ -21,7 +21,7 @@ def fingerprint(directory: str, as_json: bool, no_cache: bool, cache_dir: str | 
 
     Errors (missing directory, no safetensors, pickle-only checkpoint) are raised as
     NotFoundError / InvalidPackageError for the CLI to print as one line."""
-    from ..fingerprint import fingerprint_dir
+    from ..basemodel.fingerprint import fingerprint_dir
 
     start = time.perf_counter()
     result = fingerprint_dir(directory, cache_dir, use_cache=not no_cache)

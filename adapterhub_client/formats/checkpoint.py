@@ -20,10 +20,10 @@ import torch
 
 from ..modpaths import align_paths
 from ..errors import InvalidPackageError, UsageError
-from ..fingerprint import read_model_type, weight_files
+from ..basemodel.fingerprint import read_model_type, weight_files
 from ..nn.lora import LoRAConfig
 from ..nn.targets import pattern_value
-from ..safetensors_header import read_header
+from ..basemodel.safetensors_header import read_header
 
 COPY_CHUNK = 8 << 20
 _EMBEDDING_NAME = re.compile(r"(embed|(^|\.)(wte|wpe)\.)")

@@ -29,12 +29,12 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth")
 
 
 def _base_fingerprint(model: nn.Module) -> dict[str, Any] | None:
-    """The base model's fingerprint for the manifest (hook into ``adapterhub_client.fingerprint``).
+    """The base model's fingerprint for the manifest (hook into ``adapterhub_client.basemodel.fingerprint``).
 
     None while that module is absent, or while adapters are merged (the weights are not the base's).
     """
     try:
-        from ..fingerprint import fingerprint_module
+        from ..basemodel.fingerprint import fingerprint_module
     except ImportError:
         return None
     from ..nn.model import list_adapters

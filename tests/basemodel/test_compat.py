@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from adapterhub_client import compat
+from adapterhub_client.basemodel import compat
 from adapterhub_client.modpaths import align_paths
-from adapterhub_client import fingerprint as fp
+from adapterhub_client.basemodel import fingerprint as fp
 from adapterhub_client.errors import IncompatibleError
 
 import torch

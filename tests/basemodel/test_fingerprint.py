@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from adapterhub_client import fingerprint as fp
+from adapterhub_client.basemodel import fingerprint as fp
 from adapterhub_client.errors import InvalidPackageError, NotFoundError
-from adapterhub_client.safetensors_header import canonical_dtype, read_header
+from adapterhub_client.basemodel.safetensors_header import canonical_dtype, read_header
 
 import torch
 import transformers
@@ -269,8 +269,8 @@ def test_canonical_dtype_spellings():
 
 
 def test_no_torch_at_import():
-    code = ("import sys, adapterhub_client.fingerprint, adapterhub_client.compat, "
-            "adapterhub_client.safetensors_header, adapterhub_client.cli.cmd_fingerprint; "
+    code = ("import sys, adapterhub_client.basemodel.fingerprint, adapterhub_client.basemodel.compat, "
+            "adapterhub_client.basemodel.safetensors_header, adapterhub_client.cli.cmd_fingerprint; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from math import prod
 from typing import Any
 
-from .errors import InvalidPackageError, NotFoundError
+from ..errors import InvalidPackageError, NotFoundError
 
 # The format's own limit (safetensors refuses larger headers).
 MAX_HEADER_BYTES = 100 * 1024 * 1024

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from .errors import AdapterError, InvalidPackageError, NotFoundError
-from .safetensors_header import SafetensorsHeader, canonical_dtype, is_float_dtype, read_header
+from ...errors import AdapterError, InvalidPackageError, NotFoundError
+from ..safetensors_header import SafetensorsHeader, canonical_dtype, is_float_dtype, read_header
 
 CONTENT_DOMAIN = b"adapterhub-content-v1\n"
 ARCHITECTURE_DOMAIN = b"adapterhub-architecture-v1\n"
@@ -258,7 +258,7 @@ def default_cache_dir() -> Path:
     """`fingerprints/` under the client's cache dir: ADAPTERS_CACHE_DIR, config `cache_dir`,
     ADAPTERS_HOME/cache, else platformdirs' user cache dir (see config.load_settings)."""
     try:
-        from .config import load_settings
+        from ...config import load_settings
 
         return load_settings().cache_dir / "fingerprints"
     except (ImportError, AdapterError):  # an unreadable config must not block fingerprinting

@@ -19,8 +19,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from .errors import IncompatibleError
-from .modpaths import align_paths
+from ..errors import IncompatibleError
+from ..modpaths import align_paths
 from .fingerprint import LocalModel, algorithm_of
 from .safetensors_header import canonical_dtype
 
