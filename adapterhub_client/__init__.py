@@ -1,13 +1,14 @@
 """adapterhub-client: pip for model adapters.
 
 The public API is imported lazily so that `import adapterhub_client` (and the CLI) never
-pays for torch unless a tensor-touching name is used.
+pays for torch unless a tensor-touching name is used. The TYPE_CHECKING block below names the
+same API for type checkers and IDEs; tests/unit/test_public_api.py keeps the two in step.
 """
 
 from __future__ import annotations
 
 from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 
@@ -15,12 +16,47 @@ from ._version import __version__
 _LAZY = {
     # package manager
     "Hub": "adapterhub_client.hub",
+    # results of the Hub's workflows
+    "AttachCheck": "adapterhub_client.operations.results",
+    "AttachReport": "adapterhub_client.operations.results",
+    "Attached": "adapterhub_client.operations.results",
+    "CacheStats": "adapterhub_client.operations.results",
+    "CheckedAdapter": "adapterhub_client.operations.results",
+    "Fingerprinted": "adapterhub_client.operations.results",
+    "Info": "adapterhub_client.operations.results",
+    "Installed": "adapterhub_client.operations.results",
+    "InstalledAdapter": "adapterhub_client.operations.results",
+    "Locked": "adapterhub_client.operations.results",
+    "Merged": "adapterhub_client.operations.results",
+    "ModelInstall": "adapterhub_client.operations.results",
+    "Published": "adapterhub_client.operations.results",
+    "Removed": "adapterhub_client.operations.results",
+    "Resolved": "adapterhub_client.operations.results",
+    "SearchHit": "adapterhub_client.operations.results",
+    "VerifyReport": "adapterhub_client.operations.results",
+    "Yanked": "adapterhub_client.operations.results",
+    # errors (every class in errors.__all__)
+    "AdapterConfigError": "adapterhub_client.errors",
     "AdapterError": "adapterhub_client.errors",
-    # torch modules (issue: built-in adapter modules)
+    "AdapterWeightsError": "adapterhub_client.errors",
+    "IncompatibleError": "adapterhub_client.errors",
+    "IntegrityError": "adapterhub_client.errors",
+    "InvalidPackageError": "adapterhub_client.errors",
+    "LockMismatchError": "adapterhub_client.errors",
+    "NotFoundError": "adapterhub_client.errors",
+    "OfflineMissError": "adapterhub_client.errors",
+    "RegistryError": "adapterhub_client.errors",
+    "ResolutionError": "adapterhub_client.errors",
+    "UnsupportedAdapterError": "adapterhub_client.errors",
+    "UsageError": "adapterhub_client.errors",
+    # adapter files: packages, PEFT, AdapterHub
+    "load_adapter": "adapterhub_client.formats",
+    "save_adapter": "adapterhub_client.formats",
+    "export_peft": "adapterhub_client.formats",
+    # torch modules (built-in adapter modules)
     "LoRAConfig": "adapterhub_client.nn.lora",
     "BottleneckConfig": "adapterhub_client.nn.bottleneck",
     "add_adapter": "adapterhub_client.nn.model",
-    "load_adapter": "adapterhub_client.nn.model",
     "set_active_adapters": "adapterhub_client.nn.model",
     "disable_adapters": "adapterhub_client.nn.model",
     "merge_adapters": "adapterhub_client.nn.model",
@@ -28,13 +64,114 @@ _LAZY = {
     "merge_and_unload": "adapterhub_client.nn.model",
     "mark_only_adapters_trainable": "adapterhub_client.nn.model",
     "adapter_summary": "adapterhub_client.nn.model",
-    "save_adapter": "adapterhub_client.nn.model",
-    "export_peft": "adapterhub_client.nn.model",
     "delete_adapter": "adapterhub_client.nn.model",
     "list_adapters": "adapterhub_client.nn.model",
 }
 
-__all__ = ["__version__", *_LAZY]
+if TYPE_CHECKING:
+    from .errors import (
+        AdapterConfigError,
+        AdapterError,
+        AdapterWeightsError,
+        IncompatibleError,
+        IntegrityError,
+        InvalidPackageError,
+        LockMismatchError,
+        NotFoundError,
+        OfflineMissError,
+        RegistryError,
+        ResolutionError,
+        UnsupportedAdapterError,
+        UsageError,
+    )
+    from .formats import export_peft, load_adapter, save_adapter
+    from .hub import Hub
+    from .nn.bottleneck import BottleneckConfig
+    from .nn.lora import LoRAConfig
+    from .nn.model import (
+        adapter_summary,
+        add_adapter,
+        delete_adapter,
+        disable_adapters,
+        list_adapters,
+        mark_only_adapters_trainable,
+        merge_adapters,
+        merge_and_unload,
+        set_active_adapters,
+        unmerge_adapters,
+    )
+    from .operations.results import (
+        AttachCheck,
+        Attached,
+        AttachReport,
+        CacheStats,
+        CheckedAdapter,
+        Fingerprinted,
+        Info,
+        Installed,
+        InstalledAdapter,
+        Locked,
+        Merged,
+        ModelInstall,
+        Published,
+        Removed,
+        Resolved,
+        SearchHit,
+        VerifyReport,
+        Yanked,
+    )
+
+# Spelled out (not built from _LAZY) so that linters and IDEs read it; tests check they agree.
+__all__ = [
+    "__version__",
+    "AdapterConfigError",
+    "AdapterError",
+    "AdapterWeightsError",
+    "AttachCheck",
+    "AttachReport",
+    "Attached",
+    "BottleneckConfig",
+    "CacheStats",
+    "CheckedAdapter",
+    "Fingerprinted",
+    "Hub",
+    "IncompatibleError",
+    "Info",
+    "Installed",
+    "InstalledAdapter",
+    "IntegrityError",
+    "InvalidPackageError",
+    "LoRAConfig",
+    "LockMismatchError",
+    "Locked",
+    "Merged",
+    "ModelInstall",
+    "NotFoundError",
+    "OfflineMissError",
+    "Published",
+    "RegistryError",
+    "Removed",
+    "ResolutionError",
+    "Resolved",
+    "SearchHit",
+    "UnsupportedAdapterError",
+    "UsageError",
+    "VerifyReport",
+    "Yanked",
+    "adapter_summary",
+    "add_adapter",
+    "delete_adapter",
+    "disable_adapters",
+    "export_peft",
+    "list_adapters",
+    "load_adapter",
+    "mark_only_adapters_trainable",
+    "merge_adapters",
+    "merge_and_unload",
+    "save_adapter",
+    "set_active_adapters",
+    "unmerge_adapters",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .errors import UsageError
+from .errors import NotFoundError, UsageError
 
 APP = "adapterhub"
 LOCAL_REGISTRY = "local"
@@ -130,6 +130,47 @@ def write_config_file(path: Path, data: dict[str, Any]) -> None:
     atomic_write(path, tomli_w.dumps(data))
 
 
+def registry_url(url: str) -> str:
+    """The canonical form of a registry URL typed by a user: a directory becomes its file:// URL;
+    http(s) must pass the network policy (https, plain http only on loopback); a trailing '/'."""
+    if "://" not in url and Path(url).is_dir():
+        url = Path(url).resolve().as_uri()
+    if url.startswith(("http://", "https://")):
+        from .net import check_url  # deferred: httpx
+
+        check_url(url)
+    elif not url.startswith("file:"):
+        raise UsageError(f"unsupported registry URL {url!r}")
+    return url if url.endswith("/") else url + "/"
+
+
+def add_registry(name: str, url: str, token: str | None = None) -> RegistrySpec:
+    """Add registry `name` at `url` to the config file (replacing one of that name), last in search order."""
+    if name == LOCAL_REGISTRY:
+        raise UsageError(f"{LOCAL_REGISTRY!r} is the built-in registry")
+    spec = RegistrySpec(name, registry_url(url), token or None)
+    path = config_path()
+    cfg = read_config_file(path)
+    entry: dict[str, str] = {"name": spec.name, "url": spec.url}
+    if spec.token:
+        entry["token"] = spec.token
+    cfg["registry"] = [*(r for r in cfg.get("registry", []) if r.get("name") != name), entry]
+    write_config_file(path, cfg)
+    return spec
+
+
+def remove_registry(name: str) -> None:
+    """Remove registry `name` from the config file; NotFoundError if it is not configured."""
+    path = config_path()
+    cfg = read_config_file(path)
+    registries = cfg.get("registry", [])
+    kept = [r for r in registries if r.get("name") != name]
+    if len(kept) == len(registries):
+        raise NotFoundError(f"no registry named {name!r}")
+    cfg["registry"] = kept
+    write_config_file(path, cfg)
+
+
 def load_settings(
     *,
     registry: str | None = None,
@@ -149,7 +190,10 @@ def load_settings(
     if cache_dir is None:
         cache_dir = os.environ.get("ADAPTERS_CACHE_DIR") or cfg.get("cache_dir")
     if cache_dir is None:
-        cache_dir = home / "cache" if os.environ.get("ADAPTERS_HOME") else _platformdirs().user_cache_dir(APP, appauthor=False)
+        if os.environ.get("ADAPTERS_HOME"):
+            cache_dir = home / "cache"
+        else:
+            cache_dir = _platformdirs().user_cache_dir(APP, appauthor=False)
 
     if offline is None:
         env = os.environ.get("ADAPTERS_OFFLINE")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
 from .errors import AdapterError, InvalidPackageError, NotFoundError
 from .manifest import validate_schema
@@ -14,7 +14,40 @@ LOCK_FILE = "adapters.lock"
 LOCK_VERSION = 1
 
 
-def make_lock(requirements: list[str], resolved: list[dict[str, Any]]) -> dict[str, Any]:
+class BlobRef(TypedDict):
+    sha256: str
+    size: int
+
+
+class LockedFile(TypedDict):
+    path: str
+    sha256: str
+    size: int
+
+
+class _LockEntryRequired(TypedDict):
+    name: str
+    version: str
+    source: str  # the registry URL, or the file: URL of a local package directory
+    manifest: BlobRef
+    files: list[LockedFile]
+
+
+class LockEntry(_LockEntryRequired, total=False):
+    """One pinned adapter: exactly what `--frozen` installs."""
+
+    dependencies: list[str]  # optional in the schema; always written
+
+
+class LockData(TypedDict):
+    """The whole lockfile (schema: registry_schema/lockfile.schema.json)."""
+
+    lock_version: int
+    requirements: list[str]
+    adapters: list[LockEntry]
+
+
+def make_lock(requirements: list[str], resolved: list[LockEntry]) -> LockData:
     return {
         "lock_version": LOCK_VERSION,
         "requirements": list(requirements),
@@ -23,7 +56,7 @@ def make_lock(requirements: list[str], resolved: list[dict[str, Any]]) -> dict[s
 
 
 def lock_entry(name: str, version: str, source: str, manifest_sha256: str, manifest_size: int,
-               manifest: dict[str, Any]) -> dict[str, Any]:
+               manifest: dict[str, Any]) -> LockEntry:
     return {
         "name": name,
         "version": version,
@@ -34,7 +67,7 @@ def lock_entry(name: str, version: str, source: str, manifest_sha256: str, manif
     }
 
 
-def read_lock(path: str | os.PathLike[str]) -> dict[str, Any]:
+def read_lock(path: str | os.PathLike[str]) -> LockData:
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -45,10 +78,10 @@ def read_lock(path: str | os.PathLike[str]) -> dict[str, Any]:
     except ValueError:
         raise InvalidPackageError(f"{path}: not valid JSON") from None
     validate_schema(data, "lockfile", str(path))
-    return data
+    return cast(LockData, data)
 
 
-def write_lock(path: str | os.PathLike[str], data: dict[str, Any]) -> Path:
+def write_lock(path: str | os.PathLike[str], data: LockData) -> Path:
     from ._fs import atomic_write
 
     try:
@@ -57,7 +90,10 @@ def write_lock(path: str | os.PathLike[str], data: dict[str, Any]) -> Path:
         raise AdapterError(f"cannot write the lockfile {path}: {exc.strerror or exc}") from None
 
 
-def same_resolution(a: dict[str, Any], b: dict[str, Any]) -> bool:
+def same_resolution(a: LockData, b: LockData) -> bool:
     """Two locks pin the same versions, sources and manifest hashes."""
-    key = lambda lock: sorted((x["name"], x["version"], x["source"], x["manifest"]["sha256"]) for x in lock["adapters"])  # noqa: E731
+
+    def key(lock: LockData) -> list[tuple[str, str, str, str]]:
+        return sorted((x["name"], x["version"], x["source"], x["manifest"]["sha256"]) for x in lock["adapters"])
+
     return key(a) == key(b) and sorted(a["requirements"]) == sorted(b["requirements"])

@@ -6,17 +6,18 @@ No torch here: manifests are read by commands that never touch tensors.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 import re
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
+from ._fs import file_digest as file_digest  # re-exported: the one file hash lives in _fs
+from ._fs import is_pickle_name
 from ._version import __version__
 from .errors import InvalidPackageError
 
@@ -26,18 +27,17 @@ RESERVED_PATHS = frozenset({MANIFEST_FILE, ".install.json"})
 SCHEMA_VERSION = 1
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 _NAME_PART = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62}[A-Za-z0-9])?$")
-_HASH_CHUNK = 1 << 20
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_schema(name: str) -> dict[str, Any]:
     text = resources.files("adapterhub_client").joinpath("schemas", f"{name}.schema.json").read_text()
     return json.loads(text)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _validator(schema: str) -> Any:
-    import jsonschema  # deferred: ~40 ms, and only needed when validating
+    import jsonschema  # type: ignore[import-untyped]  # deferred: ~40 ms, and only needed when validating
 
     return jsonschema.validators.validator_for(load_schema(schema))(load_schema(schema))
 
@@ -137,16 +137,6 @@ def dumps_manifest(data: dict[str, Any]) -> bytes:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def file_digest(path: str | os.PathLike[str]) -> tuple[str, int]:
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_HASH_CHUNK):
-            h.update(chunk)
-            size += len(chunk)
-    return h.hexdigest(), size
-
-
 def new_manifest(
     name: str,
     version: str,
@@ -191,7 +181,7 @@ def complete_package(package_dir: str | os.PathLike[str], data: dict[str, Any]) 
         target = root / entry["path"]
         if target.is_symlink() or not target.is_file():
             raise InvalidPackageError(f"{where}: field 'files/{i}/path': {entry['path']!r} is not a regular file")
-        if entry["path"].endswith((".bin", ".pt", ".pth", ".pkl", ".ckpt")):
+        if is_pickle_name(entry["path"]):
             raise InvalidPackageError(
                 f"{where}: field 'files/{i}/path': pickle weights ({entry['path']}) are not published; "
                 "convert them to safetensors"

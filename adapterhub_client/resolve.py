@@ -9,13 +9,14 @@ only when pinned exactly. The first registry that lists a name provides all its 
 from __future__ import annotations
 
 import dataclasses
-from typing import Protocol, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Protocol
 
 from .errors import ResolutionError
 from .refs import Requirement, parse_requirement
 from .registry.client import IndexEntry
 
-MAX_STEPS = 20000
+MAX_STEPS = 20000  # demands met (backtracking included) before giving up
 
 
 class Provider(Protocol):
@@ -46,7 +47,31 @@ def select(entries: Sequence[IndexEntry], demands: Sequence[Demand], pre: bool =
     return sorted(allowed, key=lambda e: e.version, reverse=True)
 
 
+@dataclasses.dataclass(frozen=True)
+class _State:
+    """A partial resolution: what is chosen, every demand seen per name, the demands still to meet."""
+
+    chosen: dict[str, IndexEntry]
+    demands: dict[str, list[Demand]]
+    queue: tuple[Demand, ...]
+
+
+@dataclasses.dataclass
+class _Branch:
+    """A choice point: the versions of `name` not tried yet, and the state to extend with each."""
+
+    name: str
+    options: Iterator[IndexEntry]
+    chosen: dict[str, IndexEntry]
+    demands: dict[str, list[Demand]]
+    rest: tuple[Demand, ...]
+
+
 class Resolver:
+    """Depth-first search with chronological backtracking, on an explicit stack: demands are met in
+    the order they arise (breadth of the command line first, then each choice's dependencies), the
+    highest allowed version first. Iterative, so a dependency chain of any depth resolves."""
+
     def __init__(self, provider: Provider, pre: bool = False) -> None:
         self.provider = provider
         self.pre = pre
@@ -61,27 +86,38 @@ class Resolver:
         return self._candidates[name]
 
     def resolve(self, requirements: Sequence[Requirement]) -> dict[str, IndexEntry]:
-        queue = [Demand(r, "the command line") for r in requirements]
-        result = self._solve({}, {}, queue)
-        if result is None:
-            raise ResolutionError(self.failure or "no versions satisfy the requirements")
-        return result
+        state: _State | None = _State({}, {}, tuple(Demand(r, "the command line") for r in requirements))
+        stack: list[_Branch] = []
+        while True:
+            if state is not None:
+                outcome = self._advance(state)
+                if isinstance(outcome, dict):
+                    return outcome
+                if isinstance(outcome, _Branch):
+                    stack.append(outcome)
+                    state = None
+                else:
+                    state = outcome  # the next state, or None: a dead end
+                continue
+            state = self._next_option(stack)
+            if state is None:
+                raise ResolutionError(self.failure or "no versions satisfy the requirements")
 
-    def _solve(self, chosen: dict[str, IndexEntry], demands: dict[str, list[Demand]],
-               queue: list[Demand]) -> dict[str, IndexEntry] | None:
+    def _advance(self, state: _State) -> dict[str, IndexEntry] | _Branch | _State | None:
+        """Meet the first queued demand: the solution, a choice point, the next state or a dead end."""
         self.steps += 1
         if self.steps > MAX_STEPS:
             raise ResolutionError("resolution gave up after too many steps; pin some versions")
-        if not queue:
-            return chosen
-        demand, rest = queue[0], queue[1:]
+        if not state.queue:
+            return state.chosen
+        demand, rest = state.queue[0], state.queue[1:]
         name = demand.requirement.name
-        on_name = [*demands.get(name, []), demand]
-        new_demands = {**demands, name: on_name}
-        if name in chosen:
-            entry = chosen[name]
+        on_name = [*state.demands.get(name, []), demand]
+        demands = {**state.demands, name: on_name}
+        entry = state.chosen.get(name)
+        if entry is not None:
             if demand.requirement.allows(entry.version, yanked=entry.yanked, pre=self.pre):
-                return self._solve(chosen, new_demands, rest)
+                return _State(state.chosen, demands, rest)
             self._conflict(name, on_name)
             return None
         entries = self.entries(name)
@@ -89,11 +125,20 @@ class Resolver:
         if not options:
             self._conflict(name, on_name, entries)
             return None
-        for entry in options:
-            deps = [Demand(dependency_requirement(d), f"{name} {entry.version}") for d in entry.dependencies]
-            found = self._solve({**chosen, name: entry}, new_demands, rest + deps)
-            if found is not None:
-                return found
+        return _Branch(name, iter(options), state.chosen, demands, rest)
+
+    @staticmethod
+    def _next_option(stack: list[_Branch]) -> _State | None:
+        """Backtrack: the state for the next untried version of the innermost open choice point."""
+        while stack:
+            branch = stack[-1]
+            entry = next(branch.options, None)
+            if entry is None:
+                stack.pop()
+                continue
+            origin = f"{branch.name} {entry.version}"
+            deps = tuple(Demand(dependency_requirement(d), origin) for d in entry.dependencies)
+            return _State({**branch.chosen, branch.name: entry}, branch.demands, branch.rest + deps)
         return None
 
     def _conflict(self, name: str, demands: list[Demand], entries: list[IndexEntry] | None = None) -> None:

@@ -6,9 +6,10 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from hypothesis import settings
@@ -23,6 +24,38 @@ settings.register_profile("default", deadline=None)
 settings.load_profile("default")
 
 ENV_VARS = ("ADAPTERS_HOME", "ADAPTERS_CACHE_DIR", "ADAPTERS_REGISTRY", "ADAPTERS_OFFLINE", "ADAPTERS_TOKEN")
+# Hugging Face settings that would point a test at the user's caches, tokens or endpoints.
+HF_VARS = ("HF_HOME", "HF_HUB_CACHE", "HF_ASSETS_CACHE", "HF_TOKEN", "HF_TOKEN_PATH", "HF_ENDPOINT",
+           "HUGGINGFACE_HUB_CACHE", "HUGGING_FACE_HUB_TOKEN", "TRANSFORMERS_CACHE", "HF_DATASETS_CACHE", "PEFT_HOME")
+
+
+def _isolate(mp: pytest.MonkeyPatch, root: Path, keep_cache_dir: bool = False) -> None:
+    """Remove every ADAPTERS_* and HF_* setting, then point homes and caches into `root`."""
+    cache_dir = os.environ.get("ADAPTERS_CACHE_DIR") if keep_cache_dir else None
+    for var in list(os.environ):
+        if var.startswith(("ADAPTERS_", "HF_")) or var in HF_VARS:
+            mp.delenv(var, raising=False)
+    mp.setenv("ADAPTERS_HOME", str(root / "adapters-home"))
+    mp.setenv("HF_HOME", str(root / "hf-home"))
+    mp.setenv("HF_HUB_CACHE", str(root / "hf-home" / "hub"))
+    mp.setenv("HF_HUB_OFFLINE", "1")  # no test reaches the Hub: models come from disk
+    if cache_dir:
+        mp.setenv("ADAPTERS_CACHE_DIR", cache_dir)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_session(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Session-scoped fixtures (models built once) run isolated too."""
+    with pytest.MonkeyPatch.context() as mp:
+        _isolate(mp, tmp_path_factory.mktemp("isolated-session"))
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _isolated(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test can touch the user's adapters config, cache or Hugging Face files: a fresh ADAPTERS_HOME
+    and HF_HOME per test (the `private_cache` fixture's cache directory is kept)."""
+    _isolate(monkeypatch, tmp_path / "isolated", keep_cache_dir="private_cache" in request.fixturenames)
 
 
 @pytest.fixture
@@ -36,7 +69,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture(scope="module")
-def private_cache(tmp_path_factory):
+def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """Keep the fingerprint cache (and any other cache use) out of the user's cache directory."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ADAPTERS_CACHE_DIR", str(tmp_path_factory.mktemp("adapters-cache")))
@@ -72,7 +105,8 @@ def cli(home: Path, capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]
     return run
 
 
-def run_adapters(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_adapters(*args: str, env: dict[str, str] | None = None,
+                 timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run the real `adapters` entry point in a subprocess."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "adapterhub_client", *args], capture_output=True, text=True,

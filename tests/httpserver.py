@@ -31,6 +31,8 @@ Control API (JSON; never logged, never faulted):
       {"path": "<regex, re.search on the URL path>",
        "action": "status" | "drop" | "corrupt" | "delay",
        "status": 500,       # status: the status code sent instead of the file
+       "retry_after": "2",  # status: optional Retry-After header sent with it (delta-seconds
+                            # or an HTTP-date, sent as given)
        "after_bytes": 0,    # drop: body bytes sent before the TCP connection is cut;
                             # delay: body bytes sent before the pause (absent: pause
                             # before the response headers)
@@ -46,10 +48,12 @@ Control API (JSON; never logged, never faulted):
   different bytes, so only a hash check catches it.
 * ``GET /_control/faults``: the live rules with their remaining ``times``.
 * ``DELETE /_control/faults``: clear all rules.
-* ``GET /_control/log``: ``[{"method", "path", "status", "range", "bytes_sent", "fault"}]``
+* ``GET /_control/log``: ``[{"method", "path", "status", "range", "bytes_sent", "fault", "received"}]``
   for every file request answered so far, in completion order (``range`` is the request's
   Range header or null, ``bytes_sent`` the body bytes written, ``fault`` the action applied
-  or null).  An entry is recorded before the last body byte is written, so a client that
+  or null, ``received`` the server's ``time.monotonic()`` when the request arrived: compare
+  entries with each other, e.g. to check that a client waited out a ``Retry-After``).
+  An entry is recorded before the last body byte is written, so a client that
   has read a complete response always finds it in the log.
 * ``DELETE /_control/log``: clear the log.
 * ``POST /_control/auth`` with ``{"token": T}``: file requests without ``Authorization: Bearer T``
@@ -107,7 +111,7 @@ class _QuietDrops(logging.Filter):
 def _parse_rule(raw: Any) -> dict:
     if not isinstance(raw, dict):
         raise ValueError(f"a rule must be an object, got {raw!r}")
-    unknown = set(raw) - {"path", "action", "status", "after_bytes", "times", "seconds", "method"}
+    unknown = set(raw) - {"path", "action", "status", "after_bytes", "times", "seconds", "method", "retry_after"}
     if unknown:
         raise ValueError(f"unknown rule keys: {sorted(unknown)}")
     action = raw.get("action")
@@ -121,6 +125,7 @@ def _parse_rule(raw: Any) -> dict:
         "times": int(raw.get("times", -1)),
         "seconds": float(raw.get("seconds", 0.0)),
         "method": raw["method"].upper() if raw.get("method") else None,
+        "retry_after": str(raw["retry_after"]) if raw.get("retry_after") is not None else None,
     }
     re.compile(rule["path"])
     if not 100 <= rule["status"] <= 599:
@@ -135,6 +140,8 @@ def _parse_rule(raw: Any) -> dict:
         raise ValueError("times must be a positive count or -1")
     if rule["seconds"] < 0:
         raise ValueError("seconds must be >= 0")
+    if rule["retry_after"] is not None and (action != "status" or "\n" in rule["retry_after"]):
+        raise ValueError("retry_after goes with action 'status', as one header line")
     return rule
 
 
@@ -234,6 +241,7 @@ def build_app(root: str | os.PathLike[str]):
         await response(scope, receive, send)
 
     async def serve_file(scope, receive, send) -> None:
+        received = time.monotonic()
         method, path = scope["method"], scope["path"]
         range_header = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"range"), None)
         authorization = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), None)
@@ -247,6 +255,7 @@ def build_app(root: str | os.PathLike[str]):
             "bytes_sent": 0,
             "fault": action,
             "authorization": authorization,
+            "received": received,
         }
         recorded = False
 
@@ -294,7 +303,9 @@ def build_app(root: str | os.PathLike[str]):
             if auth["token"] is not None and authorization != f"Bearer {auth['token']}":
                 response = PlainTextResponse("unauthorized\n", 401, headers={"WWW-Authenticate": "Bearer"})
             elif action == "status":
-                response = PlainTextResponse(f"injected fault: status {rule['status']}\n", rule["status"])
+                headers = {"Retry-After": rule["retry_after"]} if rule["retry_after"] is not None else None
+                text = f"injected fault: status {rule['status']}\n"
+                response = PlainTextResponse(text, rule["status"], headers=headers)
             elif method not in ("GET", "HEAD"):
                 response = PlainTextResponse("Method Not Allowed\n", 405, headers={"Allow": "GET, HEAD"})
             else:

@@ -1,5 +1,7 @@
 """Does an adapter fit a local base model? Verdicts from the manifest's `base_model` alone.
 
+Owns FINGERPRINT.md § Verdicts:
+
 - exact: the content fingerprint matches (same weights).
 - architecture: every module the adapter touches exists with the recorded shape and dtype, but the
   weights differ or the manifest records no content fingerprint.
@@ -8,20 +10,21 @@
 
 Module paths are aligned by one prefix rewrite (see `align_paths` and registry_schema/FINGERPRINT.md),
 so a manifest recorded on `BertModel` paths checks against a `bert.`-prefixed checkpoint.
-No torch here; an nn.Module passed in is only asked for its state_dict().
+No torch here (an nn.Module passed in is read by `fingerprint.module`), and no settings: the
+fingerprint cache directory is the caller's.
 """
 
 from __future__ import annotations
 
 import dataclasses
-
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from ..errors import IncompatibleError
 from ..modpaths import align_paths
-from .fingerprint import LocalModel, algorithm_of
+from .fingerprint import LocalModel, ModelLike, algorithm_of
 from .safetensors_header import canonical_dtype
 
 EXACT = "exact"
@@ -33,6 +36,8 @@ SHOWN_DIFFERENCES = 5
 
 @dataclass(frozen=True)
 class Difference:
+    """One adapted module that does not fit, as the verdict message and `--json` show it."""
+
     module: str  # path as the manifest records it
     expected: str  # "[384, 384] float32"
     found: str  # "[768, 768] float32" or "missing"
@@ -43,6 +48,8 @@ class Difference:
 
 @dataclass
 class Verdict:
+    """The outcome of a check, with what it compared, so callers can explain or refuse."""
+
     kind: str  # exact | architecture | incompatible | unknown
     message: str
     differences: list[Difference] = field(default_factory=list)
@@ -55,6 +62,7 @@ class Verdict:
         return self.kind in (EXACT, ARCHITECTURE)
 
     def to_json(self) -> dict[str, Any]:
+        """The `--json` form (prefix_rewrite left out: it explains, it does not decide)."""
         return {
             "verdict": self.kind,
             "message": self.message,
@@ -72,12 +80,13 @@ def _describe(shape: Iterable[int], dtype: str | None) -> str:
 
 
 def module_differences(
-    modules: dict[str, dict[str, Any]], local: LocalModel
+    modules: Mapping[str, Mapping[str, Any]], local: LocalModel
 ) -> tuple[list[Difference], tuple[str, str]]:
-    """Each recorded module whose `.weight` is missing locally or differs in shape or dtype."""
+    """Each recorded module whose `.weight` is missing locally or differs in shape or dtype, and the
+    (strip, add) rewrite that aligned manifest paths with local ones."""
     local_modules = {name[: -len(".weight")] for name in local.weights if name.endswith(".weight")}
     strip, add = align_paths(modules, local_modules)
-    differences = []
+    differences: list[Difference] = []
     for path in sorted(modules):
         spec = modules[path]
         dtype = spec.get("dtype")  # None: unknown to the publisher, so any dtype matches
@@ -93,8 +102,12 @@ def module_differences(
     return differences, (strip, add)
 
 
-def check_compat(base_model: dict[str, Any], model: Any, cache_dir: str | os.PathLike[str] | None = None) -> Verdict:
+def check_compat(
+    base_model: Mapping[str, Any], model: ModelLike, cache_dir: str | os.PathLike[str] | None = None
+) -> Verdict:
     """Verdict for a manifest's `base_model` against a local model (directory path, nn.Module or LocalModel).
+
+    `cache_dir` holds the fingerprint cache for a directory (None: hash without storing).
 
     Cheap checks first: module shapes from headers; the content fingerprint (hashing, cached for
     directories) only once the shapes fit. With `quantization` recorded, the fingerprints describe
@@ -164,8 +177,8 @@ def check_compat(base_model: dict[str, Any], model: Any, cache_dir: str | os.Pat
 
 
 def ensure_compatible(
-    base_model: dict[str, Any],
-    model: Any,
+    base_model: Mapping[str, Any],
+    model: ModelLike,
     *,
     strict: bool = False,
     cache_dir: str | os.PathLike[str] | None = None,

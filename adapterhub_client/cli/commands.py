@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import functools
 import time
-from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ..errors import EXIT_INTEGRITY
 from .output import emit_json, human_size, table, warn
+
+if TYPE_CHECKING:
+    from ..hub import Hub
+    from ..operations.results import Installed
 
 
 def common(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -35,21 +39,23 @@ def common(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--pre", is_flag=True, help="Allow pre-release versions.")
 @click.option("--locked", is_flag=True, help="Refuse if resolution would change adapters.lock.")
 @click.option("--frozen", is_flag=True, help="Install exactly adapters.lock, without resolving.")
-@click.option("--lockfile", type=click.Path(dir_okay=False), default=None, help="Lockfile path (default ./adapters.lock).")
+@click.option("--lockfile", type=click.Path(dir_okay=False), default=None,
+              help="Lockfile path (default ./adapters.lock).")
 @click.option("--for-model", "for_model", type=click.Path(exists=True, file_okay=False),
               help="Pick the version trained on this base model directory (exact, else same architecture).")
 @click.option("--strict", is_flag=True, help="With --for-model: require the exact base weights.")
 @common
-def install(hub: Any, refs: tuple[str, ...], pre: bool, locked: bool, frozen: bool, lockfile: str | None,
+def install(hub: Hub, refs: tuple[str, ...], pre: bool, locked: bool, frozen: bool, lockfile: str | None,
             for_model: str | None, strict: bool, as_json: bool) -> None:
     """Install REFS: org/name[@spec], a package directory, or REGISTRY_URL/org/name."""
     start = time.perf_counter()
-    verdicts: list[Any] = []
+    compatibility: dict[str, Any] | None = None
+    results: list[Installed]
     if for_model:
         if frozen or locked or len(refs) != 1:
             raise click.UsageError("--for-model takes exactly one reference (and no --frozen/--locked)")
         results, verdict = hub.install_for_model(refs[0], for_model, pre=pre, strict=strict)
-        verdicts.append(verdict)
+        compatibility = verdict.to_json()
         if verdict.kind != "exact" and not as_json:
             warn(verdict.message)
     elif frozen:
@@ -64,8 +70,8 @@ def install(hub: Any, refs: tuple[str, ...], pre: bool, locked: bool, frozen: bo
         results = hub.install(refs, pre=pre)
     if as_json:
         data: dict[str, Any] = {"installed": [r.to_json() for r in results], "downloads": hub.downloader.downloads}
-        if verdicts:
-            data["compatibility"] = verdicts[0].to_json()
+        if compatibility is not None:
+            data["compatibility"] = compatibility
         emit_json(data)
         return
     for r in results:
@@ -77,14 +83,14 @@ def install(hub: Any, refs: tuple[str, ...], pre: bool, locked: bool, frozen: bo
 @click.command()
 @click.argument("refs", nargs=-1, required=True)
 @common
-def uninstall(hub: Any, refs: tuple[str, ...], as_json: bool) -> None:
+def uninstall(hub: Hub, refs: tuple[str, ...], as_json: bool) -> None:
     """Remove installed adapters (all matching versions)."""
     removed = hub.uninstall(refs)
     if as_json:
-        emit_json({"removed": removed})
+        emit_json({"removed": [r.to_json() for r in removed]})
         return
     for r in removed:
-        click.echo(f"removed {r['name']} {r['version']}")
+        click.echo(f"removed {r.name} {r.version}")
 
 
 @click.command(name="list")
@@ -94,37 +100,36 @@ def list_(as_json: bool, cache_dir: str | None) -> None:
     """List installed adapters."""
     # Reads the cache only: no Hub, no registry or HTTP code imported, so it starts fast.
     from ..config import load_settings
+    from ..operations.query import installed
     from ..store.cache import Cache
-    from ..store.install import iter_installed
 
-    cache = Cache(load_settings(cache_dir=cache_dir).cache_dir)
-    items = [dict(record, path=str(path)) for record, path in iter_installed(cache)]
+    items = installed(Cache(load_settings(cache_dir=cache_dir).cache_dir))
     if as_json:
-        emit_json({"installed": items})
+        emit_json({"installed": [i.to_json() for i in items]})
         return
     if not items:
         click.echo("no adapters installed", err=True)
         return
-    table([[i["name"], i["version"], i["source"]] for i in items], ["NAME", "VERSION", "SOURCE"])
+    table([[i.name, i.version, i.source] for i in items], ["NAME", "VERSION", "SOURCE"])
 
 
 @click.command()
 @click.argument("ref")
 @click.option("--pre", is_flag=True, help="Allow pre-release versions.")
 @common
-def info(hub: Any, ref: str, pre: bool, as_json: bool) -> None:
+def info(hub: Hub, ref: str, pre: bool, as_json: bool) -> None:
     """Show the manifest that REF resolves to."""
     data = hub.info(ref, pre=pre)
     if as_json:
-        emit_json(data)
+        emit_json(data.to_json())
         return
-    m = data["manifest"]
+    m = data.manifest
     base = m["base_model"]
     fp = (base.get("fingerprint") or {}).get("content")
     click.echo(f"{m['name']} {m['version']}  ({m['adapter']['type']})")
     if m.get("description"):
         click.echo(f"  {m['description']}")
-    click.echo(f"  source:     {data['source']}")
+    click.echo(f"  source:     {data.source}")
     click.echo(f"  base model: {base.get('name') or '?'}" + (f"  [{fp}]" if fp else ""))
     modules = ((base.get("architecture") or {}).get("modules") or {})
     if modules:
@@ -132,7 +137,7 @@ def info(hub: Any, ref: str, pre: bool, as_json: bool) -> None:
     click.echo("  files:      " + ", ".join(f"{f['path']} ({human_size(f['size'])})" for f in m["files"]))
     if m.get("dependencies"):
         click.echo("  depends on: " + ", ".join(f"{d['name']}{d.get('specifier', '')}" for d in m["dependencies"]))
-    click.echo(f"  versions:   {', '.join(data['versions'])}")
+    click.echo(f"  versions:   {', '.join(data.versions)}")
 
 
 @click.command()
@@ -140,29 +145,28 @@ def info(hub: Any, ref: str, pre: bool, as_json: bool) -> None:
 @click.option("--for-model", "for_model", type=click.Path(exists=True, file_okay=False),
               help="List adapters trained on exactly this base model directory.")
 @common
-def search(hub: Any, query: str | None, for_model: str | None, as_json: bool) -> None:
+def search(hub: Hub, query: str | None, for_model: str | None, as_json: bool) -> None:
     """Search adapter names, descriptions and tags in every configured registry."""
     if for_model:
         hits = hub.search_for_model(for_model)
         if query:
-            hits = [h for h in hits if query.lower() in h["name"]]
+            hits = [h for h in hits if query.lower() in h.name]
         if as_json:
-            emit_json({"results": hits})
+            emit_json({"results": [h.to_json() for h in hits]})
         elif not hits:
             click.echo("no adapters for this base model", err=True)
         else:
-            table([[h["name"], h["version"], h.get("type", ""), h["registry"]] for h in hits],
-                  ["NAME", "VERSION", "TYPE", "REGISTRY"])
+            table([[h.name, h.version, h.type, h.registry] for h in hits], ["NAME", "VERSION", "TYPE", "REGISTRY"])
         return
     hits = hub.search(query)
     if as_json:
-        emit_json({"results": hits})
+        emit_json({"results": [h.to_json() for h in hits]})
         return
     if not hits:
         click.echo("no matches", err=True)
         return
-    table([[h["name"], h["version"], h.get("type", ""), h.get("base") or "", h.get("description", "")[:50]]
-           for h in hits], ["NAME", "VERSION", "TYPE", "BASE", "DESCRIPTION"])
+    table([[h.name, h.version, h.type, h.base or "", h.description[:50]] for h in hits],
+          ["NAME", "VERSION", "TYPE", "BASE", "DESCRIPTION"])
 
 
 @click.command()
@@ -171,57 +175,57 @@ def search(hub: Any, query: str | None, for_model: str | None, as_json: bool) ->
 @click.option("--version", "version_", metavar="VERSION", help="Version (required for a PEFT directory).")
 @click.option("--base", type=click.Path(file_okay=False), help="Base model directory: records its fingerprint.")
 @common
-def publish(hub: Any, path: str, name: str | None, version_: str | None, base: str | None, as_json: bool) -> None:
+def publish(hub: Hub, path: str, name: str | None, version_: str | None, base: str | None, as_json: bool) -> None:
     """Publish PATH (a package directory or a PEFT LoRA directory)."""
     result = hub.publish(path, name=name, version=version_, base=base)
     if as_json:
-        emit_json(result)
+        emit_json(result.to_json())
         return
-    verb = "published" if result["created"] else "already published (identical content)"
-    click.echo(f"{verb} {result['name']} {result['version']} to {result['registry']} ({result['url']})")
+    verb = "published" if result.created else "already published (identical content)"
+    click.echo(f"{verb} {result.name} {result.version} to {result.registry} ({result.url})")
 
 
 @click.command()
 @click.argument("ref")
 @click.option("--undo", is_flag=True, help="Un-yank.")
 @common
-def yank(hub: Any, ref: str, undo: bool, as_json: bool) -> None:
+def yank(hub: Hub, ref: str, undo: bool, as_json: bool) -> None:
     """Yank ORG/NAME@VERSION in a local or file:// registry."""
     result = hub.yank(ref, undo=undo)
     if as_json:
-        emit_json(result)
+        emit_json(result.to_json())
         return
-    click.echo(f"{'yanked' if result['yanked'] else 'un-yanked'} {result['name']} {result['version']}")
+    click.echo(f"{'yanked' if result.yanked else 'un-yanked'} {result.name} {result.version}")
 
 
 @click.command()
 @common
-def verify(hub: Any, as_json: bool) -> None:
+def verify(hub: Hub, as_json: bool) -> None:
     """Re-hash every installed file against its manifest (exit 4 on any mismatch)."""
     report = hub.verify()
     if as_json:
-        emit_json(report)
+        emit_json(report.to_json())
     else:
-        for problem in report["problems"]:
+        for problem in report.problems:
             click.echo(problem)
-        click.echo(f"checked {report['checked']} installed adapters: "
-                   f"{len(report['problems'])} problems", err=True)
-    if report["problems"]:
+        click.echo(f"checked {report.checked} installed adapters: {len(report.problems)} problems", err=True)
+    if not report.ok:
         raise SystemExit(EXIT_INTEGRITY)
 
 
 @click.command()
 @click.argument("refs", nargs=-1, required=True)
 @click.option("--pre", is_flag=True, help="Allow pre-release versions.")
-@click.option("--lockfile", type=click.Path(dir_okay=False), default=None, help="Where to write (default ./adapters.lock).")
+@click.option("--lockfile", type=click.Path(dir_okay=False), default=None,
+              help="Where to write (default ./adapters.lock).")
 @common
-def lock(hub: Any, refs: tuple[str, ...], pre: bool, lockfile: str | None, as_json: bool) -> None:
+def lock(hub: Hub, refs: tuple[str, ...], pre: bool, lockfile: str | None, as_json: bool) -> None:
     """Resolve REFS and record exact versions, sources and hashes in adapters.lock."""
-    data = hub.lock(refs, lockfile, pre=pre)
+    locked = hub.lock(refs, lockfile, pre=pre)
     if as_json:
-        emit_json(data)
+        emit_json(locked.to_json())
         return
-    for a in data["adapters"]:
+    for a in locked.adapters:
         click.echo(f"locked {a['name']} {a['version']} from {a['source']}")
 
 
@@ -231,13 +235,6 @@ def registry() -> None:
     """Manage the registries searched by install and search (in order)."""
 
 
-def _settings_file() -> tuple[Path, dict[str, Any]]:
-    from ..config import config_path, read_config_file
-
-    path = config_path()
-    return path, read_config_file(path)
-
-
 @registry.command(name="add")
 @click.argument("name")
 @click.argument("url")
@@ -245,30 +242,13 @@ def _settings_file() -> tuple[Path, dict[str, Any]]:
 @click.option("--json", "as_json", is_flag=True)
 def registry_add(name: str, url: str, token: str | None, as_json: bool) -> None:
     """Add registry NAME at URL (file://, https://, or http:// on loopback)."""
-    from ..config import LOCAL_REGISTRY, write_config_file
-    from ..errors import UsageError
+    from ..config import add_registry
 
-    if name == LOCAL_REGISTRY:
-        raise UsageError(f"{LOCAL_REGISTRY!r} is the built-in registry")
-    if "://" not in url and Path(url).is_dir():
-        url = Path(url).resolve().as_uri()
-    if url.startswith("http"):
-        from ..net import check_url
-
-        check_url(url)
-    elif not url.startswith("file:"):
-        raise UsageError(f"unsupported registry URL {url!r}")
-    path, cfg = _settings_file()
-    regs = [r for r in cfg.get("registry", []) if r.get("name") != name]
-    entry = {"name": name, "url": url if url.endswith("/") else url + "/"}
-    if token:
-        entry["token"] = token
-    cfg["registry"] = [*regs, entry]
-    write_config_file(path, cfg)
+    spec = add_registry(name, url, token)
     if as_json:
-        emit_json({k: v for k, v in entry.items() if k != "token"})
+        emit_json({"name": spec.name, "url": spec.url})
     else:
-        click.echo(f"added registry {name} ({entry['url']})")
+        click.echo(f"added registry {spec.name} ({spec.url})")
 
 
 @registry.command(name="list")
@@ -277,12 +257,11 @@ def registry_list(as_json: bool) -> None:
     """List registries in search order."""
     from ..config import load_settings
 
-    settings = load_settings()
-    rows = [{"name": r.name, "url": r.url, "token": bool(r.token)} for r in settings.registries]
+    registries = load_settings().registries
     if as_json:
-        emit_json({"registries": rows})
+        emit_json({"registries": [{"name": r.name, "url": r.url, "token": bool(r.token)} for r in registries]})
         return
-    table([[r["name"], r["url"], "yes" if r["token"] else ""] for r in rows], ["NAME", "URL", "TOKEN"])
+    table([[r.name, r.url, "yes" if r.token else ""] for r in registries], ["NAME", "URL", "TOKEN"])
 
 
 @registry.command(name="remove")
@@ -290,16 +269,9 @@ def registry_list(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def registry_remove(name: str, as_json: bool) -> None:
     """Remove registry NAME."""
-    from ..config import write_config_file
-    from ..errors import NotFoundError
+    from ..config import remove_registry
 
-    path, cfg = _settings_file()
-    regs = cfg.get("registry", [])
-    kept = [r for r in regs if r.get("name") != name]
-    if len(kept) == len(regs):
-        raise NotFoundError(f"no registry named {name!r}")
-    cfg["registry"] = kept
-    write_config_file(path, cfg)
+    remove_registry(name)
     if as_json:
         emit_json({"removed": name})
     else:
@@ -312,39 +284,25 @@ def cache() -> None:
     """Inspect and tidy the cache."""
 
 
-def _dir_size(path: Path) -> tuple[int, int]:
-    count = total = 0
-    if path.exists():
-        for p in path.rglob("*"):
-            if p.is_file():
-                count += 1
-                total += p.stat().st_size
-    return count, total
-
-
 @cache.command(name="info")
 @common
-def cache_info(hub: Any, as_json: bool) -> None:
+def cache_info(hub: Hub, as_json: bool) -> None:
     """Where the cache is and what it holds."""
-    root = hub.cache.root
-    blobs, blob_bytes = _dir_size(root / "blobs")
-    partial, partial_bytes = _dir_size(root / "partial")
-    data = {"path": str(root), "blobs": blobs, "blob_bytes": blob_bytes, "partial": partial,
-            "partial_bytes": partial_bytes, "installed": len(hub.installed())}
+    stats = hub.cache.stats()
     if as_json:
-        emit_json(data)
+        emit_json(stats.to_json())
         return
-    click.echo(f"cache:     {root}")
-    click.echo(f"blobs:     {blobs} ({human_size(blob_bytes)})")
-    click.echo(f"partial:   {partial} ({human_size(partial_bytes)})")
-    click.echo(f"installed: {data['installed']} adapter versions")
+    click.echo(f"cache:     {stats.path}")
+    click.echo(f"blobs:     {stats.blobs} ({human_size(stats.blob_bytes)})")
+    click.echo(f"partial:   {stats.partial} ({human_size(stats.partial_bytes)})")
+    click.echo(f"installed: {stats.installed} adapter versions")
 
 
 @cache.command(name="prune")
 @click.option("--grace", type=click.FloatRange(min=0), default=600.0, show_default=True,
               help="Keep entries used in the last SECONDS (an install may be about to use them).")
 @common
-def cache_prune(hub: Any, grace: float, as_json: bool) -> None:
+def cache_prune(hub: Hub, grace: float, as_json: bool) -> None:
     """Remove blobs no installed adapter uses, partial downloads and leftovers."""
     from ..store.install import prune
 
@@ -358,7 +316,7 @@ def cache_prune(hub: Any, grace: float, as_json: bool) -> None:
 @cache.command(name="clean")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @common
-def cache_clean(hub: Any, yes: bool, as_json: bool) -> None:
+def cache_clean(hub: Hub, yes: bool, as_json: bool) -> None:
     """Remove everything from the cache (installed adapters included)."""
     if not yes and not as_json:
         click.confirm(f"remove everything under {hub.cache.root}?", abort=True)

@@ -102,5 +102,6 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # a bug, not a user error: still one line unless debugging
         if os.environ.get("ADAPTERS_DEBUG"):
             raise
-        _fail(f"internal error: {type(exc).__name__}: {exc} (set ADAPTERS_DEBUG=1 for a traceback)", EXIT_ERROR, as_json)
+        message = f"internal error: {type(exc).__name__}: {exc} (set ADAPTERS_DEBUG=1 for a traceback)"
+        _fail(message, EXIT_ERROR, as_json)
     sys.exit(0)

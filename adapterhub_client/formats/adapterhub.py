@@ -1,31 +1,44 @@
-"""Read AdapterHub (`adapters` library) adapter directories into our adapter layers.
+"""Read AdapterHub (`adapters` library) adapter directories: their config as ours, their tensors under
+package keys, so they attach through the same strict ``nn.model.attach_weights`` as every format.
 
-A directory holds ``adapter_config.json`` (``{name, model_type, hidden_size, config: {...}}``)
-and ``adapter.safetensors`` or ``pytorch_adapter.bin``. Supported: the bottleneck family
-(SeqBn = Pfeiffer, DoubleSeqBn = Houlsby, ParBn = parallel, with per-layer reduction factors,
-leave_out, fixed/learned/channel scaling) and LoRA (``composition_mode="add"``). Anything whose
-math we would not reproduce exactly (gating, PHM, invertible adapters, extra LayerNorms, IA3,
-DoRA, VeRA, ...) is refused with :class:`IncompatibleError` naming the option.
+File and key names: :mod:`.adapterhub_layout`. Supported: the bottleneck family (SeqBn = Pfeiffer,
+DoubleSeqBn = Houlsby, ParBn = parallel, with per-layer reduction factors, leave_out,
+fixed/learned/channel scaling) and LoRA (``composition_mode="add"``). Anything whose math we would
+not reproduce exactly (gating, PHM, invertible adapters, extra LayerNorms, IA3, DoRA, VeRA, ...) is
+refused with :class:`~..errors.UnsupportedAdapterError` naming the option; a hidden size or a LoRA
+module the model lacks is an :class:`~..errors.IncompatibleError`. Errors about tensors name the
+keys as the AdapterHub file has them.
 """
 
 from __future__ import annotations
 
-import json
-import re
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..errors import IncompatibleError, InvalidPackageError
-from ..nn.base import AdapterLayer, iter_adapter_layers
-from ..nn.bottleneck import BottleneckConfig, BottleneckLayer
-from ..nn.targets import get_module, iter_modules
+from ..errors import (
+    AdapterConfigError,
+    AdapterWeightsError,
+    IncompatibleError,
+    InvalidPackageError,
+    UnsupportedAdapterError,
+)
+from ..modpaths import align_paths
+from ..nn.base import AdapterConfig
+from ..nn.bottleneck import BottleneckConfig
+from ..nn.lora import LoRAConfig
+from ..nn.targets import iter_modules
+from . import adapterhub_layout as layout
+from .files import read_json
+from .tensors import load_tensors
 
-CONFIG_NAME = "adapter_config.json"
-SAFE_WEIGHTS_NAME = "adapter.safetensors"
-WEIGHTS_NAME = "pytorch_adapter.bin"
+# kept importable under their old names
+CONFIG_NAME = layout.CONFIG_FILE
+SAFE_WEIGHTS_NAME = layout.SAFE_WEIGHTS_FILE
+WEIGHTS_NAME = layout.PICKLE_FILE
 
 # bottleneck options whose non-default value changes the math -> default
 _BN_MUST_BE = {
@@ -42,15 +55,14 @@ _LORA_MUST_BE = {"composition_mode": "add", "use_gating": False, "use_dora": Fal
 
 
 def is_adapterhub_dir(path: str | Path) -> bool:
+    """An AdapterHub config (:func:`.adapterhub_layout.is_adapterhub_config`) next to its weights."""
     p = Path(path)
     if not (p / CONFIG_NAME).is_file() or not ((p / SAFE_WEIGHTS_NAME).is_file() or (p / WEIGHTS_NAME).is_file()):
         return False
     try:
-        data = json.loads((p / CONFIG_NAME).read_text())
-    except (OSError, ValueError):
+        return layout.is_adapterhub_config(read_json(p / CONFIG_NAME))
+    except InvalidPackageError:
         return False
-    # PEFT's adapter_config.json is flat with `peft_type`; AdapterHub's nests `config`
-    return isinstance(data.get("config"), dict) and "peft_type" not in data
 
 
 def read_adapterhub(path: str | Path, *, allow_pickle: bool = False) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -59,25 +71,13 @@ def read_adapterhub(path: str | Path, *, allow_pickle: bool = False) -> tuple[di
     AdapterHub's default `pytorch_adapter.bin` is a pickle: refused unless `allow_pickle`, and then
     loaded with `weights_only=True`."""
     p = Path(path)
-    try:
-        meta = json.loads((p / CONFIG_NAME).read_text())
-    except FileNotFoundError as e:
-        raise InvalidPackageError(f"{p}: no {CONFIG_NAME}") from e
-    except ValueError as e:
-        raise InvalidPackageError(f"{p / CONFIG_NAME}: not valid JSON ({e})") from e
-    if not isinstance(meta.get("config"), dict):
+    meta = read_json(p / CONFIG_NAME)
+    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
         raise InvalidPackageError(f"{p / CONFIG_NAME}: no 'config' object; not an AdapterHub adapter")
     if (p / SAFE_WEIGHTS_NAME).is_file():
-        from safetensors.torch import load_file
-
-        tensors = load_file(str(p / SAFE_WEIGHTS_NAME))
+        tensors = load_tensors(p / SAFE_WEIGHTS_NAME)
     elif (p / WEIGHTS_NAME).is_file():
-        if not allow_pickle:
-            raise InvalidPackageError(
-                f"{p}: weights are pickled ({WEIGHTS_NAME}); pass allow_pickle=True to load them (weights_only)"
-            )
-        # weights_only: a pickle from the internet must not run code
-        tensors = torch.load(p / WEIGHTS_NAME, map_location="cpu", weights_only=True)
+        tensors = load_tensors(p / WEIGHTS_NAME, allow_pickle=allow_pickle)
     else:
         raise InvalidPackageError(f"{p}: neither {SAFE_WEIGHTS_NAME} nor {WEIGHTS_NAME}")
     return meta, tensors
@@ -86,7 +86,7 @@ def read_adapterhub(path: str | Path, *, allow_pickle: bool = False) -> tuple[di
 def _check(cfg: dict[str, Any], must_be: dict[str, Any], what: str) -> None:
     bad = {k: cfg[k] for k, v in must_be.items() if k in cfg and cfg[k] != v and not (v is None and not cfg[k])}
     if bad:
-        raise IncompatibleError(f"AdapterHub {what} option(s) not supported: {bad}")
+        raise UnsupportedAdapterError(f"AdapterHub {what} option(s) not supported: {bad}")
 
 
 def bottleneck_config_from_adapterhub(cfg: dict[str, Any]) -> BottleneckConfig:
@@ -96,14 +96,14 @@ def bottleneck_config_from_adapterhub(cfg: dict[str, Any]) -> BottleneckConfig:
     ln_before, res_before = bool(cfg.get("original_ln_before")), cfg.get("residual_before_ln", True)
     if cfg.get("is_parallel"):
         if mh or not out:
-            raise IncompatibleError("AdapterHub parallel adapters are supported on the FFN output only (ParBn)")
+            raise UnsupportedAdapterError("AdapterHub parallel adapters are supported on the FFN output only (ParBn)")
         style = "parallel"
     elif mh and out and not ln_before and res_before is True:
         style = "houlsby"
     elif out and not mh and ln_before and res_before is True:
         style = "pfeiffer"
     else:
-        raise IncompatibleError(
+        raise UnsupportedAdapterError(
             "AdapterHub bottleneck placement not supported: "
             f"mh_adapter={mh}, output_adapter={out}, original_ln_before={ln_before}, residual_before_ln={res_before}"
         )
@@ -113,190 +113,155 @@ def bottleneck_config_from_adapterhub(cfg: dict[str, Any]) -> BottleneckConfig:
             style=style,
             reduction_factor=cfg.get("reduction_factor", 16),
             non_linearity=cfg.get("non_linearity") or "relu",
-            scaling=float(scaling) if isinstance(scaling, (int, float)) else scaling,
-            dropout=float(cfg.get("dropout") or 0.0),
+            scaling=float(scaling) if isinstance(scaling, int) and not isinstance(scaling, bool) else scaling,
+            dropout=cfg.get("dropout") or 0.0,
             init="zero" if cfg.get("init_weights") == "mam_adapter" else "bert",
-            leave_out=list(cfg.get("leave_out") or []),
+            leave_out=cfg.get("leave_out") or [],
         )
-    except ValueError as exc:  # e.g. an activation we do not implement
-        raise IncompatibleError(f"AdapterHub bottleneck config not supported: {exc}") from None
+    except AdapterConfigError as exc:  # e.g. an activation we do not implement
+        raise UnsupportedAdapterError(f"AdapterHub bottleneck config not supported: {exc}") from None
 
 
-def lora_config_from_adapterhub(cfg: dict[str, Any], modules: list[str]) -> Any:
+def lora_config_from_adapterhub(cfg: dict[str, Any], modules: list[str]) -> LoRAConfig:
     """AdapterHub LoRA is ``base(x) + (dropout(x) @ A.T @ B.T) * alpha / r``: our (PEFT-style) LoRA
     with the same r/alpha, on exactly the modules it saved weights for."""
-    from ..nn.lora import LoRAConfig  # the other kind's config; imported late
-
     _check(cfg, _LORA_MUST_BE, "LoRA")
-    return LoRAConfig(
-        r=int(cfg.get("r", 8)),
-        alpha=cfg.get("alpha", 8),
-        dropout=float(cfg.get("dropout") or 0.0),
-        target_modules=list(modules),
-    )
-
-
-_LAYER_IDX = re.compile(r"(?:^|\.)(\d+)\.")
-
-
-def _bn_slot(container: str) -> tuple[int, str]:
-    """`encoder.layer.3.attention.output` -> (3, "attn"); `encoder.layer.3.output` -> (3, "ffn")."""
-    m = _LAYER_IDX.search(container + ".")
-    if m is None:
-        raise InvalidPackageError(f"AdapterHub key without a layer index: {container!r}")
-    after = container[m.end():]
-    return int(m.group(1)), "attn" if "att" in after else "ffn"
-
-
-def _fit(layer: AdapterLayer, name: str, params: dict[str, torch.Tensor], full_key: Any, problems: list[str]) -> None:
-    """Load `params` into `layer`, or add to `problems` what does not fit, by full AdapterHub key.
-
-    `full_key(param)` gives the key the file has (or would have) for a layer-relative name."""
-    own = layer.adapter_state_dict(name)
-    missing = [full_key(k) for k in own if k not in params]
-    unexpected = [full_key(k) for k in params if k not in own]
-    shapes = [f"{full_key(k)} {tuple(t.shape)} (expected {tuple(own[k].shape)})"
-              for k, t in params.items() if k in own and t.shape != own[k].shape]
-    problems += [f"missing {k}" for k in missing] + [f"unexpected {k}" for k in unexpected]
-    problems += [f"wrong shape {k}" for k in shapes]
-    if missing or unexpected or shapes:
-        return
     try:
-        layer.load_adapter_state_dict(name, params)
-    except KeyError as exc:  # whatever else the layer refuses
-        problems.append(f"{full_key('')}: {exc.args[0] if exc.args else exc}")
+        return LoRAConfig(r=cfg.get("r", 8), alpha=cfg.get("alpha", 8), dropout=cfg.get("dropout") or 0.0,
+                          target_modules=list(modules))
+    except AdapterConfigError as exc:
+        raise UnsupportedAdapterError(f"AdapterHub LoRA config not supported: {exc}") from None
 
 
-def _weights_error(path: str | Path, problems: list[str]) -> Exception:
-    from ..nn.model import AdapterWeightsError  # late: nn.model imports this module lazily
-
-    shown = "; ".join(problems[:8]) + (f" (+{len(problems) - 8} more)" if len(problems) > 8 else "")
-    return AdapterWeightsError(f"{path}: AdapterHub weights do not fit the model: {shown}")
-
-
-def _load_bottleneck(model: nn.Module, name: str, tensors: dict[str, torch.Tensor], path: str | Path = "") -> None:
-    grouped: dict[tuple[int, str], dict[str, torch.Tensor]] = {}
-    stems: dict[tuple[int, str], str] = {}  # slot -> "<container>.adapters.<saved name>."
-    for key, t in tensors.items():
-        container, sep, rest = key.partition(".adapters.")
-        if not sep:
-            raise InvalidPackageError(f"unexpected AdapterHub bottleneck key {key!r}")
-        saved, _, param = rest.partition(".")  # drop AdapterHub's adapter name
-        slot = _bn_slot(container)
-        grouped.setdefault(slot, {})[param] = t
-        stems.setdefault(slot, f"{container}.adapters.{saved}.")
-    layers = {
-        (layer.layer_index, layer.role): layer
-        for _, layer in iter_adapter_layers(model)
-        if isinstance(layer, BottleneckLayer) and name in layer.adapter_names
-    }
-    if set(grouped) != set(layers):
-        raise IncompatibleError(
-            f"AdapterHub adapter {name!r} has weights for (layer, site) {sorted(grouped)} "
-            f"but the model placed it at {sorted(layers)}"
-        )
-    problems: list[str] = []
-    for slot, params in grouped.items():
-        _fit(layers[slot], name, params, lambda k, stem=stems[slot]: stem + k, problems)
-    if problems:
-        raise _weights_error(path, problems)
-
-
-def _resolve_path(paths: set[str], prefix: str, path: str) -> str:
-    """Adjust for a head model vs a bare base model (`bert.encoder...` vs `encoder...`)."""
-    if path in paths:
-        return path
-    if prefix and path.startswith(prefix + ".") and path[len(prefix) + 1:] in paths:
-        return path[len(prefix) + 1:]
-    if prefix and f"{prefix}.{path}" in paths:
-        return f"{prefix}.{path}"
-    raise IncompatibleError(f"AdapterHub LoRA targets {path!r}, which this model does not have")
-
-
-def _lora_tensors(
-    model: nn.Module, tensors: dict[str, torch.Tensor], stems: dict[str, str] | None = None,
-) -> dict[str, dict[str, torch.Tensor]]:
-    """{logical module path in `model`: {"lora_A": [r, in], "lora_B": [out, r]}} (same shapes as PEFT).
-
-    `stems`, if given, receives each path's key stem in the file (``<module>.loras.<saved name>.``)."""
-    paths = {p for p, _, _, _ in iter_modules(model)}
-    prefix = getattr(model, "base_model_prefix", "")
-    per_module: dict[str, dict[str, torch.Tensor]] = {}
-    for key, t in tensors.items():
-        module, sep, rest = key.partition(".loras.")
-        if not sep:
-            raise InvalidPackageError(f"unexpected AdapterHub LoRA key {key!r}")
-        path = _resolve_path(paths, prefix, module)
-        per_module.setdefault(path, {})[rest.rpartition(".")[2]] = t
-        if stems is not None:
-            stems.setdefault(path, key[: len(key) - len(rest.rpartition(".")[2])])
-    return per_module
-
-
-def _load_lora(model: nn.Module, name: str, per_module: dict[str, dict[str, torch.Tensor]],
-               stems: dict[str, str] | None = None, where: str | Path = "") -> None:
-    problems: list[str] = []
-    for path, params in per_module.items():
-        layer = get_module(model, path)
-        # walk down nested wrappers to the one carrying this adapter
-        while name not in getattr(layer, "adapter_names", ()) and isinstance(layer, AdapterLayer):
-            layer = getattr(layer, "base_layer", None)
-        if not isinstance(layer, AdapterLayer):
-            raise IncompatibleError(f"LoRA adapter {name!r} was not placed at {path!r}")
-        stem = (stems or {}).get(path, f"{path}.loras.{name}.")
-        _fit(layer, name, _lora_keys(layer, name, params), lambda k, stem=stem: stem + k, problems)
-    if problems:
-        raise _weights_error(where, problems)
-
-
-def _lora_keys(layer: AdapterLayer, name: str, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename `lora_A`/`lora_B` to whatever the LoRA layer's own state dict uses."""
-    own = list(layer.adapter_state_dict(name))
-    out = {}
-    for stem, t in params.items():
-        match = [k for k in own if k.split(".")[0] == stem]
-        if len(match) > 1:
-            raise IncompatibleError(f"cannot map AdapterHub {stem} onto LoRA layer keys {own}")
-        out[match[0] if match else stem] = t  # an unknown stem is reported as unexpected by _fit
-    return out
-
-
-def config_from_adapterhub(meta: dict[str, Any], lora_modules: list[str] = ()) -> Any:  # type: ignore[assignment]
+def config_from_adapterhub(meta: dict[str, Any], lora_modules: Sequence[str] = ()) -> AdapterConfig:
+    """Our config for an AdapterHub ``adapter_config.json`` (LoRA needs the modules it saved weights for)."""
     cfg = meta["config"]
     arch = cfg.get("architecture") or "bottleneck"
     if arch == "bottleneck":
         return bottleneck_config_from_adapterhub(cfg)
     if arch == "lora":
         return lora_config_from_adapterhub(cfg, list(lora_modules))
-    raise IncompatibleError(f"AdapterHub architecture {arch!r} is not supported (bottleneck and lora are)")
+    raise _unsupported_architecture(arch)
 
 
-def load_adapterhub(
-    model: nn.Module, path: str | Path, name: str | None = None, *, trainable: bool = False, activate: bool = True,
-    allow_pickle: bool = False,
-) -> str:
-    """Attach the AdapterHub adapter saved in `path` to `model` (as `name`, default its saved name).
+def _unsupported_architecture(arch: object) -> UnsupportedAdapterError:
+    return UnsupportedAdapterError(f"AdapterHub architecture {arch!r} is not supported (bottleneck and lora are)")
 
-    As ``load_adapter``: frozen unless ``trainable``, and made the only active adapter if ``activate``.
-    """
-    from ..nn.model import add_adapter, delete_adapter, finish_load  # late: cycle
 
-    meta, tensors = read_adapterhub(path, allow_pickle=allow_pickle)
-    name = name or meta.get("name") or Path(path).name
-    hidden = getattr(getattr(model, "config", None), "hidden_size", None)
-    if meta.get("hidden_size") and hidden and int(meta["hidden_size"]) != int(hidden):
-        raise IncompatibleError(f"adapter was trained for hidden size {meta['hidden_size']}, the model has {hidden}")
-    is_lora = meta["config"].get("architecture") == "lora"
+def _namer(names: Mapping[str, str], stems: Mapping[str, str]) -> Callable[[str], str]:
+    """Package key -> the AdapterHub key: as read, or (missing from the file) built from its module's stem."""
+
+    def source(key: str) -> str:
+        if key in names:
+            return names[key]
+        path = key
+        while "." in path:
+            path = path.rpartition(".")[0]
+            if path in stems:
+                return stems[path] + key[len(path) + 1:]
+        return key
+
+    return source
+
+
+def _bottleneck_tensors(
+    model: nn.Module, config: BottleneckConfig, tensors: dict[str, torch.Tensor], where: str,
+) -> tuple[dict[str, torch.Tensor], Callable[[str], str]]:
+    """AdapterHub's ``<block>.<i>.<site container>.adapters.<name>.<param>`` -> ``<block>.<i>.<our
+    site module>.<param>``, by which site (attention or FFN output) the container stands for."""
+    by_role: dict[str, str] = {}
+    for site in config.resolve_sites(model):
+        by_role.setdefault(site.get("role", "ffn"), site["target"])
+    out: dict[str, torch.Tensor] = {}
+    names: dict[str, str] = {}
     stems: dict[str, str] = {}
-    lora = _lora_tensors(model, tensors, stems) if is_lora else {}
-    config = config_from_adapterhub(meta, sorted(lora))
-    add_adapter(model, name, config, activate=False)
-    try:
-        if is_lora:
-            _load_lora(model, name, lora, stems, path)
-        else:
-            _load_bottleneck(model, name, tensors, path)
-    except Exception:
-        delete_adapter(model, name)  # don't leave a half-loaded adapter behind
-        raise
-    return finish_load(model, name, trainable=trainable, activate=activate)
+    bad = []
+    for key, t in tensors.items():
+        container, sep, rest = key.partition(layout.BOTTLENECK_MARK)
+        saved, _, param = rest.partition(".")  # drop AdapterHub's adapter name
+        slot = layout.bottleneck_slot(container) if sep and param else None
+        if slot is None:
+            bad.append(key)
+            continue
+        block, role = slot
+        # a site this config does not place: keep the container, and the strict check names the key
+        path = block + by_role[role] if role in by_role else container
+        out[f"{path}.{param}"] = t
+        names[f"{path}.{param}"] = key
+        stems.setdefault(path, f"{container}{layout.BOTTLENECK_MARK}{saved}.")
+    if bad:
+        raise AdapterWeightsError(
+            f"{where}: {len(bad)} key(s) are not AdapterHub bottleneck keys "
+            f"(<block>.<index>...adapters.<name>.<param>), e.g. {bad[0]}"
+        )
+    return out, _namer(names, stems)
+
+
+def _lora_tensors(
+    model: nn.Module, tensors: dict[str, torch.Tensor], where: str,
+) -> tuple[dict[str, torch.Tensor], Callable[[str], str], list[str]]:
+    """AdapterHub's ``<module>.loras.<name>.lora_A`` -> ``<module here>.lora_A`` (same shapes as PEFT),
+    the module path re-rooted onto the model (``bert.encoder...`` vs ``encoder...``) by
+    :func:`~..modpaths.align_paths`; also returns the modules, in the model's naming."""
+    parsed: list[tuple[str, str, str, torch.Tensor]] = []  # (module, saved name, param, tensor)
+    bad = []
+    for key, t in tensors.items():
+        module, sep, rest = key.partition(layout.LORA_MARK)
+        saved, _, param = rest.rpartition(".")
+        if not sep or not saved or not param:
+            bad.append(key)
+            continue
+        parsed.append((module, saved, param, t))
+    if bad:
+        raise AdapterWeightsError(
+            f"{where}: {len(bad)} key(s) are not AdapterHub LoRA keys (<module>.loras.<name>.<param>), e.g. {bad[0]}"
+        )
+    local = {p for p, _, _, _ in iter_modules(model)}
+    files = sorted({m for m, _, _, _ in parsed})
+    rewrite = align_paths(files, local)
+    lacking = [m for m in files if rewrite.to_local(m) not in local]
+    if lacking:
+        raise IncompatibleError(f"{where}: AdapterHub LoRA targets {lacking[0]!r}, which this model does not have")
+    out: dict[str, torch.Tensor] = {}
+    names: dict[str, str] = {}
+    stems: dict[str, str] = {}
+    for module, saved, param, t in parsed:
+        path = rewrite.to_local(module)
+        out[f"{path}.{param}"] = t
+        names[f"{path}.{param}"] = f"{module}{layout.LORA_MARK}{saved}.{param}"
+        stems.setdefault(path, f"{module}{layout.LORA_MARK}{saved}.")
+    return out, _namer(names, stems), sorted(rewrite.to_local(m) for m in files)
+
+
+def _hidden_size(value: object, where: str) -> int | None:
+    if value in (None, 0, ""):
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidPackageError(f"{where}: hidden_size must be an integer, got {value!r}")
+    return value
+
+
+def read_for_model(
+    model: nn.Module, root: Path, *, allow_pickle: bool = False,
+) -> tuple[AdapterConfig, dict[str, torch.Tensor], str, Callable[[str], str] | None]:
+    """What ``formats.load_adapter`` attaches: ``(config, package-keyed tensors, name hint, key namer)``."""
+    meta, tensors = read_adapterhub(root, allow_pickle=allow_pickle)
+    where = str(root)
+    saved = _hidden_size(meta.get("hidden_size"), str(root / CONFIG_NAME))
+    hidden = getattr(getattr(model, "config", None), "hidden_size", None)
+    if saved and isinstance(hidden, int) and saved != hidden:
+        raise IncompatibleError(f"{where}: adapter was trained for hidden size {saved}, the model has {hidden}")
+    config: AdapterConfig
+    arch = meta["config"].get("architecture") or "bottleneck"
+    if arch == "lora":
+        package, source, modules = _lora_tensors(model, tensors, where)
+        config = lora_config_from_adapterhub(meta["config"], modules)
+    elif arch == "bottleneck":
+        bottleneck = bottleneck_config_from_adapterhub(meta["config"])
+        package, source = _bottleneck_tensors(model, bottleneck, tensors, where)
+        config = bottleneck
+    else:
+        raise _unsupported_architecture(arch)
+    saved_name = meta.get("name")
+    hint = saved_name if isinstance(saved_name, str) and saved_name else root.name
+    return config, package, hint, source

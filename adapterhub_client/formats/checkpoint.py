@@ -4,31 +4,40 @@ The output has the base's file layout (same shards, same headers, same config an
 files), so transformers loads it like the base. Tensors are processed one at a time in file
 order: an untouched tensor is copied as bytes, a touched one is read, merged in fp32 and written
 back in its own dtype. Peak memory is about one tensor plus the adapters, whatever the model size.
+
+The math is the in-memory layers': the LoRA delta and scaling rules of ``nn.lora``, DoRA's
+rescaling from :mod:`adapterhub_client.nn.dora`, the weight layouts of
+:mod:`adapterhub_client.nn.layout`, and module paths mapped by :func:`~..modpaths.align_paths`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import shutil
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 
-from ..modpaths import align_paths
-from ..errors import InvalidPackageError, UsageError
+from .._fs import is_pickle_name
 from ..basemodel.fingerprint import read_model_type, weight_files
+from ..basemodel.safetensors_header import read_header
+from ..errors import InvalidPackageError, UsageError
+from ..manifest import read_manifest
+from ..modpaths import align_paths
+from ..nn.dora import dora_merge
+from ..nn.layout import CONV1D_MODEL_TYPES, guess_kind, is_transposed
 from ..nn.lora import LoRAConfig
 from ..nn.targets import pattern_value
-from ..basemodel.safetensors_header import read_header
+from .package import read_package
 
 COPY_CHUNK = 8 << 20
-_EMBEDDING_NAME = re.compile(r"(embed|(^|\.)(wte|wpe)\.)")
-# model types whose attention/MLP projections are GPT-2 `Conv1D` ([in, out] weights)
-CONV1D_MODEL_TYPES = {"gpt2", "openai-gpt", "imagegpt", "decision_transformer"}
+# weight files of other frameworks, not copied next to the merged safetensors
+_OTHER_WEIGHTS = (".msgpack", ".h5")
+__all__ = ["CONV1D_MODEL_TYPES", "LoRAWeights", "merge_checkpoint", "read_lora_package"]
 _TORCH_DTYPES = {
     "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64,
 }
@@ -55,9 +64,6 @@ class LoRAWeights:
 
 def read_lora_package(path: str | os.PathLike[str]) -> LoRAWeights:
     """The LoRA weights of an installed package (ours, or one wrapping a PEFT directory)."""
-    from ..manifest import read_manifest
-    from .package import read_package
-
     config, tensors, name = read_package(path)
     if not isinstance(config, LoRAConfig):
         raise UsageError(f"{name}: a {config.kind} adapter cannot be merged into the base weights")
@@ -79,21 +85,14 @@ def _delta(adapter: LoRAWeights, path: str) -> tuple[torch.Tensor, torch.Tensor 
 def _orient(delta: torch.Tensor, shape: tuple[int, ...], layer: str | None, model_type: str | None,
             key: str) -> tuple[torch.Tensor, bool]:
     """Lay `delta` ([out, in]) out like the stored weight: as is (Linear) or transposed (Conv1D,
-    Embedding). Manifests record the layer kind; for older ones the shape decides, and a square
-    weight is read as an embedding by its name, as Conv1D in GPT-2-style models, else as Linear."""
+    Embedding). Manifests record the layer kind; for older ones :func:`~..nn.layout.guess_kind`."""
     if layer is None:
-        if tuple(delta.shape) != tuple(shape):
-            layer = "conv1d"  # stored transposed; the check below refuses anything else
-        elif shape[0] == shape[1] and _EMBEDDING_NAME.search(key):
-            layer = "embedding"
-        elif shape[0] == shape[1] and model_type in CONV1D_MODEL_TYPES:
-            layer = "conv1d"
-        else:
-            layer = "linear"
-    oriented = delta if layer == "linear" else delta.T
+        layer = guess_kind(shape, delta.shape, key, model_type)
+    transposed = is_transposed(layer)
+    oriented = delta.T if transposed else delta
     if tuple(oriented.shape) != tuple(shape):
         raise InvalidPackageError(f"{key}: adapter delta {list(delta.shape)} does not fit the weight {list(shape)}")
-    return oriented, layer != "linear"
+    return oriented, transposed
 
 
 def merge_checkpoint(base_dir: str | os.PathLike[str], adapters: Iterable[LoRAWeights],
@@ -117,8 +116,7 @@ def merge_checkpoint(base_dir: str | os.PathLike[str], adapters: Iterable[LoRAWe
     replace: dict[str, torch.Tensor] = {}
     for adapter in adapters:
         paths = adapter.modules()
-        strip, add = align_paths(paths, weights)
-        mapped = lambda p: add + p[len(strip):] if p.startswith(strip) else p  # noqa: E731
+        mapped = align_paths(paths, weights).to_local
         for path in paths:
             if mapped(path) not in weights:
                 raise InvalidPackageError(f"adapter module {path} has no weight in {base_root}")
@@ -134,7 +132,7 @@ def merge_checkpoint(base_dir: str | os.PathLike[str], adapters: Iterable[LoRAWe
     try:
         weight_set = set(files)
         for item in base_root.iterdir():  # config, tokenizer, index json... as they are
-            if item.name in weight_set or item.name.endswith((".bin", ".pt", ".pth", ".ckpt", ".msgpack", ".h5")):
+            if item.name in weight_set or is_pickle_name(item.name) or item.name.lower().endswith(_OTHER_WEIGHTS):
                 continue
             if item.is_dir():
                 shutil.copytree(item, work / item.name)
@@ -199,11 +197,9 @@ def _merge_tensor(data: bytearray, info: Any, todo: list[tuple[LoRAWeights, str]
         if magnitude is None:
             weight += delta
             continue
-        # DoRA: W' = m * (W + sBA) / ||W + sBA|| with the norm per output feature
-        combined = weight + delta
-        rows = combined.T if transposed else combined
-        norm = torch.linalg.vector_norm(rows, dim=1, keepdim=True)
-        rows = rows * (magnitude.view(-1, 1) / norm)
+        # DoRA on [out, in] rows; the norm from this weight (with the adapters merged before it)
+        rows, rows_delta = (weight.T, delta.T) if transposed else (weight, delta)
+        rows, _ = dora_merge(rows, rows_delta, magnitude)
         weight = rows.T if transposed else rows
     if not bool(torch.isfinite(weight).all()):
         raise InvalidPackageError(f"{info.name}: merging produced non-finite values; nothing written")
@@ -214,5 +210,7 @@ def _tensor_bytes(tensor: torch.Tensor, info: Any) -> bytes:
     """`tensor` in the stored dtype and shape of `info`, as raw little-endian bytes."""
     dtype = _TORCH_DTYPES.get(info.dtype)
     if dtype is None or tuple(tensor.shape) != tuple(info.shape):
-        raise InvalidPackageError(f"{info.name}: cannot write a {list(tensor.shape)} tensor over {list(info.shape)} {info.dtype}")
+        raise InvalidPackageError(
+            f"{info.name}: cannot write a {list(tensor.shape)} tensor over {list(info.shape)} {info.dtype}"
+        )
     return tensor.detach().to("cpu", dtype).contiguous().view(torch.uint8).numpy().tobytes()

@@ -1,33 +1,36 @@
-"""PEFT's LoRA format: ``adapter_config.json`` + ``adapter_model.safetensors``; no peft import.
+"""PEFT's LoRA format, read and written without importing peft: configs both ways, tensors renamed
+to and from the package format's keys (the names themselves: :mod:`.peft_layout`).
 
-Key mapping (PEFT -> package), with PEFT's ``base_model.model.`` prefix standing for the model the
-adapter is attached to (a ``BertModel`` given to us has direct paths):
-
-* ``base_model.model.<path>.lora_A.weight`` / ``lora_B.weight`` -> ``<path>.lora_A`` / ``lora_B``;
-* ``<path>.lora_embedding_A`` / ``lora_embedding_B`` (embeddings) -> ``<path>.lora_A`` / ``lora_B``;
-* ``<path>.lora_magnitude_vector`` (DoRA; older files add ``.weight``) -> the same name;
-* ``<path>.bias`` (``bias="all"|"lora_only"``; ``<path>.base_layer.bias`` too) -> ``<path>.bias``.
+PEFT options whose math the built-in LoRA does not reproduce (``modules_to_save``, base-rewriting
+inits such as PiSSA/OLoRA/LoftQ, other ``peft_type`` s, ...) are refused with
+:class:`~..errors.UnsupportedAdapterError` naming the option, rather than loaded wrong.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..errors import InvalidPackageError, UsageError
-from ..nn.base import adapter_state
+from ..errors import AdapterConfigError, IncompatibleError, InvalidPackageError, UnsupportedAdapterError, UsageError
+from ..nn.base import adapter_state, check_model
 from ..nn.lora import LoRAConfig, LoRAEmbedding
+from ..nn.model import adapter_layers, adapter_tensors
+from ..nn.targets import TargetError, base_of, get_module, weight_of
+from . import peft_layout
+from .files import output_dir, read_json
+from .tensors import load_tensors, save_tensors
 
-CONFIG_FILE = "adapter_config.json"
-WEIGHTS_FILE = "adapter_model.safetensors"
-PICKLE_FILE = "adapter_model.bin"
-PREFIX = "base_model.model."
+# kept importable under their old names
+CONFIG_FILE = peft_layout.CONFIG_FILE
+WEIGHTS_FILE = peft_layout.WEIGHTS_FILE
+PICKLE_FILE = peft_layout.PICKLE_FILE
+PREFIX = peft_layout.PREFIX
 
 # PEFT config key -> LoRAConfig field
 _FIELDS = {
@@ -59,27 +62,32 @@ def _check_init(data: dict[str, Any], where: str) -> None:
         how = ("convert it to plain LoRA in PEFT first: save it with "
                "save_pretrained(out_dir, path_initial_model_for_weight_conversion=<dir of the adapter as "
                "initialised, before training>), which gives an adapter for the original base")
-    raise InvalidPackageError(
+    raise UnsupportedAdapterError(
         f"{where}: init_lora_weights={init!r} changes the base model's weights when the adapter is created, so "
         f"these weights are not a plain LoRA on the original base; {how}"
     )
 
 
 def peft_to_config(data: dict[str, Any], where: str = CONFIG_FILE) -> LoRAConfig:
+    if not isinstance(data, dict):
+        raise InvalidPackageError(f"{where}: expected a JSON object, got {type(data).__name__}")
     if data.get("peft_type") != "LORA":
-        raise InvalidPackageError(f"{where}: peft_type {data.get('peft_type')!r} is not supported (only LORA)")
+        raise UnsupportedAdapterError(f"{where}: peft_type {data.get('peft_type')!r} is not supported (only LORA)")
     used = [k for k in _UNSUPPORTED if data.get(k)]
     if used:
-        raise InvalidPackageError(f"{where}: PEFT options not supported: {', '.join(used)}")
+        raise UnsupportedAdapterError(f"{where}: PEFT options not supported: {', '.join(used)}")
     _check_init(data, where)
     kw = {field: data[key] for key, field in _FIELDS.items() if data.get(key) is not None}
     try:
         return LoRAConfig(**kw)
-    except (TypeError, UsageError) as exc:
+    except AdapterConfigError as exc:
         raise InvalidPackageError(f"{where}: {exc}") from None
 
 
-def config_to_peft(config: LoRAConfig, *, fan_in_fan_out: bool = False, base_model: str | None = None) -> dict[str, Any]:
+def config_to_peft(
+    config: LoRAConfig, *, fan_in_fan_out: bool = False, base_model: str | None = None,
+) -> dict[str, Any]:
+    """PEFT's ``adapter_config.json`` for a LoRA config."""
     return {
         "peft_type": "LORA",
         "task_type": None,
@@ -105,90 +113,82 @@ def config_to_peft(config: LoRAConfig, *, fan_in_fan_out: bool = False, base_mod
     }
 
 
-def _to_package_key(key: str) -> str:
-    if key.startswith(PREFIX):
-        key = key[len(PREFIX):]
-    for old, new in ((".lora_A.weight", ".lora_A"), (".lora_B.weight", ".lora_B"),
-                     (".lora_embedding_A", ".lora_A"), (".lora_embedding_B", ".lora_B"),
-                     (".lora_magnitude_vector.weight", ".lora_magnitude_vector"), (".base_layer.bias", ".bias")):
-        if key.endswith(old):
-            return key[: -len(old)] + new
-    return key
-
-
 def drop_saved_base_weights(model: nn.Module, tensors: dict[str, torch.Tensor], where: str) -> dict[str, torch.Tensor]:
     """Drop the full embedding matrices PEFT saves next to embedding LoRA (``save_embedding_layers``).
 
     They are the base's own weights unless the vocabulary was resized; a copy that differs from the
     model's would replace base weights, which an adapter load must not do: refuse it.
     """
-    from ..nn.targets import base_of, get_module
-
     out = {}
     for key, t in tensors.items():
-        if not key.endswith(".base_layer.weight"):
+        if not key.endswith(peft_layout.SAVED_BASE_WEIGHT):
             out[key] = t
             continue
-        path = key[: -len(".base_layer.weight")]
+        path = key[: -len(peft_layout.SAVED_BASE_WEIGHT)]
         try:
-            weight = base_of(get_module(model, path)).weight
-        except (KeyError, AttributeError):
-            raise InvalidPackageError(f"{where}: {key} matches no module of the model") from None
+            weight = weight_of(base_of(get_module(model, path)))
+        except TargetError:
+            weight = None
+        if weight is None:
+            raise IncompatibleError(f"{where}: {key} matches no module of the model")
         if weight.shape != t.shape or not torch.equal(weight.detach().cpu(), t.to(weight.dtype)):
-            raise InvalidPackageError(
+            raise UnsupportedAdapterError(
                 f"{where}: {key} replaces the base weights (resized or retrained embeddings); not supported"
             )
     return out
 
 
-def read_peft(path: str | os.PathLike[str], *, allow_pickle: bool = False) -> tuple[LoRAConfig, dict[str, torch.Tensor]]:
-    """Read a PEFT LoRA dir: ``(config, tensors with package keys)``."""
-    root = Path(path)
+def _read(root: Path, allow_pickle: bool) -> tuple[LoRAConfig, dict[str, torch.Tensor], dict[str, str]]:
+    """``(config, tensors with package keys, package key -> PEFT key)``."""
     where = str(root / CONFIG_FILE)
-    try:
-        data = json.loads((root / CONFIG_FILE).read_text())
-    except FileNotFoundError:
-        raise InvalidPackageError(f"{root}: no {CONFIG_FILE}") from None
-    except ValueError as exc:
-        raise InvalidPackageError(f"{where}: not valid JSON ({exc})") from None
-    config = peft_to_config(data, where)
+    config = peft_to_config(read_json(root / CONFIG_FILE), where)
     if (root / WEIGHTS_FILE).is_file():
-        raw = load_file(str(root / WEIGHTS_FILE))
+        raw = load_tensors(root / WEIGHTS_FILE)
     elif (root / PICKLE_FILE).is_file():
-        if not allow_pickle:
-            raise InvalidPackageError(f"{root}: weights are pickled ({PICKLE_FILE}); pass allow_pickle=True to load them")
-        raw = torch.load(root / PICKLE_FILE, map_location="cpu", weights_only=True)
+        raw = load_tensors(root / PICKLE_FILE, allow_pickle=allow_pickle)
     else:
         raise InvalidPackageError(f"{root}: no {WEIGHTS_FILE}")
-    return config, {_to_package_key(k): v for k, v in raw.items()}
+    names = {peft_layout.to_package_key(k): k for k in raw}
+    return config, {peft_layout.to_package_key(k): v for k, v in raw.items()}, names
+
+
+def read_peft(
+    path: str | os.PathLike[str], *, allow_pickle: bool = False,
+) -> tuple[LoRAConfig, dict[str, torch.Tensor]]:
+    """Read a PEFT LoRA dir: ``(config, tensors with package keys)``."""
+    config, tensors, _ = _read(Path(path), allow_pickle)
+    return config, tensors
+
+
+def read_for_model(
+    model: nn.Module, root: Path, *, allow_pickle: bool = False,
+) -> tuple[LoRAConfig, dict[str, torch.Tensor], str, Callable[[str], str] | None]:
+    """What ``formats.load_adapter`` attaches: ``(config, package-keyed tensors, name hint, key namer)``;
+    errors name the keys as the PEFT file has them."""
+    config, tensors, names = _read(root, allow_pickle)
+    tensors = drop_saved_base_weights(model, tensors, str(root))
+    return config, tensors, root.name, lambda key: names.get(key, key)
 
 
 def write_peft(model: nn.Module, adapter: str, out_dir: str | os.PathLike[str]) -> Path:
     """Export LoRA adapter `adapter` in PEFT's layout; ``PeftModel.from_pretrained(model, out_dir)`` loads it."""
-    from ..nn.model import _layers_of, adapter_tensors
-
-    state = adapter_state(model)
-    config = state.configs.get(adapter)
+    layers = dict(adapter_layers(check_model(model), adapter))
+    config = adapter_state(model).configs[adapter]
     if not isinstance(config, LoRAConfig):
-        raise UsageError(f"adapter {adapter!r} is not a LoRA adapter; PEFT export covers LoRA only")
-    layers = dict(_layers_of(model, adapter))
+        raise UsageError(f"adapter {adapter!r} is a {config.kind} adapter; PEFT export covers LoRA only")
     tensors: dict[str, torch.Tensor] = {}
     for key, t in adapter_tensors(model, adapter).items():
-        path, _, param = key.rpartition(".")
-        layer = layers.get(path)
-        if param in ("lora_A", "lora_B"):
-            peft_param = param.replace("lora_", "lora_embedding_") if isinstance(layer, LoRAEmbedding) else f"{param}.weight"
-        elif param == "bias" and layer is not None:
-            peft_param = "base_layer.bias"  # PEFT keeps a wrapped module's bias under its base_layer
-        else:  # lora_magnitude_vector, other base biases
-            peft_param = param
-        tensors[f"{PREFIX}{path}.{peft_param}"] = t.detach().to("cpu").contiguous()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(out / WEIGHTS_FILE), metadata={"format": "pt"})
+        layer = layers.get(key.rpartition(".")[0])
+        peft_key = peft_layout.to_peft_key(key, embedding=isinstance(layer, LoRAEmbedding), wrapped=layer is not None)
+        tensors[peft_key] = t
+    out = output_dir(out_dir)
+    save_tensors(tensors, out / WEIGHTS_FILE)
     fan_in_fan_out = any(getattr(layer, "fan_in_fan_out", False) for layer in layers.values())
     model_config = getattr(model, "config", None)
     data = config_to_peft(config, fan_in_fan_out=fan_in_fan_out,
                           base_model=getattr(model_config, "name_or_path", None) or None)
-    (out / CONFIG_FILE).write_text(json.dumps(data, indent=2) + "\n")
+    try:
+        (out / CONFIG_FILE).write_text(json.dumps(data, indent=2) + "\n")
+    except OSError as exc:
+        raise UsageError(f"{out / CONFIG_FILE}: cannot write ({exc.strerror or exc})") from None
     return out

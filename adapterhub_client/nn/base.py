@@ -3,27 +3,32 @@
 An adapter kind (LoRA, bottleneck, ...) provides:
 
 * a config dataclass subclassing :class:`AdapterConfig` (``kind``, ``to_dict``/``from_dict``,
-  and ``inject(model, name)`` which wraps or hooks the modules it targets and returns their paths);
+  and ``inject(model, name)`` which wraps or hooks the modules it targets and returns their paths),
+  validated when constructed (``__post_init__`` raises :class:`~..errors.AdapterConfigError` naming
+  the field and what it accepts; the ``check_*`` helpers here phrase those messages);
 * layer modules subclassing :class:`AdapterLayer`, placed in the model by ``inject``.
 
 The model stays a plain ``nn.Module``: per-model bookkeeping lives in ``model._ah_state``
-(an :class:`AdapterState`), never in a wrapper class.
+(an :class:`AdapterState`), never in a wrapper class. In memory only: no files here.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, ClassVar, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, ClassVar, TypeGuard
 
 import torch
 from torch import nn
+
+from ..errors import AdapterConfigError, UnsupportedAdapterError, UsageError
 
 
 class AdapterConfig:
     """Base of every adapter config. Subclasses are dataclasses."""
 
     kind: ClassVar[str] = ""
-    registry: ClassVar[dict[str, type["AdapterConfig"]]] = {}
+    registry: ClassVar[dict[str, type[AdapterConfig]]] = {}
 
     def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)
@@ -34,11 +39,18 @@ class AdapterConfig:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "AdapterConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> AdapterConfig:
+        """The config a ``to_dict`` (plus ``type``/``kind`` on the base class) describes; keys that are
+        not fields are ignored, values are validated as in the constructor. On the base class the
+        kind must be registered (its module imported: ``nn.lora``, ``nn.bottleneck``)."""
+        if not isinstance(data, Mapping):
+            raise AdapterConfigError(f"an adapter config must be a mapping, got {type(data).__name__}")
         if cls is AdapterConfig:
             kind = data.get("type") or data.get("kind")
-            if kind not in AdapterConfig.registry:
-                raise ValueError(f"unknown adapter type {kind!r}")
+            if not isinstance(kind, str) or kind not in AdapterConfig.registry:
+                raise UnsupportedAdapterError(
+                    f"unknown adapter type {kind!r}; the known types are {sorted(AdapterConfig.registry)}"
+                )
             return AdapterConfig.registry[kind].from_dict(data)
         fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         return cls(**{k: v for k, v in data.items() if k in fields})
@@ -47,7 +59,7 @@ class AdapterConfig:
         """Attach a new adapter `name` to `model`; return the module paths touched."""
         raise NotImplementedError
 
-    def for_paths(self, paths: list[str], to_source: Callable[[str], str]) -> "AdapterConfig":
+    def for_paths(self, paths: list[str], to_source: Callable[[str], str]) -> AdapterConfig:
         """This config for a model whose module paths differ from the model it was written for.
 
         `paths` are the modules it attached to here; ``to_source(path)`` is the same module's path
@@ -67,6 +79,7 @@ class AdapterLayer(nn.Module):
     """
 
     kind: ClassVar[str] = ""
+    base_layer: nn.Module  # the module a wrapping layer wraps (see inner_of); not every layer wraps one
 
     def __init__(self) -> None:
         super().__init__()
@@ -86,7 +99,8 @@ class AdapterLayer(nn.Module):
         raise NotImplementedError
 
     def load_adapter_state_dict(self, name: str, tensors: dict[str, torch.Tensor]) -> None:
-        """Inverse of :meth:`adapter_state_dict`; raises KeyError naming missing/unexpected keys."""
+        """Inverse of :meth:`adapter_state_dict`; raises :class:`~..errors.AdapterWeightsError` naming
+        missing, unexpected or mis-shaped keys (relative to this layer) and loads nothing then."""
         raise NotImplementedError
 
     def check_merge(self, names: list[str]) -> None:
@@ -127,6 +141,16 @@ class AdapterLayer(nn.Module):
 
     def set_active(self, names: list[str]) -> None:
         self.active_adapters = [n for n in names if n in self.adapter_names]
+        self._refresh()
+
+    def _refresh(self) -> None:
+        """Recompute what forward runs after ``active_adapters``/``merged_adapters`` changed (default: nothing)."""
+
+
+def inner_of(module: nn.Module) -> nn.Module | None:
+    """The module an adapter layer wraps (its ``base_layer``); None for other modules and non-wrapping layers."""
+    inner = getattr(module, "base_layer", None) if isinstance(module, AdapterLayer) else None
+    return inner if isinstance(inner, nn.Module) else None
 
 
 @dataclasses.dataclass
@@ -138,8 +162,16 @@ class AdapterState:
     active: list[str] = dataclasses.field(default_factory=list)
 
 
+def check_model(model: Any) -> nn.Module:
+    """`model` itself if it is an ``nn.Module``; every public entry point starts here."""
+    if not isinstance(model, nn.Module):
+        raise UsageError(f"expected a torch nn.Module as the model, got {type(model).__name__}")
+    return model
+
+
 def adapter_state(model: nn.Module) -> AdapterState:
-    state = getattr(model, "_ah_state", None)
+    """The model's adapter bookkeeping, created empty on first use."""
+    state = getattr(check_model(model), "_ah_state", None)
     if state is None:
         state = AdapterState()
         object.__setattr__(model, "_ah_state", state)  # a plain attribute, not a submodule
@@ -150,3 +182,36 @@ def iter_adapter_layers(model: nn.Module) -> Iterator[tuple[str, AdapterLayer]]:
     for path, module in model.named_modules():
         if isinstance(module, AdapterLayer):
             yield path, module
+
+
+# --- config validation: one wording for every config's one-line errors -----------------------
+
+
+def config_error(config: object, field: str, expected: str, value: object) -> AdapterConfigError:
+    """``LoRAConfig.r must be a positive integer, got -1``."""
+    return AdapterConfigError(f"{type(config).__name__}.{field} must be {expected}, got {value!r}")
+
+
+def is_int(value: object) -> TypeGuard[int]:
+    """An ``int`` that is not a ``bool`` (``True`` is no rank)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_choice(config: object, field: str, value: object, choices: tuple[str, ...]) -> None:
+    if not isinstance(value, str) or value not in choices:
+        raise config_error(config, field, f"one of {', '.join(map(repr, choices))}", value)
+
+
+def check_bool(config: object, field: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise config_error(config, field, "True or False", value)
+
+
+def check_fraction(config: object, field: str, value: object) -> None:
+    """A dropout probability: a number in [0, 1)."""
+    if not is_number(value) or not 0.0 <= float(value) < 1.0:
+        raise config_error(config, field, "a number in [0, 1)", value)

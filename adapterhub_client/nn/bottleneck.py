@@ -15,6 +15,9 @@ architecture needs a ``sites=[...]`` list or :func:`register_preset`, not code.
 
 Exactness against AdapterHub (BERT): all three styles are exact in eval mode. In training the
 Houlsby/parallel adapters sit before BERT's hidden dropout instead of after it.
+
+:class:`BottleneckConfig` validates every field when constructed (:class:`~..errors.AdapterConfigError`);
+placement that does not fit a model raises :class:`~.targets.TargetError`.
 """
 
 from __future__ import annotations
@@ -22,17 +25,22 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from typing import Any, ClassVar, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import nn
 
-from ..errors import UsageError
-from .base import AdapterConfig, AdapterLayer
-from .targets import base_of, get_module, iter_modules, set_module
+from ..errors import AdapterConfigError, AdapterWeightsError, NotFoundError, UsageError
+from .base import AdapterConfig, AdapterLayer, check_choice, check_fraction, config_error, is_int, is_number
+from .layout import CONV1D, LINEAR
+from .targets import TargetError, base_of, get_module, iter_modules, kind_of, set_module
 
 STYLES = ("houlsby", "pfeiffer", "parallel")
 MODES = ("output", "layernorm", "parallel")
+INITS = ("zero", "mam_adapter", "bert")
+SCALINGS = ("learned", "channel")
+SITE_KEYS = ("target", "mode", "input", "role")
 
 
 class NotMergeableError(UsageError, NotImplementedError):
@@ -64,7 +72,7 @@ class Preset:
             return [{"target": self.ffn_out, "mode": "output", "role": "ffn"}]
         if style == "parallel":
             return [{"target": self.par_out, "mode": "parallel", "role": "ffn", "input": self.par_in}]
-        raise ValueError(f"unknown bottleneck style {style!r}; expected one of {STYLES}")
+        raise AdapterConfigError(f"unknown bottleneck style {style!r}; expected one of {STYLES}")
 
 
 PRESETS: dict[str, Preset] = {
@@ -96,7 +104,7 @@ def detect_preset(model: nn.Module) -> str:
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     if model_type in MODEL_TYPES:
         return MODEL_TYPES[model_type]
-    raise UsageError(
+    raise TargetError(
         f"no bottleneck placement preset for model_type {model_type!r}; pass "
         f"BottleneckConfig(architecture=one of {sorted(PRESETS)}) or sites=[{{'target': ..., 'mode': ...}}]"
     )
@@ -111,23 +119,27 @@ def _site_regex(target: str) -> re.Pattern[str]:
 # --- the adapter module -------------------------------------------------------------------
 
 
+_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "gelu_new": lambda: nn.GELU(approximate="tanh"),
+    "swish": nn.SiLU,
+    "silu": nn.SiLU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "leakyrelu": nn.LeakyReLU,
+    "identity": nn.Identity,
+    "linear": nn.Identity,
+}
+
+
 def _activation(name: str | None) -> nn.Module:
-    key = (name or "identity").lower()
-    table = {
-        "relu": nn.ReLU,
-        "gelu": nn.GELU,
-        "gelu_new": lambda: nn.GELU(approximate="tanh"),
-        "swish": nn.SiLU,
-        "silu": nn.SiLU,
-        "tanh": nn.Tanh,
-        "sigmoid": nn.Sigmoid,
-        "leakyrelu": nn.LeakyReLU,
-        "identity": nn.Identity,
-        "linear": nn.Identity,
-    }
-    if key not in table:
-        raise ValueError(f"unknown non_linearity {name!r}; expected one of {sorted(table)}")
-    return table[key]()
+    key = (name or "identity").lower() if isinstance(name, str) or name is None else None
+    if key not in _ACTIVATIONS:
+        raise AdapterConfigError(
+            f"BottleneckConfig.non_linearity must be one of {', '.join(sorted(_ACTIVATIONS))}, got {name!r}"
+        )
+    return _ACTIVATIONS[key]()
 
 
 class Bottleneck(nn.Module):
@@ -144,13 +156,15 @@ class Bottleneck(nn.Module):
         elif scaling == "channel":
             self.scaling = nn.Parameter(torch.ones(dim))
         else:
-            raise ValueError(f"scaling must be a number, 'learned' or 'channel', not {scaling!r}")
+            raise AdapterConfigError(
+                f"BottleneckConfig.scaling must be a number, 'learned' or 'channel', got {scaling!r}"
+            )
         self.dropout = nn.Dropout(dropout)
         self.reset(init)
 
     @torch.no_grad()
     def reset(self, init: str) -> None:
-        down, up = self.adapter_down[0], self.adapter_up
+        down, up = cast(nn.Linear, self.adapter_down[0]), self.adapter_up
         if init in ("zero", "mam_adapter"):
             # nn.Linear's default for the down projection, zero up-projection: an exact no-op
             nn.init.kaiming_uniform_(down.weight, a=math.sqrt(5))
@@ -162,7 +176,9 @@ class Bottleneck(nn.Module):
                 lin.weight.normal_(0.0, 0.02)
                 lin.bias.zero_()
         else:
-            raise ValueError(f"unknown bottleneck init {init!r}; expected 'zero' or 'bert'")
+            raise AdapterConfigError(
+                f"BottleneckConfig.init must be one of {', '.join(map(repr, INITS))}, got {init!r}"
+            )
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.adapter_up(self.adapter_down(h)) * self.scaling)
@@ -181,6 +197,7 @@ class BottleneckLayer(AdapterLayer):
     """Wraps one base module and carries named bottleneck adapters, each with its own mode."""
 
     kind: ClassVar[str] = "bottleneck"
+    _input_module: nn.Module | None  # a plain attribute (object.__setattr__), not a submodule
 
     def __init__(self, base_layer: nn.Module, role: str = "", layer_index: int | None = None):
         super().__init__()
@@ -199,29 +216,35 @@ class BottleneckLayer(AdapterLayer):
         return list(self.adapters.keys())
 
     def add(self, name: str, adapter: Bottleneck, mode: str, input_module: nn.Module | None = None) -> None:
-        if name in self.adapters:
-            raise ValueError(f"adapter {name!r} already exists on this module")
-        if mode not in MODES:
-            raise ValueError(f"unknown placement mode {mode!r}; expected one of {MODES}")
-        others = set(self.modes.values())
-        if others and ((mode == "layernorm") != ("layernorm" in others)):
-            raise ValueError("a norm module can carry only 'layernorm' adapters (and vice versa)")
-        if input_module is not None:
-            if self._input_module is not None and self._input_module is not input_module:
-                raise ValueError("parallel adapters on one module must read the same input module")
-            if self._input_module is None:
-                object.__setattr__(self, "_input_module", input_module)
-                # no handle kept: a deep-copied handle would point at the original's hook dict
-                input_module.register_forward_pre_hook(self._capture, with_kwargs=True)
+        problem = self.refuses(name, mode, input_module)
+        if problem:
+            raise UsageError(problem)
+        if input_module is not None and self._input_module is None:
+            object.__setattr__(self, "_input_module", input_module)
+            # no handle kept: a deep-copied handle would point at the original's hook dict
+            input_module.register_forward_pre_hook(self._capture, with_kwargs=True)
         self.adapters[name] = adapter
         self.modes[name] = mode
+
+    def refuses(self, name: str, mode: str, input_module: nn.Module | None) -> str | None:
+        """Why adapter `name` in `mode` cannot join this layer, or None (checked before injecting)."""
+        if name in self.adapters:
+            return f"adapter {name!r} already exists on this module"
+        if mode not in MODES:
+            return f"unknown placement mode {mode!r}; expected one of {MODES}"
+        others = set(self.modes.values())
+        if others and ((mode == "layernorm") != ("layernorm" in others)):
+            return "cannot mix 'layernorm' and other placement modes on one module"
+        if input_module is not None and self._input_module not in (None, input_module):
+            return "parallel adapters on one module must read the same input module"
+        return None
 
     def _capture(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         self._captured = args[0] if args else next(iter(kwargs.values()))
 
     def delete_adapter(self, name: str) -> None:
         if name not in self.adapters:
-            raise KeyError(name)
+            raise NotFoundError(f"no bottleneck adapter {name!r} on this module")
         del self.adapters[name]
         del self.modes[name]
         self.active_adapters = [n for n in self.active_adapters if n != name]
@@ -235,6 +258,8 @@ class BottleneckLayer(AdapterLayer):
 
     def _remove_hook(self) -> None:
         m = self._input_module
+        if m is None:
+            return
         for key, hook in list(m._forward_pre_hooks.items()):
             if getattr(hook, "__self__", None) is self:
                 del m._forward_pre_hooks[key]
@@ -242,8 +267,11 @@ class BottleneckLayer(AdapterLayer):
         object.__setattr__(self, "_input_module", None)
         self._captured = None
 
-    def adapter_parameters(self, name: str) -> list[nn.Parameter]:
-        return list(self.adapters[name].parameters())
+    def adapter_parameters(self, name: str) -> Iterator[nn.Parameter]:
+        yield from self.adapters[name].parameters()
+
+    def _adapter(self, name: str) -> Bottleneck:
+        return cast(Bottleneck, self.adapters[name])
 
     def adapter_state_dict(self, name: str) -> dict[str, torch.Tensor]:
         return dict(self.adapters[name].state_dict())
@@ -253,11 +281,12 @@ class BottleneckLayer(AdapterLayer):
         expected = set(adapter.state_dict())
         missing, unexpected = expected - set(tensors), set(tensors) - expected
         if missing or unexpected:
-            raise KeyError(f"missing {sorted(missing)}, unexpected {sorted(unexpected)}")
+            raise AdapterWeightsError(f"missing {sorted(missing)}, unexpected {sorted(unexpected)}")
         own = adapter.state_dict()
-        bad = [f"{k}: {tuple(t.shape)} != {tuple(own[k].shape)}" for k, t in tensors.items() if t.shape != own[k].shape]
+        bad = [f"{k}: {tuple(getattr(t, 'shape', ()))} != {tuple(own[k].shape)}" for k, t in tensors.items()
+               if not isinstance(t, torch.Tensor) or t.shape != own[k].shape]
         if bad:
-            raise KeyError(f"shape mismatch ({'; '.join(bad)})")
+            raise AdapterWeightsError(f"shape mismatch ({'; '.join(bad)})")
         adapter.load_state_dict(tensors, strict=True)
 
     def merge(self, names: list[str]) -> None:
@@ -278,19 +307,21 @@ class BottleneckLayer(AdapterLayer):
             # LN(z + A(LN(z))): the pretrained norm is applied twice (AdapterHub SeqBn)
             n = self.base_layer(x)
             for a in active:  # several adapters: LN(z + sum_i A_i(LN(z)))
-                x = self.adapters[a].add_to(x, n)
+                x = self._adapter(a).add_to(x, n)
             return self.base_layer(x)
         y = self.base_layer(*args, **kwargs)
         par = [a for a in active if self.modes[a] == "parallel"]
+        src: torch.Tensor | None = None
         if par:
             src = x if self._input_module is None else self._captured
             if src is None:
-                raise RuntimeError("parallel adapter: the input module did not run before this module")
+                raise UsageError("parallel adapter: the input module did not run before this module")
         for a in active:  # sequential adapters stack in activation order (AdapterHub Stack)
             if self.modes[a] == "output":
-                y = self.adapters[a].add_to(y, y)
-        for a in par:
-            y = self.adapters[a].add_to(y, src)
+                y = self._adapter(a).add_to(y, y)
+        if src is not None:
+            for a in par:
+                y = self._adapter(a).add_to(y, src)
         self._captured = None  # don't keep activations alive between forwards
         return y
 
@@ -306,15 +337,16 @@ def _per_layer(value: Any, idx: int, what: str) -> Any:
             return value[idx]
         if "default" in value:
             return value["default"]
-        raise KeyError(f"{what} mapping has no entry for layer {idx} and no 'default'")
+        raise AdapterConfigError(f"BottleneckConfig.{what} has no entry for layer {idx} and no 'default'")
     return value
 
 
 def _feature_dim(module: nn.Module, model: nn.Module) -> int:
-    if isinstance(module, nn.Linear):
-        return module.out_features
-    if hasattr(module, "nf"):  # transformers Conv1D (GPT-2): weight is [in, out]
-        return int(module.nf)
+    kind = kind_of(module)
+    if kind == LINEAR:
+        return cast(nn.Linear, module).out_features
+    if kind == CONV1D:  # transformers Conv1D (GPT-2): weight is [in, out]
+        return int(cast(Any, module).nf)
     if isinstance(module, nn.LayerNorm):
         return int(module.normalized_shape[-1])
     weight = getattr(module, "weight", None)
@@ -322,7 +354,7 @@ def _feature_dim(module: nn.Module, model: nn.Module) -> int:
         return int(weight.shape[0])
     hidden = getattr(getattr(model, "config", None), "hidden_size", None)
     if hidden is None:
-        raise ValueError(f"cannot tell the feature size of {type(module).__name__}; set config.hidden_size")
+        raise TargetError(f"cannot tell the feature size of {type(module).__name__}; set config.hidden_size")
     return int(hidden)
 
 
@@ -347,12 +379,23 @@ class BottleneckConfig(AdapterConfig):
     sites: list[dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
-        if self.style not in STYLES:
-            raise ValueError(f"unknown bottleneck style {self.style!r}; expected one of {STYLES}")
-        if self.architecture is not None and self.architecture not in PRESETS:
-            raise ValueError(f"unknown architecture preset {self.architecture!r}; known: {sorted(PRESETS)}")
+        check_choice(self, "style", self.style, STYLES)
+        if self.bottleneck_size is not None:
+            _check_per_layer(self, "bottleneck_size", self.bottleneck_size, is_int, "a positive integer")
+        if self.reduction_factor is not None or self.bottleneck_size is None:
+            _check_per_layer(self, "reduction_factor", self.reduction_factor, is_number, "a positive number")
         _activation(self.non_linearity)  # fail at config time, not at inject time
-        self.leave_out = [int(i) for i in self.leave_out]
+        if not (is_number(self.scaling) or self.scaling in SCALINGS):
+            raise config_error(self, "scaling", "a number, 'learned' or 'channel'", self.scaling)
+        check_fraction(self, "dropout", self.dropout)
+        check_choice(self, "init", self.init, INITS)
+        if not isinstance(self.leave_out, (list, tuple)) or not all(is_int(i) and i >= 0 for i in self.leave_out):
+            raise config_error(self, "leave_out", "a list of layer indices", self.leave_out)
+        self.leave_out = list(self.leave_out)
+        if self.architecture is not None:
+            check_choice(self, "architecture", self.architecture, tuple(sorted(PRESETS)))
+        if self.sites is not None:
+            _check_sites(self, self.sites)
 
     def resolve_sites(self, model: nn.Module) -> list[dict[str, Any]]:
         if self.sites is not None:
@@ -379,22 +422,23 @@ class BottleneckConfig(AdapterConfig):
                 m = pattern.match(path)
                 if m is None or int(m["idx"]) in self.leave_out:
                     continue
-                if isinstance(module, BottleneckLayer):
-                    if name in module.adapter_names:
-                        raise UsageError(f"adapter {name!r} already exists at {path}")
-                    if module.modes and ((mode == "layernorm") != ("layernorm" in module.modes.values())):
-                        raise UsageError(f"{path}: cannot mix 'layernorm' and other placement modes on one module")
                 input_module = None
                 if mode == "parallel" and site.get("input"):
                     # hook the plain module: it stays in the graph whatever wraps it later
                     input_module = base_of(get_module(model, f"{m['prefix']}{m['idx']}.{site['input']}"))
+                if isinstance(module, BottleneckLayer):
+                    problem = module.refuses(name, mode, input_module)
+                    if problem:
+                        raise UsageError(f"{path}: {problem}")
                 plan.append((path, int(m["idx"]), site, input_module))
         if not plan:
-            raise UsageError(
+            raise TargetError(
                 f"bottleneck adapter {name!r}: no module matched the sites "
                 f"{[s['target'] for s in sites]} (check `architecture`/`sites`, `leave_out`)"
             )
-        for path, idx, site, input_module in plan:  # checked everything first: no half-injected model
+        for path, idx, _, _ in plan:  # widths and feature sizes too: no half-injected model
+            self.width(_feature_dim(base_of(get_module(model, path)), model), idx)
+        for path, idx, site, input_module in plan:  # checked everything first
             self._attach(model, path, name, site.get("mode", "output"), site.get("role", "ffn"), idx, input_module)
         return [p for p, _, _, _ in plan]
 
@@ -411,3 +455,29 @@ class BottleneckConfig(AdapterConfig):
             adapter.to(device=ref.device, dtype=ref.dtype)
         adapter.train(module.training)
         module.add(name, adapter, mode, input_module)
+
+
+def _check_per_layer(config: BottleneckConfig, field: str, value: object, kind: Callable[[object], bool],
+                     what: str) -> None:
+    """`what` (a positive number of `kind`), or a per-layer mapping of it (``{"0": 8, "default": 16}``)."""
+    values = list(value.values()) if isinstance(value, Mapping) else [value]
+    keys_ok = not isinstance(value, Mapping) or all(isinstance(k, (str, int)) for k in value)
+    if not keys_ok or not values or not all(kind(v) and is_number(v) and v > 0 for v in values):
+        raise config_error(config, field, f"{what} or a per-layer mapping of them", value)
+
+
+def _check_sites(config: BottleneckConfig, sites: object) -> None:
+    """A list of ``{"target": str, "mode": one of MODES, "input": str | None, "role": str}``."""
+    if not isinstance(sites, list):
+        raise config_error(config, "sites", "None or a list of site mappings", sites)
+    for site in sites:
+        ok = (isinstance(site, Mapping) and set(site) <= set(SITE_KEYS)
+              and isinstance(site.get("target"), str) and bool(site["target"])
+              and site.get("mode", "output") in MODES
+              and (site.get("input") is None or isinstance(site["input"], str))
+              and isinstance(site.get("role", "ffn"), str))
+        if not ok:
+            raise config_error(
+                config, "sites", f"a list of {{'target': str, 'mode': one of {MODES}, 'input': str, 'role': str}}",
+                site,
+            )

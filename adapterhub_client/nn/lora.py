@@ -6,10 +6,12 @@ Math and tensor shapes follow PEFT's ``tuners/lora`` so adapters convert by rena
   ``B [embedding_dim, r]``); scale ``alpha / r``, or ``alpha / sqrt(r)`` with rsLoRA;
 * forward ``base(x) + s * B(A(dropout(x)))``, summed over the active, unmerged adapters;
 * DoRA ``W' = m * (W + sBA) / ||W + sBA||_c`` with the norm per output feature and detached, computed
-  as ``(m/n - 1) * (base(x) - bias) + (m/n) * s * B(A(x))``; ``lora_magnitude_vector`` is ``m``.
+  as ``(m/n - 1) * (base(x) - bias) + (m/n) * s * B(A(x))``; ``lora_magnitude_vector`` is ``m``. The
+  weight math (norm, merge, unmerge) is :mod:`.dora`'s, shared with the streaming checkpoint merge.
 
 Parameters are plain tensors in ``ParameterDict``s keyed by adapter name (no ``nn.Linear`` per
-adapter): fewer modules to build when attaching, fewer calls per forward.
+adapter): fewer modules to build when attaching, fewer calls per forward. :class:`LoRAConfig`
+validates every field when constructed (:class:`~..errors.AdapterConfigError`).
 """
 
 from __future__ import annotations
@@ -17,15 +19,28 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from typing import Any, Callable, ClassVar, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import UsageError
-from .base import AdapterConfig, AdapterLayer
-from .targets import base_of, is_conv1d, pattern_value, select_modules, set_module
+from ..errors import AdapterWeightsError, UsageError
+from .base import (
+    AdapterConfig,
+    AdapterLayer,
+    check_bool,
+    check_choice,
+    check_fraction,
+    config_error,
+    inner_of,
+    is_int,
+    is_number,
+)
+from .dora import dora_merge, dora_norm, dora_unmerge
+from .layout import CONV1D, EMBEDDING
+from .targets import ALL_LINEAR, base_of, kind_of, pattern_value, select_modules, set_module
 
 BIAS_MODES = ("none", "all", "lora_only")
 INITS = ("default", "gaussian", "none")
@@ -50,7 +65,7 @@ class LoRAConfig(AdapterConfig):
     rslora: bool = False
     dora: bool = False
     bias: str = "none"
-    init: str = "default"
+    init: str | bool = "default"  # True / False: PEFT's spellings of "default" / "none"
     exclude_modules: list[str] | str | None = None
     layers_to_transform: list[int] | int | None = None
     layers_pattern: list[str] | str | None = None
@@ -58,25 +73,37 @@ class LoRAConfig(AdapterConfig):
     alpha_pattern: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if isinstance(self.target_modules, (set, tuple)):
+        if isinstance(self.target_modules, (set, frozenset, tuple)):
             self.target_modules = sorted(self.target_modules)
-        if not isinstance(self.r, int) or self.r <= 0:
-            raise UsageError(f"LoRA r must be a positive integer, got {self.r!r}")
-        if self.bias not in BIAS_MODES:
-            raise UsageError(f"LoRA bias must be one of {BIAS_MODES}, got {self.bias!r}")
+        if not is_int(self.r) or self.r <= 0:
+            raise config_error(self, "r", "a positive integer", self.r)
+        if not is_number(self.alpha):
+            raise config_error(self, "alpha", "a number", self.alpha)
+        check_fraction(self, "dropout", self.dropout)
+        check_bool(self, "rslora", self.rslora)
+        check_bool(self, "dora", self.dora)
+        check_choice(self, "bias", self.bias, BIAS_MODES)
         if self.init is True:  # PEFT spellings
             self.init = "default"
         elif self.init is False:
             self.init = "none"
-        if self.init not in INITS:
-            raise UsageError(f"LoRA init must be one of {INITS}, got {self.init!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise UsageError(f"LoRA dropout must be in [0, 1), got {self.dropout!r}")
+        check_choice(self, "init", self.init, INITS)
+        _check_modules(self, "target_modules", self.target_modules)
+        _check_modules(self, "exclude_modules", self.exclude_modules)
+        _check_indices(self, "layers_to_transform", self.layers_to_transform)
+        if not (self.layers_pattern is None or isinstance(self.layers_pattern, str) or _str_list(self.layers_pattern)):
+            raise config_error(self, "layers_pattern", "None, a name or a list of names", self.layers_pattern)
+        _check_patterns(self, "rank_pattern", self.rank_pattern, lambda v: is_int(v) and v > 0, "positive integers")
+        _check_patterns(self, "alpha_pattern", self.alpha_pattern, is_number, "numbers")
+        regex_targets = isinstance(self.target_modules, str) and self.target_modules.lower() != ALL_LINEAR
+        if regex_targets and self.layers_to_transform not in (None, []):
+            raise config_error(self, "layers_to_transform", "None with a regex target_modules (PEFT's rule)",
+                               self.layers_to_transform)
 
     def scaling(self, r: int, alpha: float) -> float:
         return alpha / math.sqrt(r) if self.rslora else alpha / r
 
-    def for_paths(self, paths: list[str], to_source: Callable[[str], str]) -> "LoRAConfig":
+    def for_paths(self, paths: list[str], to_source: Callable[[str], str]) -> LoRAConfig:
         """Rank and alpha patterns re-expressed for this model's paths (see ``AdapterConfig.for_paths``).
 
         PEFT matches the patterns against the paths of the model the adapter was trained on; a key
@@ -87,7 +114,7 @@ class LoRAConfig(AdapterConfig):
         want = {p: (pattern_value(self.rank_pattern, to_source(p), self.r),
                     pattern_value(self.alpha_pattern, to_source(p), self.alpha)) for p in paths}
 
-        def fits(cfg: "LoRAConfig") -> bool:
+        def fits(cfg: LoRAConfig) -> bool:
             return all((pattern_value(cfg.rank_pattern, p, cfg.r), pattern_value(cfg.alpha_pattern, p, cfg.alpha)) == v
                        for p, v in want.items())
 
@@ -113,7 +140,8 @@ class LoRAConfig(AdapterConfig):
                     out[key] = value
                 return out
 
-            cand = dataclasses.replace(self, rank_pattern=strip(self.rank_pattern), alpha_pattern=strip(self.alpha_pattern))
+            cand = dataclasses.replace(self, rank_pattern=strip(self.rank_pattern),
+                                       alpha_pattern=strip(self.alpha_pattern))
             if fits(cand):
                 return cand
         # exact: one key per module whose rank or alpha is not the default
@@ -149,7 +177,7 @@ class LoRAConfig(AdapterConfig):
                 outer, inner = None, module
                 while isinstance(inner, AdapterLayer):
                     outer, inner = inner, inner.base_layer
-                layer = (LoRAEmbedding if isinstance(inner, nn.Embedding) else LoRALinear)(inner)
+                layer = (LoRAEmbedding if kind_of(inner) == EMBEDDING else LoRALinear)(inner)
                 if outer is None:
                     set_module(model, path, layer)
                 else:
@@ -159,17 +187,52 @@ class LoRAConfig(AdapterConfig):
         return paths
 
 
-def _find_lora(module: nn.Module) -> "LoRALayer | None":
+def _str_list(value: object) -> bool:
+    return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+
+
+def _regex_ok(pattern: str) -> bool:
+    try:
+        re.compile(pattern)
+    except re.error:
+        return False
+    return True
+
+
+def _check_modules(config: LoRAConfig, field: str, value: object) -> None:
+    """None, a list of module names, or one regex (``re.fullmatch`` against paths) / ``"all-linear"``."""
+    if value is None or _str_list(value):
+        return
+    if not isinstance(value, str) or not _regex_ok(value):
+        raise config_error(config, field, "None, a list of module names or a valid regex", value)
+
+
+def _check_indices(config: LoRAConfig, field: str, value: object) -> None:
+    items = [value] if is_int(value) else value if isinstance(value, (list, tuple)) else None
+    if value is not None and (items is None or not all(is_int(i) and i >= 0 for i in items)):
+        raise config_error(config, field, "None, a layer index or a list of layer indices", value)
+
+
+def _check_patterns(config: LoRAConfig, field: str, value: object, ok: Callable[[Any], bool], what: str) -> None:
+    """PEFT's rank/alpha patterns: regex keys (matched as ``(.*\\.)?(key)$``) mapping to `what`."""
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and _regex_ok(rf"(.*\.)?({k})$") and ok(v) for k, v in value.items()
+    ):
+        raise config_error(config, field, f"a mapping of regexes to {what}", value)
+
+
+def _find_lora(module: nn.Module) -> LoRALayer | None:
     """The LoRA layer in a stack of wrappers at one path, if any."""
-    while isinstance(module, AdapterLayer):
-        if isinstance(module, LoRALayer):
-            return module
-        module = getattr(module, "base_layer", None)
+    layer: nn.Module | None = module
+    while isinstance(layer, AdapterLayer):
+        if isinstance(layer, LoRALayer):
+            return layer
+        layer = inner_of(layer)
     return None
 
 
 def _supported(module: nn.Module) -> bool:
-    return isinstance(module, (nn.Linear, nn.Embedding)) or is_conv1d(module)
+    return kind_of(module) is not None
 
 
 def _adapter_dtype(weight: torch.Tensor) -> torch.dtype:
@@ -208,6 +271,11 @@ class LoRALayer(AdapterLayer):
 
     # --- shapes ---------------------------------------------------------------------------
 
+    @property
+    def _weight(self) -> torch.Tensor:
+        """The wrapped module's weight, in its own layout."""
+        return cast(torch.Tensor, self.base_layer.weight)
+
     def _in_out(self) -> tuple[int, int]:
         raise NotImplementedError
 
@@ -225,12 +293,12 @@ class LoRALayer(AdapterLayer):
         return list(self.lora_A.keys())
 
     def add(self, name: str, r: int, alpha: float, config: LoRAConfig) -> None:
-        weight = self.base_layer.weight
+        weight = self._weight
         fan_in, fan_out = self._in_out()
-        kw = {"device": weight.device, "dtype": _adapter_dtype(weight)}
-        A = torch.empty(r, fan_in, **kw)
-        B = torch.empty(fan_out, r, **kw)
-        self._init(A, B, r, config.init)
+        device, dtype = weight.device, _adapter_dtype(weight)
+        A = torch.empty(r, fan_in, device=device, dtype=dtype)
+        B = torch.empty(fan_out, r, device=device, dtype=dtype)
+        self._init(A, B, r, str(config.init))  # a str once constructed
         self.lora_A[name] = nn.Parameter(A)
         self.lora_B[name] = nn.Parameter(B)
         self.r[name] = r
@@ -275,10 +343,11 @@ class LoRALayer(AdapterLayer):
         missing = sorted(set(own) - set(tensors))
         unexpected = sorted(set(tensors) - set(own))
         if missing or unexpected:
-            raise KeyError(f"missing {missing}, unexpected {unexpected}")
-        bad = [f"{k}: {tuple(tensors[k].shape)} != {tuple(p.shape)}" for k, p in own.items() if tensors[k].shape != p.shape]
+            raise AdapterWeightsError(f"missing {missing}, unexpected {unexpected}")
+        bad = [f"{k}: {tuple(tensors[k].shape)} != {tuple(p.shape)}" for k, p in own.items()
+               if not isinstance(tensors[k], torch.Tensor) or tensors[k].shape != p.shape]
         if bad:
-            raise KeyError(f"shape mismatch ({'; '.join(bad)})")
+            raise AdapterWeightsError(f"shape mismatch ({'; '.join(bad)})")
         with torch.no_grad():
             for k, p in own.items():
                 if p.is_meta:
@@ -287,10 +356,6 @@ class LoRALayer(AdapterLayer):
                 else:
                     p.copy_(tensors[k])
         self._dora_norms.pop(name, None)
-
-    def set_active(self, names: list[str]) -> None:
-        super().set_active(names)
-        self._refresh()
 
     def _refresh(self) -> None:
         self._run = [n for n in self.active_adapters if n not in self.merged_adapters]
@@ -303,7 +368,9 @@ class LoRALayer(AdapterLayer):
             A, B = A.float(), B.float()
         return (B @ A) * self.scaling[name]
 
-    def _weight_norm(self, name: str, delta: torch.Tensor | None = None, weight: torch.Tensor | None = None) -> torch.Tensor:
+    def _weight_norm(
+        self, name: str, delta: torch.Tensor | None = None, weight: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """``||W + sBA||`` per output feature (PEFT: column norm of ``W`` as ``[out, in]``).
 
         ``W`` is the base weight *without* merged adapters, in forward as in merge: merging other
@@ -312,7 +379,7 @@ class LoRALayer(AdapterLayer):
         W = self._unmerged_dense_weight() if weight is None else weight
         if delta is None:
             delta = self._delta(name).detach()
-        return torch.linalg.norm(W.to(delta.dtype) + delta, dim=1).to(self.lora_A[name].dtype)
+        return dora_norm(W.to(delta.dtype), delta).to(self.lora_A[name].dtype)
 
     def _merge_order(self, names: list[str]) -> list[str]:
         """`names` in forward order: the active adapters' order, then inactive ones as given."""
@@ -336,7 +403,7 @@ class LoRALayer(AdapterLayer):
                 )
 
     def merge(self, names: list[str]) -> None:
-        weight = self.base_layer.weight
+        weight = self._weight
         for name in self._merge_order(names):
             if name not in self.lora_A or name in self.merged_adapters:
                 continue
@@ -344,12 +411,11 @@ class LoRALayer(AdapterLayer):
                 delta = self._delta(name)  # fp32 for half-precision bases
                 if name in self.lora_magnitude_vector:
                     # the norm comes from the *unmerged* base, as forward computes it
-                    base = self._unmerged_dense_weight().to(delta.dtype)
-                    norm = torch.linalg.norm(base + delta, dim=1)
+                    norm = dora_norm(self._unmerged_dense_weight().to(delta.dtype), delta)
+                    magnitude = self.lora_magnitude_vector[name].to(delta.dtype)
+                    new, norm = dora_merge(self._dense_of(weight.to(delta.dtype)), delta, magnitude, norm)
                     self._dora_norms[name] = norm
-                    factor = (self.lora_magnitude_vector[name].to(delta.dtype) / norm).unsqueeze(1)
-                    new = self._to_base_layout(factor * (self._dense_of(weight.to(delta.dtype)) + delta))
-                    weight.copy_(new)
+                    weight.copy_(self._to_base_layout(new))
                 elif weight.dtype == delta.dtype:
                     weight.add_(self._to_base_layout(delta))
                 else:
@@ -359,15 +425,16 @@ class LoRALayer(AdapterLayer):
         self._refresh()
 
     def unmerge(self) -> None:
-        weight = self.base_layer.weight
+        weight = self._weight
         with torch.no_grad():
             while self.merged_adapters:
                 name = self.merged_adapters.pop()
                 delta = self._delta(name)
                 if name in self.lora_magnitude_vector:
                     norm = self._dora_norms.pop(name)
-                    factor = (self.lora_magnitude_vector[name].to(delta.dtype) / norm).unsqueeze(1)
-                    weight.copy_(self._to_base_layout(self._dense_of(weight.to(delta.dtype)) / factor - delta))
+                    magnitude = self.lora_magnitude_vector[name].to(delta.dtype)
+                    dense = dora_unmerge(self._dense_of(weight.to(delta.dtype)), delta, magnitude, norm)
+                    weight.copy_(self._to_base_layout(dense))
                 elif weight.dtype == delta.dtype:
                     weight.sub_(self._to_base_layout(delta))
                 else:
@@ -388,14 +455,14 @@ class LoRALayer(AdapterLayer):
         for name in reversed(self.merged_adapters):
             delta = self._delta(name).float()
             if name in self.lora_magnitude_vector:
-                factor = (self.lora_magnitude_vector[name].float() / self._dora_norms[name].float()).unsqueeze(1)
-                W = W / factor - delta
+                W = dora_unmerge(W, delta, self.lora_magnitude_vector[name].float(), self._dora_norms[name].float())
             else:
                 W = W - delta
         return W
 
     def extra_repr(self) -> str:
-        return ", ".join(f"{n}: r={self.r[n]}" + (" dora" if n in self.lora_magnitude_vector else "") for n in self.adapter_names)
+        return ", ".join(f"{n}: r={self.r[n]}" + (" dora" if n in self.lora_magnitude_vector else "")
+                         for n in self.adapter_names)
 
 
 class LoRALinear(LoRALayer):
@@ -403,14 +470,14 @@ class LoRALinear(LoRALayer):
 
     def __init__(self, base_layer: nn.Module) -> None:
         super().__init__(base_layer)
-        self.fan_in_fan_out = is_conv1d(base_of(base_layer))
+        self.fan_in_fan_out = kind_of(base_of(base_layer)) == CONV1D
 
     def _in_out(self) -> tuple[int, int]:
-        w = self.base_layer.weight
+        w = self._weight
         return (w.shape[0], w.shape[1]) if self.fan_in_fan_out else (w.shape[1], w.shape[0])
 
     def _dense_weight(self) -> torch.Tensor:
-        w = self.base_layer.weight
+        w = self._weight
         return w.T if self.fan_in_fan_out else w
 
     def _to_base_layout(self, delta: torch.Tensor) -> torch.Tensor:
@@ -433,7 +500,8 @@ class LoRALinear(LoRALayer):
             if result.dtype == h.dtype and result.dim() >= 2:
                 # fused s * (h @ B^T) + result in one GEMM; no separate scale or add pass
                 shape = result.shape
-                result = torch.addmm(result.reshape(-1, shape[-1]), h.reshape(-1, h.shape[-1]), B.T, alpha=s).view(shape)
+                flat = torch.addmm(result.reshape(-1, shape[-1]), h.reshape(-1, h.shape[-1]), B.T, alpha=s)
+                result = flat.view(shape)
             else:
                 result = result + (F.linear(h, B) * s).to(result.dtype)
         return result
@@ -457,11 +525,11 @@ class LoRAEmbedding(LoRALayer):
     """LoRA on ``nn.Embedding``: ``E(x) + s * E_A(x) @ B^T`` with ``E_A`` the lookup in ``A^T``."""
 
     def _in_out(self) -> tuple[int, int]:
-        w = self.base_layer.weight
+        w = self._weight
         return w.shape[0], w.shape[1]
 
     def _dense_weight(self) -> torch.Tensor:
-        return self.base_layer.weight.T  # [dim, num_embeddings]
+        return self._weight.T  # [dim, num_embeddings]
 
     def _to_base_layout(self, delta: torch.Tensor) -> torch.Tensor:
         return delta.T
@@ -474,7 +542,7 @@ class LoRAEmbedding(LoRALayer):
         nn.init.normal_(B)
 
     def _lookup(self, x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-        b = self.base_layer
+        b = cast(nn.Embedding, self.base_layer)
         return F.embedding(x, table, b.padding_idx, b.max_norm, b.norm_type, b.scale_grad_by_freq, b.sparse)
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
@@ -489,12 +557,6 @@ class LoRAEmbedding(LoRALayer):
             else:
                 result = result + out.to(result.dtype)
         return result
-
-
-def lora_layers(model: nn.Module) -> list[tuple[str, LoRALayer]]:
-    from .targets import iter_modules
-
-    return [(p, m) for p, m, _, _ in iter_modules(model) if isinstance(m, LoRALayer)]
 
 
 __all__: Sequence[str] = ["LoRAConfig", "LoRALayer", "LoRALinear", "LoRAEmbedding"]

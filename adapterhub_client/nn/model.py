@@ -1,30 +1,37 @@
-"""The model-level API: attach, switch, merge, train, save and load adapters on a plain ``nn.Module``.
+"""The model-level API, in memory: attach, switch, merge, train and fill adapters on a plain ``nn.Module``.
 
 Nothing wraps the model: adapter layers replace (or wrap) the targeted modules in place and the
 per-model bookkeeping is ``model._ah_state`` (:class:`~.base.AdapterState`). Every function is
 generic over adapter kinds; kind-specific work goes through :class:`~.base.AdapterConfig` and
 :class:`~.base.AdapterLayer`.
+
+Files are not this module's business: :mod:`adapterhub_client.formats` reads and writes them
+(``load_adapter``, ``save_adapter``, ``export_peft``) and hands tensors keyed like the package format
+to :func:`attach_weights`, the one strict way tensors get into adapter layers. Every error a caller
+can cause is an :class:`~..errors.AdapterError`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
-import os
-from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
 
-from ..errors import InvalidPackageError, NotFoundError, UsageError
-from .base import AdapterConfig, AdapterLayer, adapter_state
-from .targets import base_of, get_module, iter_modules, set_module
+from .._text import format_table, human_count
+from ..errors import AdapterWeightsError, NotFoundError, UsageError
+from ..modpaths import PathRewrite, align_paths
+from .base import AdapterConfig, AdapterLayer, adapter_state, check_model, inner_of
+from .targets import TargetError, base_of, get_module, iter_modules, set_module, weight_of
 
-
-class AdapterWeightsError(InvalidPackageError):
-    """Adapter tensors that do not fit the model: keys that land nowhere, or modules left without weights."""
+__all__ = [
+    "AdapterInfo", "AdapterWeightsError", "TrainableParams", "adapter_layers", "adapter_parameters",
+    "adapter_summary", "adapter_tensors", "add_adapter", "attach_weights", "base_state_dict", "delete_adapter",
+    "disable_adapters", "finish_load", "list_adapters", "mark_only_adapters_trainable", "merge_adapters",
+    "merge_and_unload", "set_active_adapters", "trainable_parameters", "unmerge_adapters",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,14 +54,7 @@ class TrainableParams:
         return self.trainable / self.total if self.total else 0.0
 
     def __str__(self) -> str:
-        return f"{_human(self.trainable)} trainable params: {self.share:.2%} of {_human(self.total)}"
-
-
-def _human(n: int) -> str:
-    for div, unit in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if n >= div:
-            return f"{n / div:.1f}{unit}"
-    return str(n)
+        return f"{human_count(self.trainable)} trainable params: {self.share:.2%} of {human_count(self.total)}"
 
 
 # --- internals --------------------------------------------------------------------------------
@@ -62,11 +62,13 @@ def _human(n: int) -> str:
 
 def _layers(model: nn.Module) -> list[tuple[str, AdapterLayer]]:
     # iter_modules gives logical paths and visits stacked wrappers (bottleneck around LoRA, ...)
+    check_model(model)
     out = []
     for path, module, _, _ in iter_modules(model):
-        while isinstance(module, AdapterLayer):
-            out.append((path, module))
-            module = getattr(module, "base_layer", None)
+        layer: nn.Module | None = module
+        while isinstance(layer, AdapterLayer):
+            out.append((path, layer))
+            layer = inner_of(layer)
     return out
 
 
@@ -74,11 +76,45 @@ def _check_names(model: nn.Module, names: Sequence[str]) -> None:
     known = adapter_state(model).configs
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise NotFoundError(f"unknown adapter(s) {', '.join(map(repr, unknown))}; the model has {sorted(known) or 'none'}")
+        raise NotFoundError(
+            f"unknown adapter(s) {', '.join(map(repr, unknown))}; the model has {sorted(known) or 'none'}"
+        )
+
+
+def _selection(model: nn.Module, names: object, default: Sequence[str]) -> list[str]:
+    """`names` (one name, a list of names, or None for `default`) as a list of adapters the model has."""
+    if names is None:
+        selection = list(default)
+    elif isinstance(names, str):
+        selection = [names]
+    elif isinstance(names, Iterable) and not isinstance(names, (bytes, Mapping)):
+        selection = list(names)
+        if not all(isinstance(n, str) for n in selection):
+            raise UsageError(f"expected adapter names (strings), got {selection!r}")
+    else:
+        raise UsageError(f"expected an adapter name or a list of adapter names, got {names!r}")
+    _check_names(model, selection)
+    return selection
+
+
+def _one(model: nn.Module, name: object) -> str:
+    """`name`, checked to be one adapter of the model."""
+    if not isinstance(name, str):
+        raise UsageError(f"expected an adapter name (a string), got {name!r}")
+    _check_names(model, [name])
+    return name
 
 
 def _layers_of(model: nn.Module, name: str) -> list[tuple[str, AdapterLayer]]:
     return [(p, layer) for p, layer in _layers(model) if name in layer.adapter_names]
+
+
+def adapter_layers(model: nn.Module, name: str) -> list[tuple[str, AdapterLayer]]:
+    """``(logical path, layer)`` of every adapter layer carrying adapter `name`, in model order.
+
+    Exporters use it to tell how each module stores the adapter (embedding or linear LoRA, ...).
+    """
+    return _layers_of(model, _one(model, name))
 
 
 def _merged(model: nn.Module) -> list[str]:
@@ -103,6 +139,7 @@ def add_adapter(model: nn.Module, name: str, config: AdapterConfig, *, activate:
 
     With ``activate`` (default) the new adapter becomes the only active one.
     """
+    check_model(model)
     if not isinstance(name, str) or not name or "." in name:
         raise UsageError(f"invalid adapter name {name!r}: a non-empty string without '.'")
     state = adapter_state(model)
@@ -112,7 +149,7 @@ def add_adapter(model: nn.Module, name: str, config: AdapterConfig, *, activate:
         raise UsageError(f"expected an AdapterConfig, got {type(config).__name__}")
     paths = config.inject(model, name)
     if not paths:
-        raise UsageError(f"adapter {name!r} matched no module")
+        raise TargetError(f"adapter {name!r} matched no module")
     state.configs[name] = config
     state.modules[name] = list(paths)
     if activate:
@@ -124,13 +161,13 @@ def add_adapter(model: nn.Module, name: str, config: AdapterConfig, *, activate:
 
 def delete_adapter(model: nn.Module, name: str) -> None:
     """Remove adapter `name`; wrappers left with no adapter are replaced by their base module."""
-    _check_names(model, [name])
+    _one(model, name)
     if name in _merged(model):
         raise UsageError(f"adapter {name!r} is merged; call unmerge_adapters(model) first")
     state = adapter_state(model)
     for path, layer in _layers_of(model, name):
         layer.delete_adapter(name)
-        if not layer.adapter_names and isinstance(getattr(layer, "base_layer", None), nn.Module):
+        if not layer.adapter_names and inner_of(layer) is not None:
             _replace_layer(model, path, layer)
     del state.configs[name]
     del state.modules[name]
@@ -155,6 +192,7 @@ def _replace_layer(model: nn.Module, path: str, layer: AdapterLayer) -> None:
 
 
 def list_adapters(model: nn.Module) -> list[AdapterInfo]:
+    """One :class:`AdapterInfo` per adapter, in the order they were attached."""
     state = adapter_state(model)
     merged = set(_merged(model))
     counts: dict[str, int] = {n: 0 for n in state.configs}
@@ -173,8 +211,7 @@ def list_adapters(model: nn.Module) -> list[AdapterInfo]:
 
 def set_active_adapters(model: nn.Module, names: str | Sequence[str] | None) -> None:
     """Activate one adapter, several (their outputs add up), or none (``None`` / ``[]``)."""
-    selection = [] if names is None else [names] if isinstance(names, str) else list(names)
-    _check_names(model, selection)
+    selection = _selection(model, names, [])
     merged = _merged(model)
     # the order counts too: DoRA rescales what the adapters before it produced, and merges follow it
     if merged and selection != list(adapter_state(model).active):
@@ -219,8 +256,7 @@ def merge_adapters(
     bit for bit (ties included) and raises. Deltas are computed in fp32 for fp16/bf16 bases.
     """
     state = adapter_state(model)
-    selection = list(state.active) if names is None else [names] if isinstance(names, str) else list(names)
-    _check_names(model, selection)
+    selection = _selection(model, names, state.active)
     configs = state.configs
     fixed = [n for n in selection if not getattr(configs[n], "mergeable", True)]
     if fixed:  # refuse before touching any weight
@@ -243,11 +279,12 @@ def merge_adapters(
             f"cannot merge {order} into tied weights ({where}): the merge would change those modules too. "
             "Pass untie=True to give the merged modules their own copy, or keep the adapters unmerged"
         )
-    untied: list[tuple[nn.Module, str, nn.Parameter]] = []
+    untied: list[tuple[nn.Module, str, torch.Tensor]] = []
     for _, _, module, _ in tied:
-        old = module.weight
-        module.weight = nn.Parameter(old.detach().clone(), requires_grad=old.requires_grad)
-        untied.append((module, "weight", old))
+        old = weight_of(module)
+        if old is not None:
+            module.weight = nn.Parameter(old.detach().clone(), requires_grad=old.requires_grad)
+            untied.append((module, "weight", old))
     snapshot: list[tuple[nn.Parameter, torch.Tensor]] = []
     if safe:
         for _, layer, _ in plan:
@@ -263,7 +300,9 @@ def merge_adapters(
         if safe:
             bad = [p for p, layer, _ in plan if not all(torch.isfinite(t).all() for t in base_of(layer).parameters())]
             if bad:
-                raise UsageError(f"merging {order} gives non-finite weights in {', '.join(bad[:5])}; base left unchanged")
+                raise UsageError(
+                    f"merging {order} gives non-finite weights in {', '.join(bad[:5])}; base left unchanged"
+                )
     except Exception:
         if safe:
             with torch.no_grad():
@@ -273,11 +312,10 @@ def merge_adapters(
                 setattr(module, attr, old)  # tie back what untie split
             for _, layer, _ in plan:
                 layer.merged_adapters[:] = saved_merged[id(layer)]
-                if hasattr(layer, "_refresh"):
-                    layer._refresh()
+                layer._refresh()
         raise
     config = getattr(model, "config", None)
-    if untied and getattr(config, "tie_word_embeddings", False):
+    if untied and config is not None and getattr(config, "tie_word_embeddings", False):
         config.tie_word_embeddings = False  # a save + reload must not tie the merged weight back
 
 
@@ -286,9 +324,12 @@ def _tied_weights(
 ) -> list[tuple[str, str, nn.Module, list[str]]]:
     """``(path, "weight", base module, other parameter names)`` for each weight to merge whose memory
     overlaps another parameter of the model (tied embeddings / LM head, views of one tensor)."""
-    targets = [(p, base_of(layer)) for p, layer, _ in plan]
-    targets = [(p, m) for p, m in targets if isinstance(getattr(m, "weight", None), torch.Tensor)
-               and not m.weight.is_meta]
+    targets: list[tuple[str, nn.Module, torch.Tensor]] = []
+    for path, layer, _ in plan:
+        module = base_of(layer)
+        weight = weight_of(module)
+        if weight is not None and not weight.is_meta:
+            targets.append((path, module, weight))
     if not targets:
         return []
     by_storage: dict[int, list[tuple[str, tuple[int, int]]]] = {}
@@ -297,8 +338,7 @@ def _tied_weights(
             logical = ".".join(part for part in pname.split(".") if part != "base_layer")
             by_storage.setdefault(param.untyped_storage().data_ptr(), []).append((logical, _span(param)))
     out = []
-    for path, module in targets:
-        weight = module.weight
+    for path, module, weight in targets:
         lo, hi = _span(weight)
         others = [n for n, (a, b) in by_storage.get(weight.untyped_storage().data_ptr(), [])
                   if a < hi and lo < b and n != f"{path}.weight"]
@@ -315,6 +355,7 @@ def _span(t: torch.Tensor) -> tuple[int, int]:
 
 
 def unmerge_adapters(model: nn.Module) -> None:
+    """Take every merged adapter out of the base weights again (forward then runs them unmerged)."""
     for _, layer in _layers(model):
         if layer.merged_adapters:
             layer.unmerge()
@@ -330,7 +371,7 @@ def merge_and_unload(
     """
     layers = list(reversed(_layers(model)))  # innermost first
     stuck = [f"{layer.kind} adapter layer at {path}" for path, layer in layers
-             if not isinstance(getattr(layer, "base_layer", None), nn.Module)]
+             if inner_of(layer) is None]
     if stuck:  # before merging anything
         raise UsageError(f"{stuck[0]} cannot be unloaded")
     merge_adapters(model, names, safe=safe, untie=untie)
@@ -350,15 +391,15 @@ def _bias_params(model: nn.Module, name: str) -> list[nn.Parameter]:
 
 
 def adapter_parameters(model: nn.Module, name: str) -> list[nn.Parameter]:
-    _check_names(model, [name])
+    """The live parameters of adapter `name` (for optimizers and freezing)."""
+    _one(model, name)
     return [p for _, layer in _layers_of(model, name) for p in layer.adapter_parameters(name)]
 
 
 def mark_only_adapters_trainable(model: nn.Module, names: str | Sequence[str] | None = None) -> TrainableParams:
     """Freeze everything but the adapters' parameters (default: every adapter); return the share."""
     state = adapter_state(model)
-    selection = list(state.configs) if names is None else [names] if isinstance(names, str) else list(names)
-    _check_names(model, selection)
+    selection = _selection(model, names, list(state.configs))
     for p in model.parameters():
         p.requires_grad_(False)
     for n in selection:
@@ -368,7 +409,9 @@ def mark_only_adapters_trainable(model: nn.Module, names: str | Sequence[str] | 
 
 
 def trainable_parameters(model: nn.Module) -> TrainableParams:
+    """How many parameters train (``requires_grad``) out of all of them."""
     total = trainable = 0
+    check_model(model)
     for p in model.parameters():
         total += p.numel()
         trainable += p.numel() if p.requires_grad else 0
@@ -377,13 +420,10 @@ def trainable_parameters(model: nn.Module) -> TrainableParams:
 
 def adapter_summary(model: nn.Module) -> str:
     """A table of the adapters (name, kind, params, modules, active, merged) and the trainable share."""
-    rows = [("name", "kind", "params", "modules", "active", "merged")]
-    for a in list_adapters(model):
-        rows.append((a.name, a.kind, f"{a.params:,}", str(a.modules), "yes" if a.active else "", "yes" if a.merged else ""))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-    lines.append(str(trainable_parameters(model)))
-    return "\n".join(lines)
+    rows = [(a.name, a.kind, f"{a.params:,}", a.modules, "yes" if a.active else "", "yes" if a.merged else "")
+            for a in list_adapters(model)]
+    table = format_table(rows, ("name", "kind", "params", "modules", "active", "merged"))
+    return f"{table}\n{trainable_parameters(model)}"
 
 
 # --- weights in and out -----------------------------------------------------------------------
@@ -396,7 +436,7 @@ def base_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     ``list_adapters`` first.
     """
     out: dict[str, torch.Tensor] = {}
-    for path, module, _, _ in iter_modules(model):
+    for path, module, _, _ in iter_modules(check_model(model)):
         base = base_of(module)
         prefix = f"{path}." if path else ""
         for k, p in base._parameters.items():
@@ -407,11 +447,12 @@ def base_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
                 out[prefix + k] = b.detach()
     return out
 
-
-
 def adapter_tensors(model: nn.Module, name: str) -> dict[str, torch.Tensor]:
     """Adapter `name`'s tensors keyed ``<logical module path>.<param>`` (the package format's keys)."""
-    _check_names(model, [name])
+    return _tensors(model, _one(model, name))
+
+
+def _tensors(model: nn.Module, name: str) -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {}
     for path, layer in _layers_of(model, name):
         for k, t in layer.adapter_state_dict(name).items():
@@ -438,27 +479,38 @@ def _named_bias(model: nn.Module, name: str) -> list[tuple[str, nn.Parameter]]:
 
 
 def attach_weights(
-    model: nn.Module, name: str, config: AdapterConfig, tensors: dict[str, torch.Tensor], *,
+    model: nn.Module, name: str, config: AdapterConfig, tensors: Mapping[str, torch.Tensor], *,
     trainable: bool = False, activate: bool = True, where: str = "adapter",
+    source_key: Callable[[str], str] | None = None,
 ) -> str:
     """Attach adapter `name` from `config` and fill it with `tensors` (package keys); strict.
 
-    Raises :class:`AdapterWeightsError` naming the keys when a tensor lands on no module or a module
-    is left without its weights; the model is left as it was.
+    Every reader (our package format, PEFT, AdapterHub) ends here. Keys saved from a model with (or
+    without) a task head around the same backbone are re-rooted first (:func:`_prefix_shift`).
+    Raises :class:`AdapterWeightsError` naming the keys when a tensor lands on no module, a module is
+    left without its weights or a shape differs; the model is left as it was. ``source_key`` tells
+    how the file names a package key, so messages name what the user can find in the file.
     """
+    check_model(model)
+    if not isinstance(tensors, Mapping):
+        raise UsageError(f"expected a mapping of names to tensors, got {type(tensors).__name__}")
+    bad = [repr(k) for k, t in tensors.items() if not isinstance(k, str) or not isinstance(t, torch.Tensor)]
+    if bad:
+        raise AdapterWeightsError(f"{where}: not a tensor under a string key: {_few(bad)}")
+    source = source_key or (lambda key: key)
     paths = add_adapter(model, name, config, activate=False)
     try:
-        shift = _prefix_shift(model, paths, tensors)
-        if shift is not None:
-            to_model, to_source = shift
-            tensors = {to_model(k): t for k, t in tensors.items()}
+        rewrite = _prefix_shift(model, name, tensors)
+        if rewrite is not None:
+            tensors = {rewrite.to_local(k): t for k, t in tensors.items()}
+            source = _composed(source, rewrite)
             # path-dependent options (LoRA rank/alpha patterns) were matched against our paths, but
             # written for the source model's: re-attach with them re-expressed if that changes anything
-            rebased = config.for_paths(paths, to_source)
+            rebased = config.for_paths(paths, rewrite.to_source)
             if rebased is not config:
                 delete_adapter(model, name)
                 paths = add_adapter(model, name, rebased, activate=False)
-        _fill(model, name, paths, tensors, where)
+        _fill(model, name, tensors, where, source)
     except Exception:
         if name in adapter_state(model).configs:
             delete_adapter(model, name)
@@ -466,8 +518,12 @@ def attach_weights(
     return finish_load(model, name, trainable=trainable, activate=activate)
 
 
+def _composed(source: Callable[[str], str], rewrite: PathRewrite) -> Callable[[str], str]:
+    return lambda key: source(rewrite.to_source(key))
+
+
 def finish_load(model: nn.Module, name: str, *, trainable: bool, activate: bool) -> str:
-    """The last step of every loader: freeze (unless trainable) and make it the only active one."""
+    """The last step of every load: freeze (unless trainable) and make it the only active one."""
     for p in adapter_parameters(model, name):
         p.requires_grad_(trainable)
     if activate:
@@ -475,74 +531,73 @@ def finish_load(model: nn.Module, name: str, *, trainable: bool, activate: bool)
     return name
 
 
-def _prefix_shift(
-    model: nn.Module, paths: list[str], tensors: dict[str, torch.Tensor],
-) -> tuple[Callable[[str], str], Callable[[str], str]] | None:
-    """Re-root keys saved from a model with (or without) a task head around the same backbone.
-
-    An adapter trained on ``LlamaForCausalLM`` has ``model.layers...`` keys; given a ``LlamaModel``
-    the paths are ``layers...`` (and the other way round). Only a shift that makes *every* key
-    land on an adapted module is returned, as ``(key -> our key, our module path -> source path)``;
-    otherwise None, and the keys are left for the strict check.
-    """
-    targets = set(paths)
-
-    def lands(keys: list[str]) -> bool:
-        return all(k.rpartition(".")[0] in targets or k.rsplit(".", 2)[0] in targets or k.endswith(".bias")
-                   for k in keys)
-
-    keys = list(tensors)
-    if not keys or lands(keys):
-        return None
-    candidates: list[tuple[Callable[[str], str], Callable[[str], str]]] = []
-    heads = {k.split(".", 1)[0] for k in keys}
-    if len(heads) == 1 and all("." in k for k in keys):
-        head = heads.pop()
-        candidates.append((lambda k: k[len(head) + 1:], lambda p: f"{head}.{p}"))
-    prefix = getattr(model, "base_model_prefix", "")
-    if isinstance(prefix, str) and prefix and hasattr(model, prefix):
-        candidates.append((lambda k: f"{prefix}.{k}",
-                           lambda p: p[len(prefix) + 1:] if p.startswith(prefix + ".") else p))
-    for to_model, to_source in candidates:
-        moved = [to_model(k) for k in keys]
-        if lands([m for m in moved if not m.endswith(".bias")]) and any(m.rpartition(".")[0] in targets for m in moved):
-            return to_model, to_source
+def _module_of(key: str, paths: Mapping[str, object] | set[str]) -> str | None:
+    """The longest module path in `paths` that `key` lies under (``<path>.<param>``), or None."""
+    prefix = key
+    while "." in prefix:
+        prefix = prefix.rpartition(".")[0]
+        if prefix in paths:
+            return prefix
     return None
 
 
-def _fill(model: nn.Module, name: str, paths: list[str], tensors: dict[str, torch.Tensor], where: str) -> None:
-    layers = {p: layer for p, layer in _layers_of(model, name)}
+def _prefix_shift(model: nn.Module, name: str, tensors: Mapping[str, torch.Tensor]) -> PathRewrite | None:
+    """Re-root keys saved from a model with (or without) a task head around the same backbone.
+
+    An adapter trained on ``LlamaForCausalLM`` has ``model.layers...`` keys; given a ``LlamaModel``
+    the paths are ``layers...`` (and the other way round). The rewrite is
+    :func:`~..modpaths.align_paths`' (the one rule for module-path prefixes), and it is used only
+    if it makes *every* key land on a module adapter `name` was attached to; otherwise None, and the
+    keys are left for the strict check.
+    """
+    expected = _tensors(model, name)
+    targets = {p for p, _ in _layers_of(model, name)}
+
+    def lands(key: str) -> bool:
+        return key in expected or _module_of(key, targets) is not None
+
+    keys = list(tensors)
+    if not keys or all(lands(k) for k in keys):
+        return None
+    rewrite = align_paths(keys, expected)
+    if rewrite.identity or not all(lands(rewrite.to_local(k)) for k in keys):
+        return None
+    return rewrite
+
+
+def _fill(model: nn.Module, name: str, tensors: Mapping[str, torch.Tensor], where: str,
+          source: Callable[[str], str]) -> None:
+    """Check every key and shape against adapter `name`'s layers, then load; all or nothing."""
+    layers = dict(_layers_of(model, name))
     grouped: dict[str, dict[str, torch.Tensor]] = {p: {} for p in layers}
     biases = dict(_named_bias(model, name))
-    stray: list[str] = []
+    problems: list[str] = []
     for key, t in tensors.items():
         if key in biases:
             continue
-        prefix, rel = key, ""
-        while "." in prefix:  # longest module path that is a prefix of the key
-            prefix, _, last = prefix.rpartition(".")
-            rel = f"{last}.{rel}" if rel else last
-            if prefix in grouped:
-                grouped[prefix][rel] = t
-                break
+        path = _module_of(key, grouped)
+        if path is None:
+            problems.append(f"unexpected {source(key)} (matches no adapted module)")
         else:
-            stray.append(key)
-    if stray:
-        raise AdapterWeightsError(f"{where}: {len(stray)} tensor(s) match no adapted module: {_few(stray)}")
-    problems = []
+            grouped[path][key[len(path) + 1:]] = t
     for path, layer in layers.items():
-        if not grouped[path]:
-            problems.append(f"{path}: no weights")
-            continue
-        try:
-            layer.load_adapter_state_dict(name, grouped[path])
-        except KeyError as exc:
-            problems.append(f"{path}: {exc.args[0] if exc.args else exc}")
+        own, got = layer.adapter_state_dict(name), grouped[path]
+        problems += [f"missing {source(f'{path}.{k}')}" for k in own if k not in got]
+        problems += [f"unexpected {source(f'{path}.{k}')}" for k in got if k not in own]
+        problems += [f"wrong shape {source(f'{path}.{k}')} {tuple(t.shape)} (expected {tuple(own[k].shape)})"
+                     for k, t in got.items() if k in own and t.shape != own[k].shape]
+    for key, bias in biases.items():
+        if key not in tensors:
+            problems.append(f"missing {source(key)}")
+        elif tensors[key].shape != bias.shape:
+            problems.append(f"wrong shape {source(key)} {tuple(tensors[key].shape)} (expected {tuple(bias.shape)})")
     if problems:
         raise AdapterWeightsError(f"{where}: weights do not fit the model: {_few(problems)}")
-    missing = [k for k in biases if k not in tensors]
-    if missing:
-        raise AdapterWeightsError(f"{where}: bias tensors missing: {_few(missing)}")
+    for path, layer in layers.items():
+        try:
+            layer.load_adapter_state_dict(name, grouped[path])
+        except AdapterWeightsError as exc:  # whatever else a layer refuses
+            raise AdapterWeightsError(f"{where}: {path}: {exc}") from None
     with torch.no_grad():
         for k, b in biases.items():
             b.copy_(tensors[k])
@@ -550,78 +605,3 @@ def _fill(model: nn.Module, name: str, paths: list[str], tensors: dict[str, torc
 
 def _few(items: Sequence[str], n: int = 8) -> str:
     return ", ".join(items[:n]) + (f" (+{len(items) - n} more)" if len(items) > n else "")
-
-
-def _default_name(model: nn.Module, hint: str) -> str:
-    base = hint.rsplit("/", 1)[-1].replace(".", "_") or "adapter"
-    name, i = base, 1
-    while name in adapter_state(model).configs:
-        i += 1
-        name = f"{base}_{i}"
-    return name
-
-
-def _peft_subfolder(root: Path, name: str | None) -> Path:
-    """PEFT saves a non-default adapter under ``<dir>/<adapter name>/``: find it when `root` has no config."""
-    if (root / "manifest.json").is_file() or (root / "adapter_config.json").is_file():
-        return root
-    if name and (root / name / "adapter_config.json").is_file():
-        return root / name
-    subdirs = [d for d in root.iterdir() if (d / "adapter_config.json").is_file()]
-    return subdirs[0] if len(subdirs) == 1 else root
-
-
-def load_adapter(
-    model: nn.Module, path: str | os.PathLike[str], name: str | None = None, *,
-    trainable: bool = False, activate: bool = True, allow_pickle: bool = False,
-) -> str:
-    """Load an adapter from our package dir, a PEFT dir or an AdapterHub dir; return its name.
-
-    The format is detected from the files: ``manifest.json`` (package), ``adapter_config.json``
-    with ``peft_type`` (PEFT) or with ``config`` and ``model_class``/``model_name`` (AdapterHub).
-    """
-    root = Path(path)
-    if not root.is_dir():
-        raise NotFoundError(f"{root}: not an adapter directory")
-    root = _peft_subfolder(root, name)
-    if (root / "manifest.json").is_file():
-        from ..formats.package import read_package
-
-        config, tensors, hint = read_package(root, allow_pickle=allow_pickle)
-    elif (root / "adapter_config.json").is_file():
-        try:
-            meta = json.loads((root / "adapter_config.json").read_text())
-        except ValueError as exc:
-            raise InvalidPackageError(f"{root / 'adapter_config.json'}: not valid JSON ({exc})") from None
-        if isinstance(meta, dict) and "config" in meta and ("model_class" in meta or "model_name" in meta):
-            from ..formats.adapterhub import load_adapterhub  # written with the bottleneck adapters
-
-            return load_adapterhub(model, root, name, trainable=trainable, activate=activate, allow_pickle=allow_pickle)
-        from ..formats.peft import read_peft
-
-        config, tensors = read_peft(root, allow_pickle=allow_pickle)
-        hint = root.name
-    else:
-        raise InvalidPackageError(f"{root}: neither manifest.json nor adapter_config.json found")
-    from ..formats.peft import drop_saved_base_weights
-
-    tensors = drop_saved_base_weights(model, tensors, str(root))
-    name = name or _default_name(model, hint)
-    return attach_weights(model, name, config, tensors, trainable=trainable, activate=activate, where=str(root))
-
-
-def save_adapter(
-    model: nn.Module, adapter: str, out_dir: str | os.PathLike[str], /, *,
-    name: str | None = None, version: str = "0.1.0", **manifest_fields: object,
-) -> Path:
-    """Write adapter `adapter` as a publishable package dir (``manifest.json`` + ``adapter.safetensors``)."""
-    from ..formats.package import save_package
-
-    return save_package(model, adapter, out_dir, name=name or f"local/{adapter}", version=version, **manifest_fields)
-
-
-def export_peft(model: nn.Module, adapter: str, out_dir: str | os.PathLike[str]) -> Path:
-    """Write a LoRA adapter in PEFT's format (loads with ``PeftModel.from_pretrained``)."""
-    from ..formats.peft import write_peft
-
-    return write_peft(model, adapter, out_dir)

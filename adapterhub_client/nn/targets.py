@@ -15,17 +15,23 @@ Rules (as in PEFT's ``check_target_module_exists``):
   ``layers_pattern`` (or, without it, the first ``<name>.<index>.`` segment) -- is listed; a path
   equal to a list entry (``"embed_tokens"``) is kept regardless, as PEFT does;
 * ``rank_pattern`` / ``alpha_pattern``: the first key ``k`` with ``re.match(rf"(.*\\.)?({k})$", path)``.
+
+It also owns the torch side of module kinds: :func:`kind_of` classifies a live module in the
+vocabulary of :mod:`.layout` (the one place that tells Linear, GPT-2 Conv1D and Embedding apart).
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
+import torch
 from torch import nn
 
 from ..errors import UsageError
-from .base import AdapterLayer
+from .base import AdapterLayer, inner_of
+from .layout import CONV1D, EMBEDDING, LINEAR
 
 ALL_LINEAR = "all-linear"
 
@@ -52,14 +58,32 @@ def is_conv1d(module: nn.Module) -> bool:
 
 
 def is_linear(module: nn.Module) -> bool:
-    return isinstance(module, nn.Linear) or is_conv1d(module)
+    """``nn.Linear`` or GPT-2 ``Conv1D``: what ``"all-linear"`` targets."""
+    return kind_of(module) in (LINEAR, CONV1D)
+
+
+def kind_of(module: nn.Module) -> str | None:
+    """How `module` stores its weight (:mod:`.layout`: linear / conv1d / embedding), None for other modules."""
+    if isinstance(module, nn.Embedding):
+        return EMBEDDING
+    if is_conv1d(module):
+        return CONV1D
+    if isinstance(module, nn.Linear):
+        return LINEAR
+    return None
 
 
 def base_of(module: nn.Module) -> nn.Module:
     """The plain module under any stack of wrapping adapter layers."""
-    while isinstance(module, AdapterLayer) and isinstance(getattr(module, "base_layer", None), nn.Module):
-        module = module.base_layer
+    while (inner := inner_of(module)) is not None:
+        module = inner
     return module
+
+
+def weight_of(module: nn.Module) -> torch.Tensor | None:
+    """A module's ``weight`` tensor, None if it has none."""
+    weight = getattr(module, "weight", None)
+    return weight if isinstance(weight, torch.Tensor) else None
 
 
 # --- walking logical paths -------------------------------------------------------------------
@@ -78,12 +102,10 @@ def iter_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module, nn.Module |
         yield path, module, parent, attr
         inner = module
         if isinstance(module, AdapterLayer):
-            inner = getattr(module, "base_layer", None)
-            if not isinstance(inner, nn.Module):
+            wrapped = inner_of(module)
+            if wrapped is None:
                 continue
-            # the base module's own children, under the wrapper's logical path
-            while isinstance(inner, AdapterLayer) and isinstance(getattr(inner, "base_layer", None), nn.Module):
-                inner = inner.base_layer
+            inner = base_of(wrapped)  # the base module's own children, under the wrapper's logical path
         children = list(inner._modules.items())
         for name, child in reversed(children):  # reversed + stack pop = named_modules() order
             if child is not None:
@@ -91,7 +113,7 @@ def iter_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module, nn.Module |
 
 
 def get_module(model: nn.Module, path: str) -> nn.Module:
-    """The module at a logical path (a wrapper if one sits there)."""
+    """The module at a logical path (a wrapper if one sits there); :class:`TargetError` if none."""
     module = model
     if not path:
         return module
@@ -99,7 +121,7 @@ def get_module(model: nn.Module, path: str) -> nn.Module:
         module = base_of(module)
         child = module._modules.get(part)
         if child is None:
-            raise KeyError(path)
+            raise TargetError(f"the model has no module {path!r}")
         module = child
     return module
 
@@ -190,9 +212,9 @@ def select_modules(
         if exclude_modules and _name_match(exclude_modules, path):
             continue
         # PEFT quirk kept for compatibility: an exact full-path entry bypasses the layer filter
-        if layers_to_transform and (all_linear or path not in target_modules):
-            if layer_index(path, layers_pattern) not in layers_to_transform:
-                continue
+        if (layers_to_transform and (all_linear or path not in target_modules)
+                and layer_index(path, layers_pattern) not in layers_to_transform):
+            continue
         if not supported(base):
             unsupported.append(f"{path} ({type(base).__name__})")
             continue

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
+from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import urljoin
 
 from packaging.version import Version
 
+from .._fs import sha256_bytes
 from ..config import RegistrySpec
 from ..errors import IntegrityError, InvalidPackageError, NotFoundError, OfflineMissError, RegistryError
 from ..manifest import canonical_name, loads_manifest, parse_version, validate_schema
 from . import layout
-from .transport import FileTransport, Transport
+from .transport import Transport
 
 MAX_INDEX_BYTES = 64 * 1024 * 1024
 CONFIG_MAX_AGE = 600.0  # config.json rarely changes: revalidate it at most every 10 minutes
@@ -28,7 +29,7 @@ class IndexEntry:
 
     data: dict[str, Any]
     version: Version
-    registry: "RegistryClient"
+    registry: RegistryClient
 
     @property
     def name(self) -> str:
@@ -88,7 +89,7 @@ class RegistryClient:
         except OfflineMissError:
             raise
         except NotFoundError:
-            if isinstance(self.transport, FileTransport):
+            if self.transport.reads_locally:
                 return {"protocol": layout.PROTOCOL_VERSION}  # an empty local registry
             # not "not found": skipping it would let a later registry serve names this one owns
             raise RegistryError(f"{self.url} is not an adapter registry (no {layout.CONFIG_PATH})") from None
@@ -104,7 +105,7 @@ class RegistryClient:
         base = urljoin(self.url, self.config.get("blobs", "blobs/"))
         if not base.endswith("/"):
             base += "/"
-        if not isinstance(self.transport, FileTransport) and not base.startswith(("http://", "https://")):
+        if not self.transport.reads_locally and not base.startswith(("http://", "https://")):
             # a remote registry must not point clients at files of their own machine
             raise InvalidPackageError(f"{self.url}config.json: 'blobs' must be an http(s) URL, not {base!r}")
         return urljoin(base, layout.blob_path(sha256)[len("blobs/"):])
@@ -128,7 +129,7 @@ class RegistryClient:
     def read_blob(self, sha256: str) -> bytes:
         """A whole (small) blob such as a manifest, verified against its digest."""
         raw = self.transport.get_url(self.blob_url(sha256))
-        if hashlib.sha256(raw).hexdigest() != sha256:
+        if sha256_bytes(raw) != sha256:
             raise IntegrityError(f"blob {sha256} from {self.name}: content does not match its sha256")
         return raw
 
@@ -159,7 +160,19 @@ class RegistryClient:
 
     @property
     def local_root(self) -> Path | None:
-        return self.transport.root if isinstance(self.transport, FileTransport) else None
+        """The registry's directory when it is one on this machine (the only kind we publish to)."""
+        return self.transport.local_root
+
+    @property
+    def reads_locally(self) -> bool:
+        """Reads stay on this machine, so offline mode allows them."""
+        return self.transport.reads_locally
+
+    def pinned(self, name: str, version: str, manifest: dict[str, Any]) -> IndexEntry:
+        """The entry a lockfile pins (`manifest`: its sha256 and size), built without reading the index:
+        `--frozen` installs exactly what was locked."""
+        data = {"name": name, "version": version, "manifest": dict(manifest), "yanked": False}
+        return IndexEntry(data, parse_version(version), self)
 
     def close(self) -> None:
         self.transport.close()

@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
 
-from .._fs import atomic_write
+from .._fs import atomic_write, file_digest, sha256_bytes, write_blob
 from ..errors import AdapterError, InvalidPackageError, NotFoundError
-from ..manifest import canonical_name, dumps_manifest, file_digest, parse_version
+from ..manifest import canonical_name, dumps_manifest, parse_version
 from . import layout
 from .client import parse_jsonl
 
@@ -27,30 +25,10 @@ _VOLATILE = ("created", "tool")
 
 
 def _same_content(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    strip = lambda m: {k: v for k, v in m.items() if k not in _VOLATILE}  # noqa: E731
+    def strip(m: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in m.items() if k not in _VOLATILE}
+
     return strip(a) == strip(b)
-
-
-def _put_blob(root: Path, sha256: str, source: Path | bytes) -> None:
-    target = root / layout.blob_path(sha256)
-    if target.exists():
-        return
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            if isinstance(source, bytes):
-                out.write(source)
-            else:
-                with open(source, "rb") as src:
-                    shutil.copyfileobj(src, out, 1 << 20)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o444)
-        os.replace(tmp, target)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def _append_line(path: Path, item: dict[str, Any]) -> None:
@@ -78,14 +56,12 @@ def ensure_registry(root: Path, name: str | None = None) -> None:
 
 
 def index_entry(manifest: dict[str, Any], manifest_bytes: bytes) -> dict[str, Any]:
-    import hashlib
-
     base = manifest["base_model"]
     fp = base.get("fingerprint") or {}
     return {
         "name": canonical_name(manifest["name"]),
         "version": manifest["version"],
-        "manifest": {"sha256": hashlib.sha256(manifest_bytes).hexdigest(), "size": len(manifest_bytes)},
+        "manifest": {"sha256": sha256_bytes(manifest_bytes), "size": len(manifest_bytes)},
         "type": manifest["adapter"]["type"],
         "base": {"name": base.get("name"), "fingerprint": fp.get("content"), "architecture": fp.get("architecture")},
         "deps": [
@@ -120,9 +96,9 @@ def publish_directory(root: Path, package_dir: Path, manifest: dict[str, Any]) -
             sha, size = file_digest(source)  # the package may have changed since it was validated
             if (sha, size) != (f["sha256"], f["size"]):
                 raise InvalidPackageError(f"{source}: changed while publishing")
-            _put_blob(root, sha, source)
+            write_blob(root / layout.blob_path(sha), source)
         entry = index_entry(manifest, manifest_bytes)
-        _put_blob(root, entry["manifest"]["sha256"], manifest_bytes)
+        write_blob(root / layout.blob_path(entry["manifest"]["sha256"]), manifest_bytes)
         _append_line(index_file, entry)
         if entry["base"]["fingerprint"]:
             _append_line(

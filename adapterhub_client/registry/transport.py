@@ -6,14 +6,14 @@ copy, so a warm look-up costs one small conditional request (or none, offline).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urljoin, urlsplit
 
-from .._fs import atomic_write
+from .._fs import atomic_write, sha256_bytes
 from ..errors import NotFoundError, OfflineMissError, RegistryError, UsageError
 
 if TYPE_CHECKING:
@@ -24,6 +24,16 @@ class Transport:
     """Read-only access to files below a registry root URL."""
 
     url: str
+
+    @property
+    def reads_locally(self) -> bool:
+        """Whether reads stay on this machine (a directory): offline mode does not restrict them."""
+        return False
+
+    @property
+    def local_root(self) -> Path | None:
+        """The registry directory when the registry is one on this machine (publishing writes there)."""
+        return None
 
     def get(self, path: str, *, max_age: float = 0) -> bytes:
         """The file's bytes; NotFoundError if absent; RegistryError if unreachable.
@@ -50,10 +60,40 @@ def file_url_to_path(url: str) -> Path:
     return Path(unquote(parts.path))  # POSIX file URLs; urllib.request costs 25 ms to import
 
 
+def local_package_dir(source: str) -> Path | None:
+    """The package directory a `file:` source names (as lockfiles record local installs), else None."""
+    from ..manifest import MANIFEST_FILE
+
+    if not source.startswith("file:"):
+        return None
+    path = file_url_to_path(source)
+    return path if (path / MANIFEST_FILE).is_file() else None
+
+
+def open_transport(url: str, http_client: Callable[[], httpx.Client], cache_dir: Path,
+                   offline: bool = False) -> Transport:
+    """The transport for a registry URL: a directory for `file:`, else static HTTP(S).
+
+    `http_client` is called only for HTTP registries, so a local registry never imports httpx."""
+    if url.startswith("file:"):
+        return FileTransport(url)
+    if url.startswith(("http://", "https://")):
+        return HttpTransport(url, http_client(), cache_dir, offline)
+    raise UsageError(f"unsupported registry URL {url!r} (file://, http:// on loopback, https://)")
+
+
 class FileTransport(Transport):
     def __init__(self, url: str) -> None:
         self.url = url if url.endswith("/") else url + "/"
         self.root = file_url_to_path(self.url)
+
+    @property
+    def reads_locally(self) -> bool:
+        return True
+
+    @property
+    def local_root(self) -> Path | None:
+        return self.root
 
     def get(self, path: str, *, max_age: float = 0) -> bytes:
         try:
@@ -74,14 +114,14 @@ class FileTransport(Transport):
 
 
 class HttpTransport(Transport):
-    def __init__(self, url: str, client: "httpx.Client", cache_dir: Path, offline: bool = False) -> None:
+    def __init__(self, url: str, client: httpx.Client, cache_dir: Path, offline: bool = False) -> None:
         from ..net import check_url
 
         self.url = url if url.endswith("/") else url + "/"
         check_url(self.url)
         self.client = client
         self.offline = offline
-        key = hashlib.sha256(self.url.encode()).hexdigest()[:16]
+        key = sha256_bytes(self.url.encode())[:16]
         self.cache_root = cache_dir / "http" / key
 
     def get(self, path: str, *, max_age: float = 0) -> bytes:

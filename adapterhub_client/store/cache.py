@@ -6,22 +6,28 @@
     <cache>/locks/<key>.lock              file locks: one per blob, one per installed version
     <cache>/installed/<org>/<name>/<ver>/ installed view: manifest.json + files (hard links)
     <cache>/http/<registry>/...           index files with their ETag, for revalidation
+    <cache>/fingerprints/                 per-file base-model fingerprints (basemodel.fingerprint)
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import dataclasses
+import json
 import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
+from typing import Any
 
+from .._fs import sha256_bytes, write_blob
 from ..errors import AdapterError, IntegrityError
 
-SUBDIRS = ("blobs", "partial", "locks", "installed", "tmp", "http", "fingerprints")
+RECORD_FILE = ".install.json"  # in each installed view: what was installed, from where, when
+FINGERPRINTS = "fingerprints"  # the one name of the fingerprint cache's folder under a cache root
+SUBDIRS = ("blobs", "partial", "locks", "installed", "tmp", "http", FINGERPRINTS)
 CACHEDIR_TAG = (
     "Signature: 8a477f597d28d172789f06886806bc55\n"
     "# This file is a cache directory tag created by adapterhub-client.\n"
@@ -29,12 +35,38 @@ CACHEDIR_TAG = (
 )
 
 
+@dataclasses.dataclass(frozen=True)
+class CacheStats:
+    """What `adapters cache info` reports: counts and bytes of verified blobs and partial downloads."""
+
+    path: Path
+    blobs: int
+    blob_bytes: int
+    partial: int
+    partial_bytes: int
+    installed: int  # installed adapter versions (complete views)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": str(self.path), "blobs": self.blobs, "blob_bytes": self.blob_bytes, "partial": self.partial,
+                "partial_bytes": self.partial_bytes, "installed": self.installed}
+
+
+def _count_files(path: Path) -> tuple[int, int]:
+    count = total = 0
+    if path.is_dir():
+        for p in path.rglob("*"):
+            if p.is_file():
+                count += 1
+                total += p.stat().st_size
+    return count, total
+
+
 class Cache:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
 
     # --- layout -----------------------------------------------------------------
-    def ensure(self) -> "Cache":
+    def ensure(self) -> Cache:
         from .._fs import atomic_write
 
         try:
@@ -45,6 +77,30 @@ class Cache:
         except OSError as exc:
             raise AdapterError(f"cannot use the cache directory {self.root}: {exc.strerror or exc}") from None
         return self
+
+    @property
+    def fingerprints_dir(self) -> Path:
+        """Where base-model fingerprints are cached: pass it as `cache_dir` to basemodel.fingerprint."""
+        return self.root / FINGERPRINTS
+
+    def stats(self) -> CacheStats:
+        """Counts and sizes of what the cache holds (read-only; an absent cache is empty)."""
+        blobs, blob_bytes = _count_files(self.root / "blobs")
+        partial, partial_bytes = _count_files(self.root / "partial")
+        installed = sum(1 for _ in self.iter_installed())
+        return CacheStats(self.root, blobs, blob_bytes, partial, partial_bytes, installed)
+
+    def iter_installed(self) -> Iterator[tuple[dict[str, Any], Path]]:
+        """(install record, view directory) of every complete installed view, in path order."""
+        base = self.root / "installed"
+        if not base.is_dir():
+            return
+        for record_file in sorted(base.glob(f"*/*/*/{RECORD_FILE}")):
+            try:
+                record = json.loads(record_file.read_text())
+            except (OSError, ValueError):
+                continue
+            yield record, record_file.parent
 
     def blob_path(self, sha256: str) -> Path:
         return self.root / "blobs" / "sha256" / sha256[:2] / sha256
@@ -95,15 +151,10 @@ class Cache:
         return target
 
     def put_bytes(self, data: bytes, sha256: str) -> Path:
-        if hashlib.sha256(data).hexdigest() != sha256:
+        """Store a small verified blob (a manifest) atomically and read-only."""
+        if sha256_bytes(data) != sha256:
             raise IntegrityError(f"blob {sha256}: content does not match its sha256")
-        target = self.blob_path(sha256)
-        if target.exists():
-            return target
-        fd, tmp = tempfile.mkstemp(dir=self.root / "tmp", prefix="blob-")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        return self.commit_blob(Path(tmp), sha256)
+        return write_blob(self.blob_path(sha256), data, tmp_dir=self.root / "tmp")
 
     def iter_blobs(self) -> Iterator[tuple[str, Path]]:
         base = self.root / "blobs" / "sha256"
@@ -115,10 +166,7 @@ class Cache:
                     yield blob.name, blob
 
     def remove_blob(self, sha256: str) -> None:
-        try:
-            self.blob_path(sha256).unlink()
-        except FileNotFoundError:
-            pass
+        self.blob_path(sha256).unlink(missing_ok=True)
 
     def clean(self) -> None:
         """Remove what this cache holds (its own subdirectories only, locks included), keeping the
@@ -136,10 +184,3 @@ class Cache:
                     os.chmod(dirpath, 0o755)
                 shutil.rmtree(child)
 
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()

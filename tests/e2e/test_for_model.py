@@ -6,9 +6,6 @@ saved to disk (another checkpoint of the same architecture), and a tiny GPT-2 (a
 
 from __future__ import annotations
 
-import pytest
-
-
 
 def test_publish_base_records_fingerprint(cli, published):
     manifest = cli("info", "acme/mini-lora@1.0.0", "--json").json()["manifest"]

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 
+import peft
 import pytest
 import torch
 
 import adapterhub_client as ah
 from adapterhub_client.errors import InvalidPackageError
 from tests import models
-
-import peft
 
 BUILDERS = {"minilm": models.minilm, "gpt2": models.tiny_gpt2, "llama": models.tiny_llama}
 TARGETS = {
@@ -150,7 +149,8 @@ def test_adapters_that_rewrite_the_base_are_refused(tmp_path):
     # saved A/B are no plain LoRA of the original base
     cfg = peft.LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights="olora")
     peft.get_peft_model(models.tiny_llama(), cfg).save_pretrained(tmp_path / "olora")
-    with pytest.raises(InvalidPackageError, match="init_lora_weights='olora'.*path_initial_model_for_weight_conversion"):
+    olora = "init_lora_weights='olora'.*path_initial_model_for_weight_conversion"
+    with pytest.raises(InvalidPackageError, match=olora):
         ah.load_adapter(models.tiny_llama(), tmp_path / "olora")
     for init in ("pissa_niter_4", "corda", "loftq", "lora_ga"):
         (tmp_path / init).mkdir()

@@ -5,16 +5,15 @@ from __future__ import annotations
 import copy
 
 import pytest
-
 import torch
 import transformers  # noqa: F401
 
-import adapterhub_client as ah  # noqa: E402
-from adapterhub_client.errors import UsageError  # noqa: E402
-from adapterhub_client.nn.base import AdapterConfig  # noqa: E402
-from adapterhub_client.nn.bottleneck import BottleneckLayer, Preset, register_preset, PRESETS  # noqa: E402
-from adapterhub_client.nn.model import adapter_tensors, attach_weights  # noqa: E402
-from tests import models  # noqa: E402
+import adapterhub_client as ah
+from adapterhub_client.errors import AdapterConfigError, AdapterWeightsError, UsageError
+from adapterhub_client.nn.base import AdapterConfig
+from adapterhub_client.nn.bottleneck import PRESETS, BottleneckLayer, Preset, register_preset
+from adapterhub_client.nn.model import adapter_tensors, attach_weights
+from tests import models
 
 STYLES = ["houlsby", "pfeiffer", "parallel"]
 ARCHS = ["bert", "gpt2", "llama"]
@@ -105,7 +104,7 @@ def test_unknown_architecture_and_no_match_are_clear():
         ah.add_adapter(net, "a", ah.BottleneckConfig())
     with pytest.raises(UsageError, match="no module matched"):
         ah.add_adapter(net, "a", ah.BottleneckConfig(sites=[{"target": "nothing", "mode": "output"}]))
-    with pytest.raises(ValueError, match="style"):
+    with pytest.raises(AdapterConfigError, match="style"):
         ah.BottleneckConfig(style="sideways")
 
 
@@ -229,7 +228,7 @@ def test_save_load_round_trip(bases, ids, style):
     assert torch.equal(out(fresh, ids), out(model, ids))
     # a wrong shape is refused and leaves the model untouched
     bad = {k: (v[:1] if k.endswith("adapter_up.bias") else v) for k, v in tensors.items()}
-    with pytest.raises(Exception, match="shape"):
+    with pytest.raises(AdapterWeightsError, match="shape"):
         attach_weights(fresh, "c", cfg, bad)
     assert [a.name for a in ah.list_adapters(fresh)] == ["b"]
 

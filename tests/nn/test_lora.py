@@ -10,9 +10,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import adapterhub_client as ah
-from adapterhub_client.errors import AdapterError, InvalidPackageError, NotFoundError
+from adapterhub_client.errors import AdapterError, AdapterWeightsError, InvalidPackageError, NotFoundError
 from adapterhub_client.nn.lora import LoRAEmbedding, LoRALayer, LoRALinear
-from adapterhub_client.nn.model import AdapterWeightsError, adapter_parameters, base_state_dict
+from adapterhub_client.nn.model import adapter_parameters, base_state_dict
 from adapterhub_client.nn.targets import TargetError, layer_index, select_modules
 from tests import models
 
@@ -55,7 +55,8 @@ def test_new_adapter_is_exact_noop_and_trained_one_is_not(arch, variant, ids):
 def test_disable_merge_unmerge_unload(arch, variant, ids):
     model = BUILDERS[arch]()
     base = out(model, ids)
-    ah.add_adapter(model, "a", ah.LoRAConfig(r=4, alpha=8, target_modules=TARGETS[arch], init="none", **VARIANTS[variant]))
+    cfg = ah.LoRAConfig(r=4, alpha=8, target_modules=TARGETS[arch], init="none", **VARIANTS[variant])
+    ah.add_adapter(model, "a", cfg)
     assert (models.randomize_magnitudes(model) > 0) == (variant == "dora")
     unmerged = out(model, ids)
     with ah.disable_adapters(model):
@@ -177,7 +178,8 @@ def test_bias_all_trains_and_saves_biases(tmp_path, ids):
 
 def test_package_round_trip_under_another_seed(tmp_path, ids):
     model = models.minilm()
-    ah.add_adapter(model, "sent", ah.LoRAConfig(r=8, alpha=16, target_modules=["query", "value"], init="none", dora=True))
+    cfg = ah.LoRAConfig(r=8, alpha=16, target_modules=["query", "value"], init="none", dora=True)
+    ah.add_adapter(model, "sent", cfg)
     models.randomize_magnitudes(model)
     expected = out(model, ids)
     pkg = ah.save_adapter(model, "sent", tmp_path / "pkg", name="org/sent", version="1.0.0")
@@ -359,9 +361,10 @@ def test_delete_adapter(ids):
 
 def test_targeting_rules():
     model = models.tiny_llama(lm_head=True)
-    paths = lambda **kw: [p for p, _ in select_modules(model, **kw)]  # noqa: E731
+    paths = lambda **kw: [p for p, _ in select_modules(model, **kw)]
     assert paths(target_modules=["q_proj"]) == ["model.layers.0.self_attn.q_proj", "model.layers.1.self_attn.q_proj"]
-    assert paths(target_modules=r".*1\.mlp\.(up|down)_proj") == ["model.layers.1.mlp.up_proj", "model.layers.1.mlp.down_proj"]
+    assert paths(target_modules=r".*1\.mlp\.(up|down)_proj") == ["model.layers.1.mlp.up_proj",
+                                                                 "model.layers.1.mlp.down_proj"]
     linear = paths(target_modules="all-linear")
     assert len(linear) == 14 and "lm_head" not in linear
     assert paths(target_modules="all-linear", layers_to_transform=[1], exclude_modules=["o_proj"]) == [
@@ -378,7 +381,8 @@ def test_targeting_rules():
 
 def test_rank_and_alpha_patterns():
     model = models.tiny_llama()
-    cfg = ah.LoRAConfig(r=4, alpha=8, target_modules=["q_proj", "v_proj"], rank_pattern={"layers.1.self_attn.q_proj": 2},
+    cfg = ah.LoRAConfig(r=4, alpha=8, target_modules=["q_proj", "v_proj"],
+                        rank_pattern={"layers.1.self_attn.q_proj": 2},
                         alpha_pattern={"v_proj": 3})
     ah.add_adapter(model, "a", cfg)
     assert model.layers[1].self_attn.q_proj.r["a"] == 2 and model.layers[0].self_attn.q_proj.r["a"] == 4

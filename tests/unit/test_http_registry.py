@@ -22,7 +22,6 @@ from adapterhub_client.registry import layout
 from tests.conftest import run_adapters
 
 
-
 @pytest.fixture
 def served(tmp_path, cli, package, static_server_factory):
     """A registry with acme/big 1.0.0 (2 MB of weights) published into a directory and served over HTTP."""
@@ -185,7 +184,8 @@ def test_eight_concurrent_installs_download_once(served, home):
 
 def test_killed_mid_download_then_resumed(served, home):
     env = {"ADAPTERS_HOME": str(home), "ADAPTERS_REGISTRY": served.registry_url}
-    served.set_faults([{"path": served.weights_sha, "action": "delay", "after_bytes": 1_000_000, "seconds": 60, "times": 1}])
+    served.set_faults([{"path": served.weights_sha, "action": "delay", "after_bytes": 1_000_000, "seconds": 60,
+                        "times": 1}])
     proc = subprocess.Popen([sys.executable, "-m", "adapterhub_client", "install", "acme/big"],
                             env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     partial_dir = home / "cache" / "partial"

@@ -52,9 +52,9 @@ def test_republish_identical_is_noop_and_different_is_refused(cli, package):
 
 
 def test_version_selection_prerelease_and_yank(cli, package):
-    for v in ["1.0.0", "1.5.0", "2.0.0rc1", "2.0.0b1"]:
-        assert cli("publish", str(package("acme/x", v, seed=hash(v) % 100))).code == 0
-    pick = lambda *a: cli("install", *a, "--json").json()["installed"][0]["version"]  # noqa: E731
+    for i, v in enumerate(["1.0.0", "1.5.0", "2.0.0rc1", "2.0.0b1"]):
+        assert cli("publish", str(package("acme/x", v, seed=i))).code == 0  # stable seeds: same bytes every run
+    pick = lambda *a: cli("install", *a, "--json").json()["installed"][0]["version"]
     assert pick("acme/x") == "1.5.0"  # no pre-releases unless asked
     assert pick("acme/x", "--pre") == "2.0.0rc1"
     assert pick("acme/x@>=2.0.0b1") == "2.0.0rc1"  # a specifier naming a pre-release admits them
@@ -150,8 +150,8 @@ def test_manifest_with_unsafe_paths_is_refused(cli, package, bad_path):
 def test_invalid_manifests_name_the_field(cli, package):
     pkg = package("acme/v", "1.0.0")
     m = json.loads((pkg / "manifest.json").read_text())
-    for field, value, expect in [("version", "1.0+local", "local version"), ("version", "not a version", "field 'version'"),
-                                 ("name", "noslash", "name")]:
+    for field, value, expect in [("version", "1.0+local", "local version"),
+                                 ("version", "not a version", "field 'version'"), ("name", "noslash", "name")]:
         (pkg / "manifest.json").write_text(json.dumps({**m, field: value}))
         r = cli("publish", str(pkg))
         assert r.code == 7 and expect in r.err, r.err
@@ -270,6 +270,25 @@ def test_verify_checks_the_view_manifest_against_the_install_record(cli, package
     problems = cli("verify", "--json").json()["problems"]
     assert any("installed manifest" in p for p in problems)
     os.chmod(manifest, 0o644)
+    assert cli("uninstall", "acme/vm").code == 0  # start again with a sound view: only the stray file wrong
+    assert Path(cli("install", str(pkg), "--json").json()["installed"][0]["path"]) == view
+    assert cli("verify").code == 0
+    (view / "stray.bin").write_bytes(b"x")
+    r = cli("verify", "--json")
+    assert r.code == 4 and r.json()["problems"] == [f"{view / 'stray.bin'}: not part of the package"]
+
+
+def test_files_not_listed_in_the_manifest_are_neither_published_nor_installed(cli, package, home):
+    pkg = package("acme/listed", "1.0.0")
+    (pkg / "stray.bin").write_bytes(b"not listed in manifest.json")
+    (pkg / "notes.txt").write_text("mine")
+    assert cli("publish", str(pkg)).code == 0
+    blobs = {p.read_bytes() for p in (home / "registry" / "blobs").rglob("*") if p.is_file()}
+    assert b"not listed in manifest.json" not in blobs and b"mine" not in blobs
+    assert len(blobs) == 2  # the weights and the manifest
+    view = Path(cli("install", "acme/listed", "--json").json()["installed"][0]["path"])
+    assert sorted(p.name for p in view.iterdir()) == [".install.json", "adapter.safetensors", "manifest.json"]
+    assert cli("verify").code == 0
 
 
 @pytest.mark.parametrize("config,expect", [

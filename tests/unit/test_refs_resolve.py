@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from packaging.version import Version
 
 from adapterhub_client.errors import NotFoundError, ResolutionError, UsageError
@@ -99,30 +102,100 @@ def test_selection_is_the_highest_allowed(listed, clauses, pre):
         assert not picked.version.is_prerelease
 
 
-@settings(max_examples=150)
+def solutions(table, roots):
+    """Every consistent assignment by brute force: each name gets one version or none; every root is
+    chosen and allowed; every dependency of a chosen version is chosen and allowed."""
+    names = sorted(table)
+    options = {n: [None, *[(Version(v), deps) for v, _, deps in table[n]]] for n in names}
+    found = []
+    for combo in itertools.product(*(options[n] for n in names)):
+        chosen = dict(zip(names, combo))
+        if any(chosen[r.name] is None or not r.allows(chosen[r.name][0]) for r in roots):
+            continue
+        ok = True
+        for pick in chosen.values():
+            for dep, spec in pick[1] if pick else []:
+                target = chosen[dep]
+                req = parse_requirement(f"{dep}@{spec}" if spec else dep)
+                if target is None or not req.allows(target[0]):
+                    ok = False
+        if ok:
+            found.append(chosen)
+    return found
+
+
+@settings(max_examples=300)
 @given(st.data())
-def test_resolution_is_sound(data):
+def test_resolution_is_sound_and_complete(data):
     names = ["o/a", "o/b", "o/c", "o/d"]
+    specs = st.sampled_from(["", ">=2.0", "<2.0", "==1.0", "==3.0"])  # narrow enough that conflicts happen
     table = {}
     for i, name in enumerate(names):
         later = names[i + 1:]
-        table[name] = [
-            (f"{v}.0", False, data.draw(st.lists(st.tuples(st.sampled_from(later), st.sampled_from(["", ">=2.0", "<2.0", "==1.0"])),
-                                                  max_size=2, unique_by=lambda t: t[0])) if later else [])
-            for v in (1, 2, 3)
-        ]
-    roots = [parse_requirement(n) for n in data.draw(st.lists(st.sampled_from(names), min_size=1, max_size=2, unique=True))]
+        if not later:
+            table[name] = [(f"{v}.0", False, []) for v in (1, 2, 3)]
+            continue
+        deps = st.lists(st.tuples(st.sampled_from(later), specs), max_size=2, unique_by=lambda t: t[0])
+        table[name] = [(f"{v}.0", False, data.draw(deps)) for v in (1, 2, 3)]
+    picked = data.draw(st.lists(st.tuples(st.sampled_from(names), specs), min_size=1, max_size=3,
+                                unique_by=lambda t: t[0]))
+    roots = [parse_requirement(f"{n}@{spec}" if spec else n) for n, spec in picked]
     try:
         chosen = Resolver(FakeProvider(table)).resolve(roots)
     except ResolutionError as exc:
         assert "o/" in str(exc)
+        assert solutions(table, roots) == []  # complete: it only fails when nothing would do
         return
-    for entry in chosen.values():  # every dependency of every chosen version is met
+    for entry in chosen.values():  # sound: every dependency of every chosen version is met
         for dep in entry.dependencies:
             target = chosen[dep["name"]]
             req = parse_requirement(f"{dep['name']}@{dep['specifier']}" if dep["specifier"] else dep["name"])
             assert req.allows(target.version)
-    assert all(r.name in chosen for r in roots)
+    assert all(r.name in chosen and r.allows(chosen[r.name].version) for r in roots)
+
+
+def test_brute_force_oracle_sees_conflicts():
+    table = {"o/a": [("1.0", False, [("o/b", ">=2.0")])], "o/b": [("1.0", False, [])]}
+    assert solutions(table, [parse_requirement("o/a")]) == []
+    assert len(solutions(table, [parse_requirement("o/b")])) == 1
+    with pytest.raises(ResolutionError, match="no version of o/b matches"):
+        Resolver(FakeProvider(table)).resolve([parse_requirement("o/a")])
+
+
+class ChainProvider:
+    """An in-memory chain o/p0 -> o/p1 -> ... -> o/p{depth-1}, two versions each; every link asks for
+    the older version of the next, so the resolver backtracks at every level it tries first."""
+
+    def __init__(self, depth):
+        self.depth = depth
+        self.asked = 0
+
+    def candidates(self, name):
+        self.asked += 1
+        i = int(name.removeprefix("o/p"))
+        deps = [{"name": f"o/p{i + 1}", "specifier": "<2"}] if i + 1 < self.depth else []
+        return [
+            IndexEntry({"name": name, "version": v, "yanked": False, "manifest": {"sha256": "0" * 64, "size": 2},
+                        "deps": deps}, Version(v), None)
+            for v in ("2.0", "1.0")
+        ]
+
+
+def test_a_1200_deep_dependency_chain_resolves():
+    provider = ChainProvider(1200)
+    chosen = Resolver(provider).resolve([parse_requirement("o/p0")])
+    assert len(chosen) == 1200 and provider.asked == 1200  # each name's versions fetched once
+    assert str(chosen["o/p0"].version) == "2.0"  # the root: highest
+    assert all(str(chosen[f"o/p{i}"].version) == "1.0" for i in range(1, 1200))  # every link: <2
+
+
+def test_a_conflict_at_the_end_of_a_deep_chain_backtracks_through_all_of_it():
+    provider = ChainProvider(1200)
+    resolver = Resolver(provider)
+    with pytest.raises(ResolutionError, match="conflicting requirements on o/p1199: o/p1199@<2") as exc:
+        resolver.resolve([parse_requirement("o/p0"), parse_requirement("o/p1199@>=2")])
+    assert "o/p1198 1.0" in str(exc.value) and "the command line" in str(exc.value)
+    assert resolver.steps > 2 * 1200  # both versions of the root tried, each down the whole chain
 
 
 def test_backtracking_finds_an_older_version():

@@ -1,0 +1,94 @@
+"""`LocalModel`: one view of a local base model (a directory or an nn.Module) for compatibility checks.
+
+Owns what compat needs from either kind: every tensor's shape and dtype, the architecture fingerprint,
+and the content fingerprint computed on demand (hashing only once the cheap checks pass), memoised
+per algorithm. The cache directory for directories is the caller's; None keeps no cache on disk.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeAlias
+
+from ...errors import NotFoundError
+from ..safetensors_header import canonical_dtype
+from .directory import fingerprint_dir
+from .files import read_headers, read_model_type, weight_files, weights_from_headers
+from .module import architecture_module, content_module, untied_architecture
+from .spec import ALGORITHMS, TensorSpec, architecture_fingerprint, default_algorithm
+
+if TYPE_CHECKING:
+    from torch import nn
+
+# What every "local model" argument accepts: a LocalModel, a directory (or .safetensors file) path, a module.
+ModelLike: TypeAlias = "LocalModel | str | os.PathLike[str] | nn.Module"
+
+
+@dataclass
+class LocalModel:
+    """A local base model as compat sees it: its weights' names/shapes/dtypes, fingerprints on demand."""
+
+    source: str
+    weights: dict[str, TensorSpec]  # every tensor: name -> {"shape", "dtype"}
+    architecture: str
+    model_type: str | None = None
+    _content: Callable[[str], str] | None = field(default=None, repr=False)
+    _content_memo: dict[str, str] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_dir(cls, path: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None) -> LocalModel:
+        """From headers now; the content fingerprint later, cached under `cache_dir` if one is given."""
+        root, files = weight_files(path)
+        weights = weights_from_headers(read_headers(root, files))
+
+        def content(algorithm: str) -> str:
+            result: str = fingerprint_dir(path, cache_dir, algorithm=algorithm, file_digests=False)["content"]
+            return result
+
+        return cls(str(path), weights, architecture_fingerprint(weights), read_model_type(root), content)
+
+    @classmethod
+    def from_module(cls, model: nn.Module) -> LocalModel:
+        """From the module's base state dict (adapters left out); content hashed on demand."""
+        config = getattr(model, "config", None)
+        model_type = getattr(config, "model_type", None)
+        return cls(
+            f"<{type(model).__name__}>",
+            architecture_module(model),
+            architecture_fingerprint(untied_architecture(model)),
+            model_type if isinstance(model_type, str) else None,
+            lambda algorithm: content_module(model, algorithm),
+        )
+
+    @classmethod
+    def of(cls, model: ModelLike, cache_dir: str | os.PathLike[str] | None = None) -> LocalModel:
+        """A LocalModel from a LocalModel, a directory path, or an nn.Module (anything with state_dict)."""
+        if isinstance(model, LocalModel):
+            return model
+        if isinstance(model, (str, os.PathLike)):
+            return cls.from_dir(model, cache_dir)
+        if hasattr(model, "state_dict"):  # duck-typed: torch is not imported to check
+            return cls.from_module(model)
+        raise TypeError(f"expected a model directory or an nn.Module, got {type(model).__name__}")
+
+    def content(self, algorithm: str | None = None) -> str | None:
+        """The content fingerprint with `algorithm`; None when that algorithm is unavailable here."""
+        algorithm = algorithm or default_algorithm()
+        if algorithm not in ALGORITHMS or (algorithm == "blake3" and default_algorithm() != "blake3"):
+            return None
+        if algorithm not in self._content_memo and self._content is not None:
+            self._content_memo[algorithm] = self._content(algorithm)
+        return self._content_memo.get(algorithm)
+
+    def module_weights(self, module_paths: Iterable[str]) -> dict[str, TensorSpec]:
+        """{path: {"shape", "dtype"}} of `<path>.weight` for each path: what a manifest's
+        base_model.architecture.modules records. Raises NotFoundError for a path without a weight."""
+        out: dict[str, TensorSpec] = {}
+        for path in module_paths:
+            w = self.weights.get(f"{path}.weight")
+            if w is None:
+                raise NotFoundError(f"{self.source}: no weight '{path}.weight'")
+            out[path] = {"shape": list(w["shape"]), "dtype": canonical_dtype(w["dtype"])}
+        return out

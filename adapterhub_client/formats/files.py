@@ -1,0 +1,89 @@
+"""File chores every adapter format shares, torch-free: reading a JSON file, checking the directory a
+caller names (to read from or write to), and telling which format a directory holds.
+
+Detection (:func:`detect_format`) is the one rule ``formats.load_adapter`` dispatches on:
+
+* ``manifest.json``                         our package format (it may wrap a PEFT directory);
+* ``adapter_config.json`` that AdapterHub wrote (:func:`.adapterhub_layout.is_adapterhub_config`);
+* any other ``adapter_config.json``          PEFT (its reader refuses what is not a LoRA);
+* a PEFT adapter saved under a name lives in ``<dir>/<name>/``: :func:`find_adapter_dir` finds it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from ..errors import InvalidPackageError, NotFoundError, UsageError
+from ..manifest import MANIFEST_FILE
+from . import adapterhub_layout, peft_layout
+
+PACKAGE = "package"
+PEFT = "peft"
+ADAPTERHUB = "adapterhub"
+FORMATS = (PACKAGE, PEFT, ADAPTERHUB)
+
+
+def read_json(path: Path, *, missing: type[Exception] = InvalidPackageError) -> Any:
+    """The parsed JSON of `path`; `missing` (an AdapterError class) when it does not exist."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise missing(f"{path}: no such file") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidPackageError(f"{path}: not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise InvalidPackageError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+
+
+def as_path(path: object, what: str = "path") -> Path:
+    """`path` as a :class:`Path`; a :class:`UsageError` for anything that is not a path."""
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        raise UsageError(f"expected the {what} as a str or os.PathLike, got {path!r}")
+    return Path(path)
+
+
+def input_dir(path: object) -> Path:
+    """An existing directory to read an adapter from."""
+    root = as_path(path, "adapter directory")
+    if not root.is_dir():
+        raise NotFoundError(f"{root}: not an adapter directory")
+    return root
+
+
+def output_dir(path: object) -> Path:
+    """A directory to write into, created if needed (not a file, not an unwritable place)."""
+    out = as_path(path, "output directory")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out}: exists and is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{out}: cannot create the directory ({exc.strerror or exc})") from None
+    return out
+
+
+def find_adapter_dir(root: Path, name: str | None = None) -> Path:
+    """PEFT saves a non-default adapter under ``<dir>/<adapter name>/``: find it when `root` has no config."""
+    if (root / MANIFEST_FILE).is_file() or (root / peft_layout.CONFIG_FILE).is_file():
+        return root
+    if name and (root / name / peft_layout.CONFIG_FILE).is_file():
+        return root / name
+    subdirs = [d for d in root.iterdir() if (d / peft_layout.CONFIG_FILE).is_file()]
+    return subdirs[0] if len(subdirs) == 1 else root
+
+
+def detect_format(path: object, name: str | None = None) -> tuple[str, Path]:
+    """``(format, directory)`` of the adapter at `path` (one of :data:`FORMATS`)."""
+    root = find_adapter_dir(input_dir(path), name)
+    if (root / MANIFEST_FILE).is_file():
+        return PACKAGE, root
+    config = root / peft_layout.CONFIG_FILE  # AdapterHub uses the same file name
+    if config.is_file():
+        meta = read_json(config)
+        if not isinstance(meta, dict):
+            raise InvalidPackageError(f"{config}: expected a JSON object, got {type(meta).__name__}")
+        return (ADAPTERHUB if adapterhub_layout.is_adapterhub_config(meta) else PEFT), root
+    raise InvalidPackageError(f"{root}: neither {MANIFEST_FILE} nor {peft_layout.CONFIG_FILE} found")

@@ -1,0 +1,122 @@
+"""Adapters onto a base model: resolve and check every manifest before any weight is downloaded,
+then install and either load them onto the model (the base loaded with the transformers class its
+checkpoint was saved from) or merge the LoRA ones into a copy of the checkpoint on disk.
+
+Importing this module imports no torch; the loading steps do, when they run."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import UsageError
+from .for_model import check, local_model
+from .install import install_resolved
+from .resolution import resolve, root_index
+from .results import AttachCheck, Attached, AttachReport, CheckedAdapter, Installed, Merged
+from .session import Session
+
+if TYPE_CHECKING:
+    from ..basemodel.compat import Verdict
+
+_NOT_IN_TORCH_NAMES = re.compile(r"[^A-Za-z0-9_]")
+
+
+def adapter_name(package_name: str) -> str:
+    """The name an attached package gets on the model unless one is given: its full name with every
+    character outside [A-Za-z0-9_] replaced by '_' (`acme/sentiment` -> `acme_sentiment`), since
+    torch module names cannot contain '.' and two orgs may both publish a `sentiment`."""
+    return _NOT_IN_TORCH_NAMES.sub("_", package_name)
+
+
+def check_for_attach(session: Session, refs: Sequence[str], model: Any, strict: bool = False) -> AttachCheck:
+    """Resolve `refs` and check every manifest against `model` before any weight is downloaded."""
+    verdicts: list[Verdict] = []
+    local = local_model(session, model)
+    items = resolve(session, refs, check=lambda manifest: verdicts.append(check(session, manifest, local, strict)))
+    return AttachCheck(items, verdicts)
+
+
+def attach(session: Session, model: Any, ref: str, name: str | None = None, strict: bool = False) -> str:
+    """Check `ref` against the in-memory `model`, install it if needed, attach it with the built-in
+    modules; return the adapter's name. An architecture-only match warns (refused with strict=True)."""
+    from ..basemodel.compat import EXACT
+    from ..formats import load_adapter
+
+    checked = check_for_attach(session, [ref], model, strict=strict)
+    for verdict in checked.verdicts:
+        if verdict.kind != EXACT:
+            warnings.warn(verdict.message, stacklevel=3)  # at the caller of Hub.attach
+    root = install_resolved(session, checked.items)[root_index(checked.items, ref)]
+    return load_adapter(model, root.path, name=name or adapter_name(root.name))
+
+
+def attach_dir(session: Session, refs: Sequence[str], model_dir: str | os.PathLike[str], *, strict: bool = False,
+               check_only: bool = False, merge_to: str | os.PathLike[str] | None = None) -> AttachReport:
+    """`adapters attach`: check `refs` against the model directory; unless `check_only`, install them
+    and attach them onto the loaded base (proving every weight fits) or, with `merge_to`, write the
+    base with the LoRA adapters merged. Only LoRA adapters merge: others are refused before download."""
+    start = time.perf_counter()
+    checked = check_for_attach(session, refs, model_dir, strict=strict)
+    adapters = [CheckedAdapter(i.name, i.version, i.manifest["adapter"]["type"], v)
+                for i, v in zip(checked.items, checked.verdicts)]
+    if merge_to is not None:
+        not_lora = [a.name for a in adapters if a.type != "lora"]
+        if not_lora:
+            raise UsageError(f"--merge: {', '.join(not_lora)} cannot be merged into the base weights "
+                             "(only LoRA adapters merge; attach bottleneck adapters at run time)")
+    attached: list[Attached] | None = None
+    merged: Merged | None = None
+    if not check_only:
+        installed = install_resolved(session, checked.items)
+        if merge_to is not None:
+            merged = merge(model_dir, installed, merge_to)
+        else:
+            attached = attach_installed(load_base_model(model_dir), installed)
+    return AttachReport(str(model_dir), adapters, attached, merged, round(time.perf_counter() - start, 3))
+
+
+def base_model_class(model_dir: str | os.PathLike[str]) -> Any:
+    """The transformers class the checkpoint was saved from (so heads such as lm_head exist), else AutoModel."""
+    try:
+        import transformers
+    except ImportError:
+        raise UsageError("attaching onto a model directory needs `transformers` (pip install transformers)") from None
+    config = transformers.AutoConfig.from_pretrained(str(model_dir))
+    named = (getattr(transformers, a) for a in (config.architectures or []) if hasattr(transformers, a))
+    return next(named, transformers.AutoModel)
+
+
+def load_base_model(model_dir: str | os.PathLike[str]) -> Any:
+    """The base model of a directory, loaded with its own transformers class."""
+    return base_model_class(model_dir).from_pretrained(str(model_dir))
+
+
+def attach_installed(model: Any, installed: Sequence[Installed]) -> list[Attached]:
+    """Load each installed package onto `model` under `adapter_name` (strict: every key must land)."""
+    from ..formats import load_adapter
+    from ..nn.base import adapter_state
+    from ..nn.model import list_adapters
+
+    total = sum(p.numel() for p in model.parameters())  # the base's, before any adapter
+    out = []
+    for inst in installed:
+        name = load_adapter(model, inst.path, name=adapter_name(inst.name))
+        info = next(a for a in list_adapters(model) if a.name == name)
+        out.append(Attached(inst.name, name, info.modules, info.params, total,
+                            tuple(adapter_state(model).modules[name][:3])))
+    return out
+
+
+def merge(model_dir: str | os.PathLike[str], installed: Sequence[Installed],
+          output: str | os.PathLike[str]) -> Merged:
+    """Stream the checkpoint in `model_dir` to `output` with the installed LoRA packages merged."""
+    from ..formats.checkpoint import merge_checkpoint, read_lora_package
+
+    adapters = [read_lora_package(i.path) for i in installed]
+    return Merged.from_report(merge_checkpoint(Path(model_dir), adapters, Path(output)))

@@ -1,0 +1,100 @@
+"""References -> pinned versions with verified manifests: the step every workflow starts with.
+
+A manifest is fetched (or read from the cache), checked against the sha256 the index lists and
+validated before any other file of its package is touched."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .._fs import sha256_bytes
+from ..errors import InvalidPackageError, OfflineMissError, UsageError
+from ..manifest import MANIFEST_FILE, canonical_name, dumps_manifest
+from ..refs import HubRef, LocalRef, Ref, Requirement, parse_ref
+from ..registry.client import IndexEntry
+from ..resolve import Resolver, dependency_requirement
+from .results import Resolved
+from .session import Session
+
+ManifestCheck = Callable[[dict[str, Any]], None]
+RefLike = str | Requirement | LocalRef
+
+
+def parse(ref: RefLike) -> Ref:
+    """A reference as typed, or already parsed; Hugging Face Hub references are refused for now."""
+    parsed = parse_ref(ref) if isinstance(ref, str) else ref
+    if isinstance(parsed, HubRef):
+        raise UsageError(f"hf://{parsed.repo}: Hugging Face Hub sources are not supported yet")
+    return parsed
+
+
+def resolve(session: Session, refs: Sequence[RefLike], pre: bool = False,
+            check: ManifestCheck | None = None) -> list[Resolved]:
+    """Pin every reference and its dependencies; fetch and verify their manifests.
+
+    `check` runs on each manifest right after it is fetched, before any other file."""
+    requirements: list[Requirement] = []
+    resolved: list[Resolved] = []
+    for ref in refs:
+        parsed = parse(ref)
+        if isinstance(parsed, LocalRef):
+            resolved.append(resolve_local(session, parsed.path))
+        else:
+            assert isinstance(parsed, Requirement)
+            requirements.append(parsed)
+    for item in resolved:
+        requirements.extend(dependency_requirement(dep) for dep in item.manifest.get("dependencies", []))
+    if requirements:
+        bound = {r.name: r.registry_url for r in requirements if r.registry_url}
+        picked = Resolver(session.provider(bound), pre=pre).resolve(requirements)
+        resolved.extend(resolved_entry(session, entry) for entry in picked.values())
+    if check:
+        for item in resolved:
+            check(item.manifest)
+    return resolved
+
+
+def resolved_entry(session: Session, entry: IndexEntry) -> Resolved:
+    """An index entry with its manifest fetched and verified."""
+    raw = manifest_bytes(session, entry)
+    manifest = entry.registry.manifest_from_bytes(entry, raw)
+    return Resolved(entry.name, manifest["version"], entry.registry.url, manifest, raw, entry.manifest_sha256,
+                    entry=entry)
+
+
+def manifest_bytes(session: Session, entry: IndexEntry) -> bytes:
+    """The manifest blob of `entry`: from the cache, else from its registry (then cached)."""
+    sha = entry.manifest_sha256
+    blob = session.cache.blob_path(sha)
+    if blob.is_file():
+        return blob.read_bytes()
+    if session.offline and not entry.registry.reads_locally:
+        raise OfflineMissError(f"offline: the manifest of {entry.name} {entry.version} is not in the cache")
+    raw = entry.registry.read_blob(sha)
+    session.cache.ensure().put_bytes(raw, sha)
+    return raw
+
+
+def resolve_local(session: Session, path: Path) -> Resolved:
+    """A local package directory; sizes and hashes are computed if the manifest lacks them."""
+    from ..formats.pack import prepare_package
+
+    if not (path / MANIFEST_FILE).is_file():
+        raise InvalidPackageError(f"{path}: no {MANIFEST_FILE} (publish or save the adapter as a package first)")
+    manifest = prepare_package(path, fingerprint_cache=session.cache.fingerprints_dir)
+    canonical = dumps_manifest(manifest)
+    return Resolved(canonical_name(manifest["name"]), manifest["version"], path.as_uri(), manifest, canonical,
+                    sha256_bytes(canonical), local_dir=path)
+
+
+def root_index(items: Sequence[Resolved], ref: str) -> int:
+    """Which resolved item `ref` itself names (the others are its dependencies)."""
+    parsed = parse_ref(ref)
+    for i, item in enumerate(items):
+        if isinstance(parsed, LocalRef) and item.local_dir == parsed.path:
+            return i
+        if isinstance(parsed, Requirement) and item.name == parsed.name:
+            return i
+    return 0

@@ -1,0 +1,302 @@
+"""What the workflows return: small typed records, each with `to_json()` giving the machine values
+that `--json` prints (the keys are part of the CLI's contract).
+
+Torch-free and cheap to import (`adapters list` uses it): the other layers' types are named for type
+checkers only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from ..store.cache import CacheStats
+
+if TYPE_CHECKING:
+    from ..basemodel.compat import Verdict
+    from ..lockfile import LockData, LockEntry
+    from ..registry.client import IndexEntry
+
+__all__ = [
+    "AttachCheck",
+    "AttachReport",
+    "Attached",
+    "CacheStats",
+    "CheckedAdapter",
+    "Fingerprinted",
+    "Info",
+    "Installed",
+    "InstalledAdapter",
+    "Locked",
+    "Merged",
+    "ModelInstall",
+    "Published",
+    "Removed",
+    "Resolved",
+    "SearchHit",
+    "VerifyReport",
+    "Yanked",
+]
+
+
+@dataclasses.dataclass
+class Resolved:
+    """One pinned version: where it comes from and its (verified) manifest."""
+
+    name: str
+    version: str
+    source: str
+    manifest: dict[str, Any]
+    manifest_bytes: bytes
+    manifest_sha256: str
+    entry: IndexEntry | None = None  # set when it comes from a registry index
+    local_dir: Path | None = None  # set when it is a package directory on this machine
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "source": self.source,
+                "manifest_sha256": self.manifest_sha256}
+
+
+@dataclasses.dataclass(frozen=True)
+class Installed:
+    """One installed view, and whether this call created it."""
+
+    name: str
+    version: str
+    path: Path
+    source: str
+    manifest_sha256: str
+    already: bool  # was installed before this call
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "path": str(self.path), "source": self.source,
+                "manifest_sha256": self.manifest_sha256, "already_installed": self.already}
+
+
+class ModelInstall(NamedTuple):
+    """`install --for-model`: what was installed and the verdict that picked the version."""
+
+    installed: list[Installed]
+    verdict: Verdict
+
+
+class AttachCheck(NamedTuple):
+    """References resolved and checked against a model; one verdict per resolved item, same order."""
+
+    items: list[Resolved]
+    verdicts: list[Verdict]
+
+
+@dataclasses.dataclass(frozen=True)
+class InstalledAdapter:
+    """An installed view as its install record describes it (`adapters list`)."""
+
+    name: str
+    version: str
+    source: str
+    manifest_sha256: str
+    installed: str  # UTC timestamp of the install
+    path: Path
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any], path: Path) -> InstalledAdapter:
+        return cls(str(record.get("name", "")), str(record.get("version", "")), str(record.get("source", "")),
+                   str(record.get("manifest_sha256", "")), str(record.get("installed", "")), path)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "source": self.source,
+                "manifest_sha256": self.manifest_sha256, "installed": self.installed, "path": str(self.path)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Removed:
+    name: str
+    version: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version}
+
+
+@dataclasses.dataclass(frozen=True)
+class Info:
+    """`adapters info`: the manifest a reference resolves to and every listed version."""
+
+    manifest: dict[str, Any]
+    source: str
+    versions: list[str]  # ascending, "1.5.0 (yanked)" for yanked ones
+    manifest_sha256: str | None = None  # None for a local package directory (not published)
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"manifest": self.manifest, "source": self.source, "versions": self.versions}
+        if self.manifest_sha256 is not None:
+            data["manifest_sha256"] = self.manifest_sha256
+        return data
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchHit:
+    """One adapter version from a registry's search or reverse (by-base) index."""
+
+    name: str
+    version: str
+    registry: str
+    type: str = ""
+    description: str = ""
+    tags: tuple[str, ...] = ()
+    base: str | None = None
+    base_fingerprint: str | None = None  # set for `search --for-model` hits
+    line: Mapping[str, Any] = dataclasses.field(default_factory=dict, repr=False, compare=False)  # as served
+
+    @classmethod
+    def from_line(cls, line: Mapping[str, Any], registry: str, base_fingerprint: str | None = None) -> SearchHit:
+        tags = line.get("tags")
+        return cls(str(line.get("name", "")), str(line.get("version", "")), registry, str(line.get("type") or ""),
+                   str(line.get("description") or ""), tuple(str(t) for t in tags) if isinstance(tags, list) else (),
+                   line.get("base") if isinstance(line.get("base"), str) else None, base_fingerprint, dict(line))
+
+    def to_json(self) -> dict[str, Any]:
+        """The index line as the registry served it, plus where it came from."""
+        data = {**self.line, "registry": self.registry}
+        if self.base_fingerprint is not None:
+            data["base_fingerprint"] = self.base_fingerprint
+        return data
+
+
+@dataclasses.dataclass(frozen=True)
+class VerifyReport:
+    checked: int  # installed views re-hashed
+    problems: list[str]
+    incomplete_views: list[str]  # leftovers of interrupted installs in tmp/
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_json(self) -> dict[str, Any]:
+        return {"checked": self.checked, "problems": self.problems, "incomplete_views": self.incomplete_views}
+
+
+@dataclasses.dataclass(frozen=True)
+class Published:
+    name: str
+    version: str
+    registry: str  # its name in the settings
+    url: str
+    manifest_sha256: str
+    created: bool  # False: the identical content was already published
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "registry": self.registry, "url": self.url,
+                "manifest_sha256": self.manifest_sha256, "created": self.created}
+
+
+@dataclasses.dataclass(frozen=True)
+class Yanked:
+    name: str
+    version: str
+    yanked: bool  # the new state (False after --undo)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "yanked": self.yanked}
+
+
+@dataclasses.dataclass(frozen=True)
+class Locked:
+    """A lockfile written: where, and its content."""
+
+    path: Path
+    lock: LockData
+
+    @property
+    def adapters(self) -> list[LockEntry]:
+        return self.lock["adapters"]
+
+    def to_json(self) -> LockData:
+        return self.lock
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckedAdapter:
+    """One resolved adapter and its compatibility verdict against the local model."""
+
+    name: str
+    version: str
+    type: str  # lora | bottleneck | ...
+    verdict: Verdict
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "type": self.type, "compatibility": self.verdict.to_json()}
+
+
+@dataclasses.dataclass(frozen=True)
+class Attached:
+    """One adapter loaded onto the base model: proof that every weight landed."""
+
+    adapter: str  # the package name, org/name
+    name: str  # its name on the model (see operations.attach.adapter_name)
+    modules: int
+    parameters: int
+    total_parameters: int  # of the base model, without adapters
+    examples: tuple[str, ...]  # a few adapted module paths
+
+    @property
+    def parameters_share(self) -> str:
+        total = self.total_parameters
+        return f"{100 * self.parameters / total:.2f}% of {total / 1e6:.1f}M"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"adapter": self.adapter, "name": self.name, "modules": self.modules, "parameters": self.parameters,
+                "parameters_share": self.parameters_share, "examples": list(self.examples)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Merged:
+    """A checkpoint written with LoRA adapters merged into its weights."""
+
+    output: Path
+    files: list[str]
+    merged_tensors: int
+    largest_tensor_bytes: int  # the peak one tensor cost in memory
+
+    @classmethod
+    def from_report(cls, report: Mapping[str, Any]) -> Merged:
+        return cls(Path(report["output"]), [str(f) for f in report["files"]], int(report["merged_tensors"]),
+                   int(report["largest_tensor_bytes"]))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"output": str(self.output), "files": self.files, "merged_tensors": self.merged_tensors,
+                "largest_tensor_bytes": self.largest_tensor_bytes}
+
+
+@dataclasses.dataclass(frozen=True)
+class AttachReport:
+    """`adapters attach`: the verdicts, then what was attached or merged (neither with --check)."""
+
+    model: str
+    adapters: list[CheckedAdapter]
+    attached: list[Attached] | None = None
+    merged: Merged | None = None
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"model": self.model, "adapters": [a.to_json() for a in self.adapters]}
+        if self.attached is not None:
+            data["attached"] = [a.to_json() for a in self.attached]
+        if self.merged is not None:
+            data["merged"] = self.merged.to_json()
+        data["seconds"] = self.seconds
+        return data
+
+
+@dataclasses.dataclass(frozen=True)
+class Fingerprinted:
+    """`adapters fingerprint`: a model directory's fingerprints (see basemodel.fingerprint) and the time taken."""
+
+    path: str
+    fingerprint: dict[str, Any]  # content, architecture, files, model_type, tensor_count, total_bytes
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, **self.fingerprint, "seconds": round(self.seconds, 4)}

@@ -1,0 +1,102 @@
+"""What every workflow shares: settings, the cache, one registry client per URL, pooled HTTP clients
+(one per token scope) and the downloader. `Hub` owns one and closes it; workflows receive it."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from ..config import RegistrySpec, Settings
+from ..errors import NotFoundError, OfflineMissError
+from ..registry.client import IndexEntry, RegistryClient
+from ..registry.transport import open_transport
+from ..store.cache import Cache
+from ..store.download import Downloader
+
+if TYPE_CHECKING:
+    import httpx
+
+
+class Session:
+    def __init__(self, settings: Settings, progress: bool | None = None) -> None:
+        self.settings = settings
+        self.cache = Cache(settings.cache_dir)
+        self.progress = sys.stderr.isatty() if progress is None else progress
+        self.downloader = Downloader(self.cache, self.default_http, settings.offline)
+        self._clients: dict[str, RegistryClient] = {}
+        self._http: dict[str | None, httpx.Client] = {}
+
+    @property
+    def offline(self) -> bool:
+        return self.settings.offline
+
+    # --- HTTP and registries ------------------------------------------------------------
+    def http_client(self, spec: RegistrySpec | None = None) -> httpx.Client:
+        """The pooled client for `spec`: its own when it carries a token (scoped to its host), else shared."""
+        key = spec.url if spec and spec.token else None
+        if key not in self._http:
+            from ..net import make_client  # deferred: httpx, only when something is remote
+
+            self._http[key] = make_client(spec.token, spec.url) if spec is not None and key else make_client()
+        return self._http[key]
+
+    def default_http(self) -> httpx.Client:
+        return self.http_client(None)
+
+    def client(self, spec: RegistrySpec) -> RegistryClient:
+        """The registry client for `spec` (one per URL)."""
+        if spec.url not in self._clients:
+            def http() -> httpx.Client:
+                self.cache.ensure()  # remote index copies live in the cache: tag it first
+                return self.http_client(spec)
+
+            transport = open_transport(spec.url, http, self.cache.root, self.offline)
+            self._clients[spec.url] = RegistryClient(spec, transport)
+        return self._clients[spec.url]
+
+    def client_for_url(self, url: str) -> RegistryClient:
+        """The client for a registry URL, with the configured token when that registry is configured."""
+        return self.client(self.settings.spec_for_url(url))
+
+    def registries(self) -> list[RegistryClient]:
+        """The configured registries, in search order."""
+        return [self.client(spec) for spec in self.settings.registries]
+
+    def candidates(self, name: str, registry_url: str | None = None) -> list[IndexEntry]:
+        """All versions of `name` from the first registry that lists it (or from `registry_url` only)."""
+        clients = [self.client_for_url(registry_url)] if registry_url else self.registries()
+        offline_misses: list[OfflineMissError] = []
+        for client in clients:
+            try:
+                return client.entries(name)
+            except OfflineMissError as exc:
+                offline_misses.append(exc)
+            except NotFoundError:
+                continue
+            # A RegistryError propagates: skipping an unreachable registry would let a later
+            # one serve a name the earlier one may own.
+        if offline_misses:
+            raise offline_misses[0]
+        where = ", ".join(c.name for c in clients)
+        raise NotFoundError(f"{name}: no such adapter in {where}")
+
+    def provider(self, bound: Mapping[str, str | None] | None = None) -> BoundProvider:
+        """A resolver provider; names in `bound` are looked up only in their registry URL."""
+        return BoundProvider(self, dict(bound or {}))
+
+    def close(self) -> None:
+        for client in self._http.values():
+            client.close()
+        self._http.clear()
+
+
+class BoundProvider:
+    """`resolve.Provider` over a session's registries, with per-name registry binding."""
+
+    def __init__(self, session: Session, bound: dict[str, str | None]) -> None:
+        self.session = session
+        self.bound = bound
+
+    def candidates(self, name: str) -> list[IndexEntry]:
+        return self.session.candidates(name, self.bound.get(name))
