@@ -33,7 +33,7 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _hash_stream(fh: BinaryIO, h: "hashlib._Hash") -> int:
+def _hash_stream(fh: BinaryIO, h: hashlib._Hash) -> int:
     size = 0
     while chunk := fh.read(HASH_CHUNK):
         h.update(chunk)
@@ -70,8 +70,13 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str, mode: int | No
     return path
 
 
-def write_blob(target: str | os.PathLike[str], source: bytes | str | os.PathLike[str], *,
-               tmp_dir: str | os.PathLike[str] | None = None, fsync: bool = True) -> Path:
+def write_blob(
+    target: str | os.PathLike[str],
+    source: bytes | str | os.PathLike[str],
+    *,
+    tmp_dir: str | os.PathLike[str] | None = None,
+    fsync: bool = True,
+) -> Path:
     """Place `source` (bytes, or a file to copy) at `target` atomically and read-only.
 
     The temp file lives in `tmp_dir` (same filesystem as `target`) or next to the target. An existing

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 
 def format_table(rows: Iterable[Sequence[object]], headers: Sequence[str], *, rule: bool = False) -> str:

@@ -116,8 +116,11 @@ def _check_config(data: dict[str, Any], path: Path) -> None:
             raise UsageError(f"{path}: '{key}' must be a {kind.__name__}, not {data[key]!r}")
     registries = data.get("registry", [])
     if not isinstance(registries, list) or not all(
-        isinstance(r, dict) and isinstance(r.get("name"), str) and isinstance(r.get("url"), str)
-        and isinstance(r.get("token", ""), str) for r in registries
+        isinstance(r, dict)
+        and isinstance(r.get("name"), str)
+        and isinstance(r.get("url"), str)
+        and isinstance(r.get("token", ""), str)
+        for r in registries
     ):
         raise UsageError(f"{path}: 'registry' must be an array of tables with a name and a url ([[registry]])")
 
@@ -183,8 +186,11 @@ def load_settings(
     cfg_path = config_path()
     cfg = read_config_file(cfg_path)
 
-    for where, value in (("--cache-dir", cache_dir), ("ADAPTERS_CACHE_DIR", os.environ.get("ADAPTERS_CACHE_DIR")),
-                         (f"{cfg_path}: cache_dir", cfg.get("cache_dir"))):
+    for where, value in (
+        ("--cache-dir", cache_dir),
+        ("ADAPTERS_CACHE_DIR", os.environ.get("ADAPTERS_CACHE_DIR")),
+        (f"{cfg_path}: cache_dir", cfg.get("cache_dir")),
+    ):
         if value is not None and not str(value).strip():
             raise UsageError(f"{where}: the cache directory must not be empty")
     if cache_dir is None:

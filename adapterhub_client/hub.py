@@ -55,8 +55,15 @@ __all__ = ["Hub", "Installed", "Resolved"]
 class Hub:
     """Settings from flags > environment > config file; close it (or use `with`) to free HTTP connections."""
 
-    def __init__(self, registry: str | None = None, cache_dir: PathLike | None = None, offline: bool | None = None,
-                 token: str | None = None, settings: Settings | None = None, progress: bool | None = None) -> None:
+    def __init__(
+        self,
+        registry: str | None = None,
+        cache_dir: PathLike | None = None,
+        offline: bool | None = None,
+        token: str | None = None,
+        settings: Settings | None = None,
+        progress: bool | None = None,
+    ) -> None:
         settings = settings or load_settings(registry=registry, cache_dir=cache_dir, offline=offline, token=token)
         self.session = Session(settings, progress)
 
@@ -145,15 +152,24 @@ class Hub:
         (default: `operations.attach.adapter_name`). An architecture-only match warns (strict: refused)."""
         return _attach.attach(self.session, model, ref, name=name, strict=strict)
 
-    def attach_dir(self, refs: Sequence[str], model_dir: PathLike, *, strict: bool = False, check_only: bool = False,
-                   merge_to: PathLike | None = None) -> AttachReport:
+    def attach_dir(
+        self,
+        refs: Sequence[str],
+        model_dir: PathLike,
+        *,
+        strict: bool = False,
+        check_only: bool = False,
+        merge_to: PathLike | None = None,
+    ) -> AttachReport:
         """`adapters attach`: check, then attach onto the base in `model_dir` or merge into a copy of it."""
-        return _attach.attach_dir(self.session, refs, model_dir, strict=strict, check_only=check_only,
-                                  merge_to=merge_to)
+        return _attach.attach_dir(
+            self.session, refs, model_dir, strict=strict, check_only=check_only, merge_to=merge_to
+        )
 
     # --- install ------------------------------------------------------------------------
-    def install(self, refs: Sequence[RefLike], pre: bool = False,
-                check: ManifestCheck | None = None) -> list[Installed]:
+    def install(
+        self, refs: Sequence[RefLike], pre: bool = False, check: ManifestCheck | None = None
+    ) -> list[Installed]:
         return _install.install(self.session, refs, pre=pre, check=check)
 
     def install_resolved(self, items: Sequence[Resolved]) -> list[Installed]:
@@ -167,8 +183,9 @@ class Hub:
     def lock(self, refs: Sequence[str], path: PathLike | None = None, pre: bool = False) -> Locked:
         return _lock.lock(self.session, refs, path, pre=pre)
 
-    def install_locked(self, path: PathLike | None = None, refs: Sequence[str] | None = None,
-                       pre: bool = False) -> list[Installed]:
+    def install_locked(
+        self, path: PathLike | None = None, refs: Sequence[str] | None = None, pre: bool = False
+    ) -> list[Installed]:
         """`--locked`: resolve again and refuse if the result differs from the lockfile."""
         return _lock.install_locked(self.session, path, refs, pre=pre)
 
@@ -192,8 +209,14 @@ class Hub:
         return _verify.verify(self.cache)
 
     # --- publishing ---------------------------------------------------------------------
-    def publish(self, path: PathLike, registry: str | None = None, name: str | None = None,
-                version: str | None = None, base: PathLike | None = None) -> Published:
+    def publish(
+        self,
+        path: PathLike,
+        registry: str | None = None,
+        name: str | None = None,
+        version: str | None = None,
+        base: PathLike | None = None,
+    ) -> Published:
         return _publish.publish(self.session, path, registry, name=name, version=version, base=base)
 
     def yank(self, ref: str, registry: str | None = None, undo: bool = False) -> Yanked:

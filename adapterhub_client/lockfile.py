@@ -55,8 +55,9 @@ def make_lock(requirements: list[str], resolved: list[LockEntry]) -> LockData:
     }
 
 
-def lock_entry(name: str, version: str, source: str, manifest_sha256: str, manifest_size: int,
-               manifest: dict[str, Any]) -> LockEntry:
+def lock_entry(
+    name: str, version: str, source: str, manifest_sha256: str, manifest_size: int, manifest: dict[str, Any]
+) -> LockEntry:
     return {
         "name": name,
         "version": version,

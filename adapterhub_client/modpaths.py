@@ -12,7 +12,8 @@ different thing: it is part of a published hash format and must never change.)
 
 from __future__ import annotations
 
-from typing import Iterable, NamedTuple
+from collections.abc import Iterable
+from typing import NamedTuple
 
 
 class PathRewrite(NamedTuple):
@@ -22,10 +23,10 @@ class PathRewrite(NamedTuple):
     add: str = ""
 
     def to_local(self, path: str) -> str:
-        return self.add + path[len(self.strip):] if path.startswith(self.strip) else path
+        return self.add + path[len(self.strip) :] if path.startswith(self.strip) else path
 
     def to_source(self, path: str) -> str:
-        return self.strip + path[len(self.add):] if path.startswith(self.add) else path
+        return self.strip + path[len(self.add) :] if path.startswith(self.add) else path
 
     @property
     def identity(self) -> bool:
@@ -44,7 +45,7 @@ def align_paths(expected: Iterable[str], local: Iterable[str]) -> PathRewrite:
 
     def score(rewrite: tuple[str, str]) -> int:
         strip, add = rewrite
-        return sum(1 for p in expected if p.startswith(strip) and add + p[len(strip):] in local_set)
+        return sum(1 for p in expected if p.startswith(strip) and add + p[len(strip) :] in local_set)
 
     candidates = {("", "")}
     by_last: dict[str, list[str]] = {}

@@ -92,8 +92,7 @@ def backoff(attempt: int) -> float:
     return min(0.1 * 2.0**attempt, 4.0) * (0.5 + random.random() / 2)
 
 
-def retry_after_seconds(value: str | None, *, now: float | None = None,
-                        cap: float = MAX_RETRY_AFTER) -> float | None:
+def retry_after_seconds(value: str | None, *, now: float | None = None, cap: float = MAX_RETRY_AFTER) -> float | None:
     """The wait a `Retry-After` header asks for (delta-seconds or an HTTP-date), within [0, cap].
 
     None when the header is absent or unreadable, so the caller falls back to its own backoff;
@@ -144,8 +143,9 @@ def _default_give_up(what: str, url: str) -> GiveUp:
     return give_up
 
 
-def retrying(what: str, url: str, attempt: Callable[[], T], *, tries: int = RETRIES,
-             give_up: GiveUp | None = None) -> T:
+def retrying(
+    what: str, url: str, attempt: Callable[[], T], *, tries: int = RETRIES, give_up: GiveUp | None = None
+) -> T:
     """The one retry loop: run `attempt` until it returns, retrying transport errors and `Retry`.
 
     Waits `retry_delay` between tries (Retry-After honoured); after `tries` failures raises what

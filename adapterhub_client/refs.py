@@ -1,14 +1,14 @@
 """Adapter references, as typed by users.
 
-    org/name                   any version (highest stable)
-    org/name@1.2.0             exactly that version (yanked allowed, pre-release allowed)
-    org/name@>=1,<2            PEP 440 specifiers: ==, !=, <=, >=, <, >, ~=, ===
-    ./path/to/package-dir      a local package directory (has manifest.json)
-    file:///srv/registry/org/name@~=1.0
-    https://host/registry/org/name@>=1
-                               a registry URL followed by the name: the last two path
-                               segments are `org/name`, the rest is the registry root
-    hf://org/repo@rev          a Hugging Face Hub repository (revision optional)
+org/name                   any version (highest stable)
+org/name@1.2.0             exactly that version (yanked allowed, pre-release allowed)
+org/name@>=1,<2            PEP 440 specifiers: ==, !=, <=, >=, <, >, ~=, ===
+./path/to/package-dir      a local package directory (has manifest.json)
+file:///srv/registry/org/name@~=1.0
+https://host/registry/org/name@>=1
+                           a registry URL followed by the name: the last two path
+                           segments are `org/name`, the rest is the registry root
+hf://org/repo@rev          a Hugging Face Hub repository (revision optional)
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def parse_ref(text: str) -> Ref:
     if not text:
         raise UsageError("empty adapter reference")
     if text.startswith("hf://"):
-        repo, _, rev = text[len("hf://"):].partition("@")
+        repo, _, rev = text[len("hf://") :].partition("@")
         if repo.count("/") != 1:
             raise UsageError(f"invalid Hub reference {text!r}: expected hf://org/repo[@revision]")
         return HubRef(repo, rev or None)

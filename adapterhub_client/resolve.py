@@ -40,10 +40,7 @@ def dependency_requirement(dep: dict[str, str]) -> Requirement:
 
 def select(entries: Sequence[IndexEntry], demands: Sequence[Demand], pre: bool = False) -> list[IndexEntry]:
     """Entries allowed by every demand, highest version first."""
-    allowed = [
-        e for e in entries
-        if all(d.requirement.allows(e.version, yanked=e.yanked, pre=pre) for d in demands)
-    ]
+    allowed = [e for e in entries if all(d.requirement.allows(e.version, yanked=e.yanked, pre=pre) for d in demands)]
     return sorted(allowed, key=lambda e: e.version, reverse=True)
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-import torch  # noqa: E402
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -81,21 +81,47 @@ def main() -> int:
 
     label = "AdapterHub (now)" if fresh_hub is not None else "AdapterHub (fixture run)"
     hub, hub_min = hub_all.get("overhead", {}), hub_all.get("overhead_min", {})
-    rows = [[k, f"{statistics.median(times[k]) * 1e3:.1f}", f"{ours[k]:+.1%}", f"{ours_min[k]:+.1%}",
-             f"{hub[k]:+.1%}" if k in hub else "n/a", f"{hub_min[k]:+.1%}" if k in hub_min else "n/a",
-             f"{REFERENCE[k]:+.1%}"] for k in ("pfeiffer", "houlsby")]
+    rows = [
+        [
+            k,
+            f"{statistics.median(times[k]) * 1e3:.1f}",
+            f"{ours[k]:+.1%}",
+            f"{ours_min[k]:+.1%}",
+            f"{hub[k]:+.1%}" if k in hub else "n/a",
+            f"{hub_min[k]:+.1%}" if k in hub_min else "n/a",
+            f"{REFERENCE[k]:+.1%}",
+        ]
+        for k in ("pfeiffer", "houlsby")
+    ]
     print(f"load average at the end: {os.getloadavg()[0]:.2f} (numbers are only meaningful near 0 on 2 cores)")
     print_table(
         f"Bottleneck forward overhead over the base, MiniLM 8 x 128 tokens, {args.threads} threads, "
         f"{args.rounds} paired rounds (base median {statistics.median(times['base']) * 1e3:.1f} ms)",
-        rows, ["style", "ours ms", "ours (median)", "ours (min)", f"{label} (median)", f"{label} (min)",
-               "AdapterHub (REFERENCE.md)"],
+        rows,
+        [
+            "style",
+            "ours ms",
+            "ours (median)",
+            "ours (min)",
+            f"{label} (median)",
+            f"{label} (min)",
+            "AdapterHub (REFERENCE.md)",
+        ],
     )
     if args.json:
-        args.json.write_text(json.dumps({"ours": ours, "ours_min": ours_min, "adapterhub": hub,
-                                         "adapterhub_min": hub_min, "reference": REFERENCE,
-                                         "median_ms": {k: statistics.median(v) * 1e3 for k, v in times.items()}},
-                                        indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "ours": ours,
+                    "ours_min": ours_min,
+                    "adapterhub": hub,
+                    "adapterhub_min": hub_min,
+                    "reference": REFERENCE,
+                    "median_ms": {k: statistics.median(v) * 1e3 for k, v in times.items()},
+                },
+                indent=2,
+            )
+        )
     return 0
 
 
@@ -106,9 +132,21 @@ def measure_adapterhub(rounds: int, threads: int) -> dict | None:
         return None
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "hub.json"
-        subprocess.run([str(py), str(ROOT / "tools" / "make_adapterhub_fixtures.py"), "--bench-only",
-                        "--rounds", str(rounds), "--threads", str(threads), "--bench-json", str(out)],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [
+                str(py),
+                str(ROOT / "tools" / "make_adapterhub_fixtures.py"),
+                "--bench-only",
+                "--rounds",
+                str(rounds),
+                "--threads",
+                str(threads),
+                "--bench-json",
+                str(out),
+            ],
+            check=True,
+            capture_output=True,
+        )
         return json.loads(out.read_text())
 
 

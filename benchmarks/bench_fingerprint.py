@@ -78,8 +78,12 @@ def make_sparse_checkpoint(root: Path) -> int:
     """Two 32 GiB float16 tensors in a sparse file: only a header's worth of bytes on disk."""
     shape = [4096, 4096 * 1024]
     size = shape[0] * shape[1] * 2
-    header = json.dumps({"a.weight": {"dtype": "F16", "shape": shape, "data_offsets": [0, size]},
-                         "b.weight": {"dtype": "F16", "shape": shape, "data_offsets": [size, 2 * size]}}).encode()
+    header = json.dumps(
+        {
+            "a.weight": {"dtype": "F16", "shape": shape, "data_offsets": [0, size]},
+            "b.weight": {"dtype": "F16", "shape": shape, "data_offsets": [size, 2 * size]},
+        }
+    ).encode()
     with open(root / "model.safetensors", "wb") as fh:
         fh.write(struct.pack("<Q", len(header)) + header)
         fh.truncate(8 + len(header) + 2 * size)
@@ -97,8 +101,9 @@ def main() -> None:
     parser.add_argument("--mb", type=int, default=500, help="checkpoint size in MB (default 500)")
     parser.add_argument("--repeat", type=int, default=5, help="interleaved rounds (default 5)")
     parser.add_argument("--shards", type=int, default=1, help="number of shard files (default 1)")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: the smallest checkpoint (one layer, about 50 MB), 2 rounds")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: the smallest checkpoint (one layer, about 50 MB), 2 rounds"
+    )
     args = parser.parse_args()
     if args.quick:
         args.mb, args.repeat = 20, 2
@@ -114,12 +119,21 @@ def main() -> None:
 
         measures = [
             ("hashlib.sha256 stream (baseline)", file_bytes, lambda: sha256_stream(files)),
-            ("content fingerprint (blake3)", nbytes,
-             lambda: fp.fingerprint_dir(root, algorithm="blake3", file_digests=False, use_cache=False)),
-            ("content fingerprint (sha256 fallback)", nbytes,
-             lambda: fp.fingerprint_dir(root, algorithm="sha256", file_digests=False, use_cache=False)),
-            ("fingerprint_dir: content blake3 + file sha256", file_bytes,
-             lambda: fp.fingerprint_dir(root, use_cache=False)),
+            (
+                "content fingerprint (blake3)",
+                nbytes,
+                lambda: fp.fingerprint_dir(root, algorithm="blake3", file_digests=False, use_cache=False),
+            ),
+            (
+                "content fingerprint (sha256 fallback)",
+                nbytes,
+                lambda: fp.fingerprint_dir(root, algorithm="sha256", file_digests=False, use_cache=False),
+            ),
+            (
+                "fingerprint_dir: content blake3 + file sha256",
+                file_bytes,
+                lambda: fp.fingerprint_dir(root, use_cache=False),
+            ),
         ]
         rounds = [[once(fn) for _label, _size, fn in measures] for _ in range(args.repeat)]
         rows = []
@@ -136,8 +150,10 @@ def main() -> None:
         sparse_bytes = make_sparse_checkpoint(sparse)
         arch_sparse = timed(lambda: fp.architecture_fingerprint(fp.architecture_dir(sparse)), max(args.repeat, 20))
 
-        print(f"checkpoint: {file_bytes / 1e6:.0f} MB in {len(files)} file(s), {nbytes / 1e6:.0f} MB of tensors; "
-              f"{args.repeat} interleaved rounds; page cache warm")
+        print(
+            f"checkpoint: {file_bytes / 1e6:.0f} MB in {len(files)} file(s), {nbytes / 1e6:.0f} MB of tensors; "
+            f"{args.repeat} interleaved rounds; page cache warm"
+        )
         print(f"{'measure':<48} {'time':>10} {'GB/s':>7} {'vs sha256':>10}")
         for label, seconds, size, ratio in rows:
             gbps = size / seconds / 1e9

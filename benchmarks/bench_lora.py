@@ -64,17 +64,20 @@ def bench_attach(rounds: int) -> list[tuple[str, str, str]]:
             gc.collect()
             if key == "ours":
                 cfg = ah.LoRAConfig(r=16, alpha=32, target_modules=LLAMA_TARGETS)
-                times[key].append(timed(lambda: ah.add_adapter(model, "a", cfg)))
+                times[key].append(timed(lambda m=model, c=cfg: ah.add_adapter(m, "a", c)))
                 assert len(ah.list_adapters(model)) == 1 and ah.list_adapters(model)[0].modules == 224
             else:
                 cfg = peft.LoraConfig(r=16, lora_alpha=32, target_modules=LLAMA_TARGETS)
                 low = key == "peft_low_mem"
-                times[key].append(timed(lambda: peft.get_peft_model(model, cfg, low_cpu_mem_usage=low)))
+                times[key].append(timed(lambda m=model, c=cfg, lo=low: peft.get_peft_model(m, c, low_cpu_mem_usage=lo)))
             del model
     ours, p, pl = (median_ms(times[k]) for k in ("ours", "peft", "peft_low_mem"))
     return [
-        ("attach Llama-7B meta, 224 modules r=16", f"ours {ours:.1f} ms | PEFT {p:.1f} ms | PEFT low_cpu_mem {pl:.1f} ms",
-         f"{ours / p:.3f} (vs low_cpu_mem {ours / pl:.3f})"),
+        (
+            "attach Llama-7B meta, 224 modules r=16",
+            f"ours {ours:.1f} ms | PEFT {p:.1f} ms | PEFT low_cpu_mem {pl:.1f} ms",
+            f"{ours / p:.3f} (vs low_cpu_mem {ours / pl:.3f})",
+        ),
     ]
 
 
@@ -91,7 +94,13 @@ def bench_forward(rounds: int) -> list[tuple[str, str, str]]:
     peft_u = peft.get_peft_model(copy.deepcopy(base), pcfg).eval()
     peft_m = peft.get_peft_model(copy.deepcopy(base), pcfg).eval()
     peft_m.merge_adapter()
-    variants = {"base": base, "ours_unmerged": ours_u, "peft_unmerged": peft_u, "ours_merged": ours_m, "peft_merged": peft_m}
+    variants = {
+        "base": base,
+        "ours_unmerged": ours_u,
+        "peft_unmerged": peft_u,
+        "ours_merged": ours_m,
+        "peft_merged": peft_m,
+    }
     ids = torch.randint(0, base.config.vocab_size, (8, 128), generator=torch.Generator().manual_seed(0))
     mask = torch.ones_like(ids)
 
@@ -108,16 +117,21 @@ def bench_forward(rounds: int) -> list[tuple[str, str, str]]:
         if i % 2:
             order.reverse()  # no variant always runs right after the same one
         for k in order:
-            per_round[k].append(timed(lambda: run(variants[k])))
+            per_round[k].append(timed(lambda k=k: run(variants[k])))
     ratio = {k: statistics.median(t / b - 1 for t, b in zip(per_round[k], per_round["base"])) for k in variants}
     base_ms = median_ms(per_round["base"])
     return [
         ("forward MiniLM 8x128, base", f"{base_ms:.1f} ms", ""),
-        ("forward overhead unmerged (r=8 q,k,v,dense)",
-         f"ours {ratio['ours_unmerged']:+.1%} | PEFT {ratio['peft_unmerged']:+.1%}",
-         f"{(1 + ratio['ours_unmerged']) / (1 + ratio['peft_unmerged']):.3f} (time ratio)"),
-        ("forward overhead merged", f"ours {ratio['ours_merged']:+.1%} | PEFT {ratio['peft_merged']:+.1%}",
-         f"{(1 + ratio['ours_merged']) / (1 + ratio['peft_merged']):.3f} (time ratio)"),
+        (
+            "forward overhead unmerged (r=8 q,k,v,dense)",
+            f"ours {ratio['ours_unmerged']:+.1%} | PEFT {ratio['peft_unmerged']:+.1%}",
+            f"{(1 + ratio['ours_unmerged']) / (1 + ratio['peft_unmerged']):.3f} (time ratio)",
+        ),
+        (
+            "forward overhead merged",
+            f"ours {ratio['ours_merged']:+.1%} | PEFT {ratio['peft_merged']:+.1%}",
+            f"{(1 + ratio['ours_merged']) / (1 + ratio['peft_merged']):.3f} (time ratio)",
+        ),
     ]
 
 
@@ -136,15 +150,18 @@ def bench_load(rounds: int) -> list[tuple[str, str, str]]:
             model = copy.deepcopy(base)
             gc.collect()
             if key == "ours":
-                times[key].append(timed(lambda: ah.load_adapter(model, tmp / "pkg")))
+                times[key].append(timed(lambda m=model: ah.load_adapter(m, tmp / "pkg")))
             elif key == "ours_from_peft_dir":
-                times[key].append(timed(lambda: ah.load_adapter(model, tmp / "peft")))
+                times[key].append(timed(lambda m=model: ah.load_adapter(m, tmp / "peft")))
             else:
-                times[key].append(timed(lambda: peft.PeftModel.from_pretrained(model, tmp / "peft")))
+                times[key].append(timed(lambda m=model: peft.PeftModel.from_pretrained(m, tmp / "peft")))
     ours, ours_p, p = (median_ms(times[k]) for k in ("ours", "ours_from_peft_dir", "peft"))
     return [
-        ("load saved adapter onto MiniLM (37 modules r=8)",
-         f"ours {ours:.1f} ms (PEFT dir: {ours_p:.1f} ms) | PEFT {p:.1f} ms", f"{ours / p:.3f}"),
+        (
+            "load saved adapter onto MiniLM (37 modules r=8)",
+            f"ours {ours:.1f} ms (PEFT dir: {ours_p:.1f} ms) | PEFT {p:.1f} ms",
+            f"{ours / p:.3f}",
+        ),
     ]
 
 
@@ -156,8 +173,10 @@ def main() -> None:
     import peft
     import transformers
 
-    print(f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}, "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )
     only = set(args.only.split(","))
     rows = []
     if "attach" in only:
@@ -167,7 +186,7 @@ def main() -> None:
     if "forward" in only:
         rows += bench_forward(args.rounds)
     widths = [max(len(r[i]) for r in rows + [("benchmark", "measured", "ours/PEFT")]) for i in range(3)]
-    line = lambda r: " | ".join(c.ljust(w) for c, w in zip(r, widths))  # noqa: E731
+    line = lambda r: " | ".join(c.ljust(w) for c, w in zip(r, widths))
     print(line(("benchmark", "measured", "ours/PEFT")))
     print("-+-".join("-" * w for w in widths))
     for r in rows:

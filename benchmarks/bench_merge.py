@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._util import print_table  # noqa: E402
+from benchmarks._util import print_table
 
 PRELUDE = """
 import json, resource, sys, time
@@ -51,16 +51,19 @@ def make_lora(work: Path, base: Path) -> Path:
     from transformers import AutoModel
 
     torch.manual_seed(0)
-    model = get_peft_model(AutoModel.from_pretrained(str(base)),
-                           LoraConfig(r=8, target_modules=["query", "key", "value", "dense"], init_lora_weights=False))
+    model = get_peft_model(
+        AutoModel.from_pretrained(str(base)),
+        LoraConfig(r=8, target_modules=["query", "key", "value", "dense"], init_lora_weights=False),
+    )
     model.save_pretrained(work / "lora")
     return work / "lora"
 
 
 def run(mode: str, body: str, base: Path, lora: Path, out: Path) -> dict:
     code = PRELUDE + body + EPILOGUE
-    proc = subprocess.run([sys.executable, "-c", code, str(base), str(lora), str(out), mode],
-                          capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(base), str(lora), str(out), mode], capture_output=True, text=True, check=True
+    )
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -82,13 +85,28 @@ def main() -> None:
     base_rss = med["baseline"]["peak_rss_mb"]
     rows = []
     for key, label in [("ours", "ours: streaming merge to disk"), ("peft", "PEFT merge_and_unload + save_pretrained")]:
-        rows.append([label, f"{med[key]['seconds'] * 1000:.0f} ms", f"{med[key]['peak_rss_mb']:.0f} MB",
-                     f"{med[key]['peak_rss_mb'] - base_rss:.0f} MB"])
-    rows.append(["ratio ours/PEFT", f"{med['ours']['seconds'] / med['peft']['seconds']:.2f}", "",
-                 f"{(med['ours']['peak_rss_mb'] - base_rss) / max(1.0, med['peft']['peak_rss_mb'] - base_rss):.2f}"])
-    print_table(f"MiniLM (90 MB) + LoRA r=8 on query/key/value/dense; median of {args.rounds} interleaved rounds; "
-                f"import-only baseline peak RSS {base_rss:.0f} MB",
-                rows, ["what", "time", "peak RSS", "above baseline"])
+        rows.append(
+            [
+                label,
+                f"{med[key]['seconds'] * 1000:.0f} ms",
+                f"{med[key]['peak_rss_mb']:.0f} MB",
+                f"{med[key]['peak_rss_mb'] - base_rss:.0f} MB",
+            ]
+        )
+    rows.append(
+        [
+            "ratio ours/PEFT",
+            f"{med['ours']['seconds'] / med['peft']['seconds']:.2f}",
+            "",
+            f"{(med['ours']['peak_rss_mb'] - base_rss) / max(1.0, med['peft']['peak_rss_mb'] - base_rss):.2f}",
+        ]
+    )
+    print_table(
+        f"MiniLM (90 MB) + LoRA r=8 on query/key/value/dense; median of {args.rounds} interleaved rounds; "
+        f"import-only baseline peak RSS {base_rss:.0f} MB",
+        rows,
+        ["what", "time", "peak RSS", "above baseline"],
+    )
 
 
 if __name__ == "__main__":

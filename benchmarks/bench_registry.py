@@ -26,8 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._util import print_table, timed  # noqa: E402
-from tests.httpserver import StaticServer  # noqa: E402
+from benchmarks._util import print_table, timed
+from tests.httpserver import StaticServer
 
 
 def generate_registry(root: Path, n: int, blob_mb: int) -> str:
@@ -42,20 +42,32 @@ def generate_registry(root: Path, n: int, blob_mb: int) -> str:
         name = f"org{i % 1000}/adapter-{i}"
         path = root / layout.index_path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"name": name, "version": "1.0.0", "manifest": fake_manifest, "yanked": False}) + "\n")
+        path.write_text(
+            json.dumps({"name": name, "version": "1.0.0", "manifest": fake_manifest, "yanked": False}) + "\n"
+        )
     pkg = root.parent / "target-pkg"
     pkg.mkdir()
     with open(pkg / "adapter.safetensors", "wb") as fh:
-        header = json.dumps({"w": {"dtype": "U8", "shape": [blob_mb << 20], "data_offsets": [0, blob_mb << 20]}}).encode()
+        header = json.dumps(
+            {"w": {"dtype": "U8", "shape": [blob_mb << 20], "data_offsets": [0, blob_mb << 20]}}
+        ).encode()
         header += b" " * (-len(header) % 8)
         fh.write(len(header).to_bytes(8, "little") + header)
         chunk = os.urandom(1 << 20)
         for _ in range(blob_mb):
             fh.write(chunk)
-    (pkg / "manifest.json").write_text(json.dumps({
-        "schema_version": 1, "name": "bench/target", "version": "1.0.0",
-        "adapter": {"type": "lora", "config": {}}, "base_model": {"name": "x"},
-        "files": [{"path": "adapter.safetensors"}]}))
+    (pkg / "manifest.json").write_text(
+        json.dumps(
+            {
+                "schema_version": 1,
+                "name": "bench/target",
+                "version": "1.0.0",
+                "adapter": {"type": "lora", "config": {}},
+                "base_model": {"name": "x"},
+                "files": [{"path": "adapter.safetensors"}],
+            }
+        )
+    )
     Hub(registry=root.as_uri(), cache_dir=root.parent / "publish-cache").publish(pkg)
     return hashlib.sha256((pkg / "adapter.safetensors").read_bytes()).hexdigest()
 
@@ -95,8 +107,16 @@ def main() -> None:
         index_url = url + layout.index_path(target)
         raw_client = httpx.Client()
         raw = timed(lambda: raw_client.get(index_url), repeat=21)
-        rows.append(["resolve (warm HTTP cache)", f"{warm * 1000:.2f} ms", f"{raw * 1000:.2f} ms (raw GET)",
-                     f"{warm / raw:.2f}x raw", f"{requests:.0f} request/resolve", "< 20 ms, 1 request"])
+        rows.append(
+            [
+                "resolve (warm HTTP cache)",
+                f"{warm * 1000:.2f} ms",
+                f"{raw * 1000:.2f} ms (raw GET)",
+                f"{warm / raw:.2f}x raw",
+                f"{requests:.0f} request/resolve",
+                "< 20 ms, 1 request",
+            ]
+        )
 
         # cold install throughput vs a raw stream of the same bytes
         blob_url = url + layout.blob_path(blob_sha)
@@ -127,9 +147,16 @@ def main() -> None:
             shutil.rmtree(cache, ignore_errors=True)
             t_ours.append(timed(cold_install, repeat=1, warmup=0))
         t_raw.sort(), t_file.sort(), t_ours.sort()
-        rows.append(["cold install throughput", f"{size / t_ours[2] / 1e6:.0f} MB/s",
-                     f"{size / t_raw[2] / 1e6:.0f} MB/s (raw httpx + sha256)", f"{t_raw[2] / t_ours[2]:.2f} of raw",
-                     f"raw to a file: {size / t_file[2] / 1e6:.0f} MB/s ({t_file[2] / t_ours[2]:.2f})", ">= 0.8 of raw"])
+        rows.append(
+            [
+                "cold install throughput",
+                f"{size / t_ours[2] / 1e6:.0f} MB/s",
+                f"{size / t_raw[2] / 1e6:.0f} MB/s (raw httpx + sha256)",
+                f"{t_raw[2] / t_ours[2]:.2f} of raw",
+                f"raw to a file: {size / t_file[2] / 1e6:.0f} MB/s ({t_file[2] / t_ours[2]:.2f})",
+                ">= 0.8 of raw",
+            ]
+        )
 
         warm_install = timed(lambda: hub.install(["bench/target"]), repeat=21)
         rows.append(["warm install (cached)", f"{warm_install * 1000:.2f} ms", "", "", "", "< 50 ms"])
@@ -143,12 +170,24 @@ def main() -> None:
 
     base = timed(lambda: run(sys.executable, "-c", "pass"), repeat=7)
     for label, argv in [("adapters --help", ["--help"]), ("adapters list", ["list"])]:
-        t = timed(lambda: run(sys.executable, "-m", "adapterhub_client", *argv), repeat=7)
-        probe = subprocess.run([sys.executable, "-X", "importtime", "-m", "adapterhub_client", *argv], env=env,
-                               capture_output=True, text=True)
+        t = timed(lambda argv=argv: run(sys.executable, "-m", "adapterhub_client", *argv), repeat=7)
+        probe = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "adapterhub_client", *argv],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         torch_loaded = any(line.rstrip().endswith("| torch") for line in probe.stderr.splitlines())
-        rows.append([label, f"{t * 1000:.0f} ms", f"{base * 1000:.0f} ms (python -c pass)", f"{t / base:.2f}x",
-                     f"torch imported: {torch_loaded}", "< 300 ms, no torch"])
+        rows.append(
+            [
+                label,
+                f"{t * 1000:.0f} ms",
+                f"{base * 1000:.0f} ms (python -c pass)",
+                f"{t / base:.2f}x",
+                f"torch imported: {torch_loaded}",
+                "< 300 ms, no torch",
+            ]
+        )
     print_table("Package manager", rows, ["what", "ours", "reference", "ratio", "note", "target"])
 
 

@@ -35,8 +35,9 @@ def models(tmp_path_factory):
     GPT2Model(GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=100, n_positions=64)).save_pretrained(out / "gpt2")
     dirs["gpt2"] = out / "gpt2"
     bert = BertModel.from_pretrained(str(minilm))
-    peft_model = get_peft_model(bert, LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value"],
-                                                 init_lora_weights=False))  # random A and B: not a no-op
+    peft_model = get_peft_model(
+        bert, LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value"], init_lora_weights=False)
+    )  # random A and B: not a no-op
     peft_model.save_pretrained(out / "lora")
     dirs["lora"] = out / "lora"
     return dirs
@@ -46,7 +47,15 @@ def models(tmp_path_factory):
 def published(cli, models):
     """acme/mini-lora 1.0.0 trained on MiniLM and 2.0.0 on a perturbed copy, in the local registry."""
     for version, base in [("1.0.0", "minilm"), ("2.0.0", "perturbed")]:
-        r = cli("publish", str(models["lora"]), "--name", "acme/mini-lora", "--version", version,
-                "--base", str(models[base]))
+        r = cli(
+            "publish",
+            str(models["lora"]),
+            "--name",
+            "acme/mini-lora",
+            "--version",
+            version,
+            "--base",
+            str(models[base]),
+        )
         assert r.code == 0, r.err
     return models

@@ -19,8 +19,9 @@ BLOCKED = ("torch", "transformers", "peft")
 class BlockTorch(importlib.abc.MetaPathFinder):
     """First on sys.meta_path: refuses the blocked top-level packages and everything below them."""
 
-    def find_spec(self, fullname: str, path: Sequence[str] | None = None,
-                  target: ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None = None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
         if fullname.split(".")[0] in BLOCKED:
             raise ImportError(f"{fullname} is blocked by tests.block_torch (the torch-free tier)", name=fullname)
         return None

@@ -25,8 +25,19 @@ settings.load_profile("default")
 
 ENV_VARS = ("ADAPTERS_HOME", "ADAPTERS_CACHE_DIR", "ADAPTERS_REGISTRY", "ADAPTERS_OFFLINE", "ADAPTERS_TOKEN")
 # Hugging Face settings that would point a test at the user's caches, tokens or endpoints.
-HF_VARS = ("HF_HOME", "HF_HUB_CACHE", "HF_ASSETS_CACHE", "HF_TOKEN", "HF_TOKEN_PATH", "HF_ENDPOINT",
-           "HUGGINGFACE_HUB_CACHE", "HUGGING_FACE_HUB_TOKEN", "TRANSFORMERS_CACHE", "HF_DATASETS_CACHE", "PEFT_HOME")
+HF_VARS = (
+    "HF_HOME",
+    "HF_HUB_CACHE",
+    "HF_ASSETS_CACHE",
+    "HF_TOKEN",
+    "HF_TOKEN_PATH",
+    "HF_ENDPOINT",
+    "HUGGINGFACE_HUB_CACHE",
+    "HUGGING_FACE_HUB_TOKEN",
+    "TRANSFORMERS_CACHE",
+    "HF_DATASETS_CACHE",
+    "PEFT_HOME",
+)
 
 
 def _isolate(mp: pytest.MonkeyPatch, root: Path, keep_cache_dir: bool = False) -> None:
@@ -105,12 +116,18 @@ def cli(home: Path, capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]
     return run
 
 
-def run_adapters(*args: str, env: dict[str, str] | None = None,
-                 timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_adapters(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """Run the real `adapters` entry point in a subprocess."""
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "adapterhub_client", *args], capture_output=True, text=True,
-                          env=full_env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "adapterhub_client", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture

@@ -27,8 +27,18 @@ def tiny_gpt2(seed: int = 0, lm_head: bool = False):
     from transformers import GPT2Config, GPT2LMHeadModel, GPT2Model
 
     torch.manual_seed(seed)
-    config = GPT2Config(vocab_size=96, n_positions=64, n_embd=32, n_layer=2, n_head=4,
-                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0)
+    config = GPT2Config(
+        vocab_size=96,
+        n_positions=64,
+        n_embd=32,
+        n_layer=2,
+        n_head=4,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
     return (GPT2LMHeadModel if lm_head else GPT2Model)(config).eval()
 
 
@@ -37,8 +47,15 @@ def tiny_llama(seed: int = 0, lm_head: bool = False):
     from transformers import LlamaConfig, LlamaForCausalLM, LlamaModel
 
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    config = LlamaConfig(
+        vocab_size=96,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
     return (LlamaForCausalLM if lm_head else LlamaModel)(config).eval()
 
 
@@ -46,8 +63,15 @@ def llama_7b_config():
     """Llama-2-7B shapes (32 layers, hidden 4096, MLP 11008), for meta-device benchmarks."""
     from transformers import LlamaConfig
 
-    return LlamaConfig(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                       num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096)
+    return LlamaConfig(
+        vocab_size=32000,
+        hidden_size=4096,
+        intermediate_size=11008,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=32,
+        max_position_embeddings=4096,
+    )
 
 
 def token_ids(vocab: int, batch: int = 2, seq: int = 8, seed: int = 0) -> torch.Tensor:

@@ -11,8 +11,17 @@ import numpy as np
 from safetensors.numpy import save_file
 
 
-def make_package(directory: Path, name: str, version: str, *, size: int = 4096, seed: int = 0,
-                 deps: Iterable[tuple[str, str]] = (), files: int = 1, extra: dict[str, Any] | None = None) -> Path:
+def make_package(
+    directory: Path,
+    name: str,
+    version: str,
+    *,
+    size: int = 4096,
+    seed: int = 0,
+    deps: Iterable[tuple[str, str]] = (),
+    files: int = 1,
+    extra: dict[str, Any] | None = None,
+) -> Path:
     """A package whose weights are `files` safetensors files of about `size` bytes each."""
     directory.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)

@@ -32,11 +32,10 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-from safetensors.torch import save_file
-
 import adapters
+import torch
 from adapters import DoubleSeqBnConfig, LoRAConfig, ParBnConfig, SeqBnConfig
+from safetensors.torch import save_file
 from transformers import BertConfig, BertModel
 
 OUT = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "adapterhub"
@@ -58,8 +57,13 @@ CASES = {
 def tiny_bert() -> BertModel:
     torch.manual_seed(0)
     cfg = BertConfig(
-        vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-        max_position_embeddings=64, hidden_act="gelu",
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        hidden_act="gelu",
     )
     return BertModel(cfg, add_pooling_layer=False).eval()
 
@@ -147,8 +151,12 @@ def bench_minilm(rounds: int = 15, out: Path | None = None, threads: int = 2) ->
         "overhead": {k: round(v, 4) for k, v in ratios.items()},
         # contention only adds time, so the fastest rounds are a second, noise-robust view
         "overhead_min": {k: round(min(times[k]) / min(times["base"]) - 1, 4) for k in ("pfeiffer", "houlsby")},
-        "versions": {"adapters": adapters.__version__, "torch": torch.__version__,
-                     "transformers": __import__("transformers").__version__, "python": platform.python_version()},
+        "versions": {
+            "adapters": adapters.__version__,
+            "torch": torch.__version__,
+            "transformers": __import__("transformers").__version__,
+            "python": platform.python_version(),
+        },
     }
     (out or OUT / "adapterhub_overhead.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

@@ -91,7 +91,7 @@ def module_differences(
         spec = modules[path]
         dtype = spec.get("dtype")  # None: unknown to the publisher, so any dtype matches
         expected = _describe(spec.get("shape", []), dtype)
-        mapped = add + path[len(strip):] if path.startswith(strip) else path
+        mapped = add + path[len(strip) :] if path.startswith(strip) else path
         weight = local.weights.get(mapped + ".weight")
         if weight is None:
             differences.append(Difference(path, expected, "missing"))
@@ -135,7 +135,10 @@ def check_compat(
                 INCOMPATIBLE,
                 f"{local.source} does not fit {name}: {len(differences)} of {len(modules)} adapted modules "
                 f"differ: {shown}{more}",
-                differences, recorded, found, rewrite,
+                differences,
+                recorded,
+                found,
+                rewrite,
             )
 
     if recorded.get("content"):
@@ -157,13 +160,19 @@ def check_compat(
             ARCHITECTURE,
             f"{local.source} has the shapes of {name} for all {len(modules)} adapted modules, but "
             f"{content_note}{quant_note}",
-            [], recorded, found, rewrite,
+            [],
+            recorded,
+            found,
+            rewrite,
         )
     if recorded.get("architecture") and recorded["architecture"] == local.architecture:
         return Verdict(
             ARCHITECTURE,
             f"{local.source} has the architecture of {name}, but {content_note}{quant_note}",
-            [], recorded, found, rewrite,
+            [],
+            recorded,
+            found,
+            rewrite,
         )
     arch_note = (
         "its architecture fingerprint differs" if recorded.get("architecture") else "no architecture fingerprint"
@@ -172,7 +181,10 @@ def check_compat(
         UNKNOWN,
         f"cannot tell whether {local.source} fits {name}: the manifest lists no adapted modules and "
         f"{arch_note}; {content_note}",
-        [], recorded, found, rewrite,
+        [],
+        recorded,
+        found,
+        rewrite,
     )
 
 

@@ -51,8 +51,16 @@ for _code, (_name, _size) in DTYPES.items():
     _DTYPE_ALIASES[_code.lower()] = _name
     _DTYPE_ALIASES[_name] = _name
 _DTYPE_ALIASES.update(
-    {"fp32": "float32", "float": "float32", "fp16": "float16", "half": "float16",
-     "bf16": "bfloat16", "double": "float64", "long": "int64", "int": "int32"}
+    {
+        "fp32": "float32",
+        "float": "float32",
+        "fp16": "float16",
+        "half": "float16",
+        "bf16": "bfloat16",
+        "double": "float64",
+        "long": "int64",
+        "int": "int32",
+    }
 )
 
 

@@ -15,15 +15,28 @@ if TYPE_CHECKING:
 
 @click.command()
 @click.argument("refs", nargs=-1, required=True)
-@click.option("--model", "model_dir", required=True, type=click.Path(exists=True, file_okay=False),
-              help="The local base model directory (safetensors, as save_pretrained writes it).")
+@click.option(
+    "--model",
+    "model_dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="The local base model directory (safetensors, as save_pretrained writes it).",
+)
 @click.option("--check", "check_only", is_flag=True, help="Only check compatibility; download and load nothing.")
 @click.option("--strict", is_flag=True, help="Require the exact base weights (refuse same-architecture matches).")
 @click.option("--merge", is_flag=True, help="Merge the LoRA adapters into a copy of the checkpoint.")
 @click.option("--output", type=click.Path(file_okay=False), help="Where --merge writes the merged checkpoint.")
 @common
-def attach(hub: Hub, refs: tuple[str, ...], model_dir: str, check_only: bool, strict: bool, merge: bool,
-           output: str | None, as_json: bool) -> None:
+def attach(
+    hub: Hub,
+    refs: tuple[str, ...],
+    model_dir: str,
+    check_only: bool,
+    strict: bool,
+    merge: bool,
+    output: str | None,
+    as_json: bool,
+) -> None:
     """Check REFS against the model in --model, then attach them (proving the weights fit) or,
     with --merge --output OUT, write the base with the LoRA adapters merged, tensor by tensor."""
     if merge and not output:
@@ -42,5 +55,7 @@ def attach(hub: Hub, refs: tuple[str, ...], model_dir: str, check_only: bool, st
         merged = report.merged
         click.echo(f"merged {len(report.adapters)} adapter(s) into {merged.merged_tensors} tensors -> {merged.output}")
     for a in report.attached or []:
-        click.echo(f"attached {a.adapter}: {a.modules} modules, +{a.parameters:,} parameters "
-                   f"({a.parameters_share}), e.g. {', '.join(a.examples)}")
+        click.echo(
+            f"attached {a.adapter}: {a.modules} modules, +{a.parameters:,} parameters "
+            f"({a.parameters_share}), e.g. {', '.join(a.examples)}"
+        )

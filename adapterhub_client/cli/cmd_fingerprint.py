@@ -11,8 +11,12 @@ from .output import emit_json, human_size
 @click.argument("directory", type=click.Path(file_okay=True, dir_okay=True, path_type=str))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--no-cache", is_flag=True, help="Hash every file again, ignoring and not updating the cache.")
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=str), default=None,
-              help="Cache directory, as for every command (fingerprints are kept in its fingerprints/ folder).")
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=str),
+    default=None,
+    help="Cache directory, as for every command (fingerprints are kept in its fingerprints/ folder).",
+)
 def fingerprint(directory: str, as_json: bool, no_cache: bool, cache_dir: str | None) -> None:
     """Content, architecture and file fingerprints of a safetensors model DIRECTORY.
 

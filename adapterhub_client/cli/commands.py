@@ -39,14 +39,28 @@ def common(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--pre", is_flag=True, help="Allow pre-release versions.")
 @click.option("--locked", is_flag=True, help="Refuse if resolution would change adapters.lock.")
 @click.option("--frozen", is_flag=True, help="Install exactly adapters.lock, without resolving.")
-@click.option("--lockfile", type=click.Path(dir_okay=False), default=None,
-              help="Lockfile path (default ./adapters.lock).")
-@click.option("--for-model", "for_model", type=click.Path(exists=True, file_okay=False),
-              help="Pick the version trained on this base model directory (exact, else same architecture).")
+@click.option(
+    "--lockfile", type=click.Path(dir_okay=False), default=None, help="Lockfile path (default ./adapters.lock)."
+)
+@click.option(
+    "--for-model",
+    "for_model",
+    type=click.Path(exists=True, file_okay=False),
+    help="Pick the version trained on this base model directory (exact, else same architecture).",
+)
 @click.option("--strict", is_flag=True, help="With --for-model: require the exact base weights.")
 @common
-def install(hub: Hub, refs: tuple[str, ...], pre: bool, locked: bool, frozen: bool, lockfile: str | None,
-            for_model: str | None, strict: bool, as_json: bool) -> None:
+def install(
+    hub: Hub,
+    refs: tuple[str, ...],
+    pre: bool,
+    locked: bool,
+    frozen: bool,
+    lockfile: str | None,
+    for_model: str | None,
+    strict: bool,
+    as_json: bool,
+) -> None:
     """Install REFS: org/name[@spec], a package directory, or REGISTRY_URL/org/name."""
     start = time.perf_counter()
     compatibility: dict[str, Any] | None = None
@@ -131,7 +145,7 @@ def info(hub: Hub, ref: str, pre: bool, as_json: bool) -> None:
         click.echo(f"  {m['description']}")
     click.echo(f"  source:     {data.source}")
     click.echo(f"  base model: {base.get('name') or '?'}" + (f"  [{fp}]" if fp else ""))
-    modules = ((base.get("architecture") or {}).get("modules") or {})
+    modules = (base.get("architecture") or {}).get("modules") or {}
     if modules:
         click.echo(f"  touches:    {len(modules)} modules")
     click.echo("  files:      " + ", ".join(f"{f['path']} ({human_size(f['size'])})" for f in m["files"]))
@@ -142,8 +156,12 @@ def info(hub: Hub, ref: str, pre: bool, as_json: bool) -> None:
 
 @click.command()
 @click.argument("query", required=False)
-@click.option("--for-model", "for_model", type=click.Path(exists=True, file_okay=False),
-              help="List adapters trained on exactly this base model directory.")
+@click.option(
+    "--for-model",
+    "for_model",
+    type=click.Path(exists=True, file_okay=False),
+    help="List adapters trained on exactly this base model directory.",
+)
 @common
 def search(hub: Hub, query: str | None, for_model: str | None, as_json: bool) -> None:
     """Search adapter names, descriptions and tags in every configured registry."""
@@ -165,8 +183,10 @@ def search(hub: Hub, query: str | None, for_model: str | None, as_json: bool) ->
     if not hits:
         click.echo("no matches", err=True)
         return
-    table([[h.name, h.version, h.type, h.base or "", h.description[:50]] for h in hits],
-          ["NAME", "VERSION", "TYPE", "BASE", "DESCRIPTION"])
+    table(
+        [[h.name, h.version, h.type, h.base or "", h.description[:50]] for h in hits],
+        ["NAME", "VERSION", "TYPE", "BASE", "DESCRIPTION"],
+    )
 
 
 @click.command()
@@ -216,8 +236,9 @@ def verify(hub: Hub, as_json: bool) -> None:
 @click.command()
 @click.argument("refs", nargs=-1, required=True)
 @click.option("--pre", is_flag=True, help="Allow pre-release versions.")
-@click.option("--lockfile", type=click.Path(dir_okay=False), default=None,
-              help="Where to write (default ./adapters.lock).")
+@click.option(
+    "--lockfile", type=click.Path(dir_okay=False), default=None, help="Where to write (default ./adapters.lock)."
+)
 @common
 def lock(hub: Hub, refs: tuple[str, ...], pre: bool, lockfile: str | None, as_json: bool) -> None:
     """Resolve REFS and record exact versions, sources and hashes in adapters.lock."""
@@ -299,8 +320,13 @@ def cache_info(hub: Hub, as_json: bool) -> None:
 
 
 @cache.command(name="prune")
-@click.option("--grace", type=click.FloatRange(min=0), default=600.0, show_default=True,
-              help="Keep entries used in the last SECONDS (an install may be about to use them).")
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    default=600.0,
+    show_default=True,
+    help="Keep entries used in the last SECONDS (an install may be about to use them).",
+)
 @common
 def cache_prune(hub: Hub, grace: float, as_json: bool) -> None:
     """Remove blobs no installed adapter uses, partial downloads and leftovers."""

@@ -32,7 +32,14 @@ if TYPE_CHECKING:
     Reader = Callable[..., tuple[AdapterConfig, dict[str, torch.Tensor], str, Callable[[str], str] | None]]
 
 __all__ = [
-    "ADAPTERHUB", "FORMATS", "PACKAGE", "PEFT", "detect_format", "export_peft", "find_adapter_dir", "load_adapter",
+    "ADAPTERHUB",
+    "FORMATS",
+    "PACKAGE",
+    "PEFT",
+    "detect_format",
+    "export_peft",
+    "find_adapter_dir",
+    "load_adapter",
     "save_adapter",
 ]
 
@@ -62,8 +69,13 @@ def _default_name(model: nn.Module, hint: str) -> str:
 
 
 def load_adapter(
-    model: nn.Module, path: str | os.PathLike[str], name: str | None = None, *,
-    trainable: bool = False, activate: bool = True, allow_pickle: bool = False,
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    name: str | None = None,
+    *,
+    trainable: bool = False,
+    activate: bool = True,
+    allow_pickle: bool = False,
 ) -> str:
     """Load an adapter from our package dir, a PEFT dir or an AdapterHub dir; return its name.
 
@@ -85,15 +97,22 @@ def load_adapter(
     config, tensors, hint, source_key = _reader(fmt)(model, root, allow_pickle=allow_pickle)
     name = name or _default_name(model, hint)
     try:
-        return attach_weights(model, name, config, tensors, trainable=trainable, activate=activate,
-                              where=str(root), source_key=source_key)
+        return attach_weights(
+            model, name, config, tensors, trainable=trainable, activate=activate, where=str(root), source_key=source_key
+        )
     except TargetError as exc:
         raise IncompatibleError(f"{root}: the adapter does not fit this model: {exc}") from None
 
 
 def save_adapter(
-    model: nn.Module, adapter: str, out_dir: str | os.PathLike[str], /, *,
-    name: str | None = None, version: str = "0.1.0", **manifest_fields: Any,
+    model: nn.Module,
+    adapter: str,
+    out_dir: str | os.PathLike[str],
+    /,
+    *,
+    name: str | None = None,
+    version: str = "0.1.0",
+    **manifest_fields: Any,
 ) -> Path:
     """Write adapter `adapter` as a publishable package dir (``manifest.json`` + ``adapter.safetensors``)."""
     from .package import save_package

@@ -127,8 +127,12 @@ def lora_config_from_adapterhub(cfg: dict[str, Any], modules: list[str]) -> LoRA
     with the same r/alpha, on exactly the modules it saved weights for."""
     _check(cfg, _LORA_MUST_BE, "LoRA")
     try:
-        return LoRAConfig(r=cfg.get("r", 8), alpha=cfg.get("alpha", 8), dropout=cfg.get("dropout") or 0.0,
-                          target_modules=list(modules))
+        return LoRAConfig(
+            r=cfg.get("r", 8),
+            alpha=cfg.get("alpha", 8),
+            dropout=cfg.get("dropout") or 0.0,
+            target_modules=list(modules),
+        )
     except AdapterConfigError as exc:
         raise UnsupportedAdapterError(f"AdapterHub LoRA config not supported: {exc}") from None
 
@@ -158,14 +162,17 @@ def _namer(names: Mapping[str, str], stems: Mapping[str, str]) -> Callable[[str]
         while "." in path:
             path = path.rpartition(".")[0]
             if path in stems:
-                return stems[path] + key[len(path) + 1:]
+                return stems[path] + key[len(path) + 1 :]
         return key
 
     return source
 
 
 def _bottleneck_tensors(
-    model: nn.Module, config: BottleneckConfig, tensors: dict[str, torch.Tensor], where: str,
+    model: nn.Module,
+    config: BottleneckConfig,
+    tensors: dict[str, torch.Tensor],
+    where: str,
 ) -> tuple[dict[str, torch.Tensor], Callable[[str], str]]:
     """AdapterHub's ``<block>.<i>.<site container>.adapters.<name>.<param>`` -> ``<block>.<i>.<our
     site module>.<param>``, by which site (attention or FFN output) the container stands for."""
@@ -198,7 +205,9 @@ def _bottleneck_tensors(
 
 
 def _lora_tensors(
-    model: nn.Module, tensors: dict[str, torch.Tensor], where: str,
+    model: nn.Module,
+    tensors: dict[str, torch.Tensor],
+    where: str,
 ) -> tuple[dict[str, torch.Tensor], Callable[[str], str], list[str]]:
     """AdapterHub's ``<module>.loras.<name>.lora_A`` -> ``<module here>.lora_A`` (same shapes as PEFT),
     the module path re-rooted onto the model (``bert.encoder...`` vs ``encoder...``) by
@@ -242,7 +251,10 @@ def _hidden_size(value: object, where: str) -> int | None:
 
 
 def read_for_model(
-    model: nn.Module, root: Path, *, allow_pickle: bool = False,
+    model: nn.Module,
+    root: Path,
+    *,
+    allow_pickle: bool = False,
 ) -> tuple[AdapterConfig, dict[str, torch.Tensor], str, Callable[[str], str] | None]:
     """What ``formats.load_adapter`` attaches: ``(config, package-keyed tensors, name hint, key namer)``."""
     meta, tensors = read_adapterhub(root, allow_pickle=allow_pickle)

@@ -33,4 +33,4 @@ def bottleneck_slot(container: str) -> tuple[str, str] | None:
     m = _LAYER_IDX.search(padded)
     if m is None:
         return None
-    return padded[: m.end()], "attn" if "att" in padded[m.end():] else "ffn"
+    return padded[: m.end()], "attn" if "att" in padded[m.end() :] else "ffn"

@@ -39,7 +39,10 @@ COPY_CHUNK = 8 << 20
 _OTHER_WEIGHTS = (".msgpack", ".h5")
 __all__ = ["CONV1D_MODEL_TYPES", "LoRAWeights", "merge_checkpoint", "read_lora_package"]
 _TORCH_DTYPES = {
-    "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64,
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float64": torch.float64,
 }
 
 
@@ -82,8 +85,9 @@ def _delta(adapter: LoRAWeights, path: str) -> tuple[torch.Tensor, torch.Tensor 
     return (b @ a) * scale, (magnitude.float() if magnitude is not None else None)
 
 
-def _orient(delta: torch.Tensor, shape: tuple[int, ...], layer: str | None, model_type: str | None,
-            key: str) -> tuple[torch.Tensor, bool]:
+def _orient(
+    delta: torch.Tensor, shape: tuple[int, ...], layer: str | None, model_type: str | None, key: str
+) -> tuple[torch.Tensor, bool]:
     """Lay `delta` ([out, in]) out like the stored weight: as is (Linear) or transposed (Conv1D,
     Embedding). Manifests record the layer kind; for older ones :func:`~..nn.layout.guess_kind`."""
     if layer is None:
@@ -95,8 +99,9 @@ def _orient(delta: torch.Tensor, shape: tuple[int, ...], layer: str | None, mode
     return oriented, transposed
 
 
-def merge_checkpoint(base_dir: str | os.PathLike[str], adapters: Iterable[LoRAWeights],
-                     out_dir: str | os.PathLike[str]) -> dict[str, Any]:
+def merge_checkpoint(
+    base_dir: str | os.PathLike[str], adapters: Iterable[LoRAWeights], out_dir: str | os.PathLike[str]
+) -> dict[str, Any]:
     """Write `base_dir` with every adapter merged into `out_dir` (new or empty); return a report.
 
     The result is assembled in a sibling temp directory and renamed into place at the end."""

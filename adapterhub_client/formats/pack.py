@@ -74,8 +74,11 @@ def _peft_modules(weights: Path, fan_in_fan_out: bool) -> dict[str, dict[str, An
         layer = EMBEDDING if module in embeddings else CONV1D if fan_in_fan_out else LINEAR
         # The adapter file does not tell the base's dtype (PEFT keeps LoRA in fp32 on half bases):
         # unknown until --base fills it in.
-        modules[module] = {"shape": weight_shape(layer, out_features=b[0], in_features=a[1]), "dtype": None,
-                           "layer": layer}
+        modules[module] = {
+            "shape": weight_shape(layer, out_features=b[0], in_features=a[1]),
+            "dtype": None,
+            "layer": layer,
+        }
     if not modules:
         raise InvalidPackageError(f"{weights}: no LoRA tensors found")
     return modules
@@ -115,18 +118,29 @@ def peft_manifest(directory: Path, name: str, version: str) -> dict[str, Any]:
     }
     files = [PEFT_WEIGHTS, PEFT_CONFIG] + (["README.md"] if (directory / "README.md").is_file() else [])
     return new_manifest(
-        name, version, "lora", config,
-        {"name": cfg.get("base_model_name_or_path"), "revision": cfg.get("revision"),
-         "architecture": {"model_type": None, "modules": modules}},
+        name,
+        version,
+        "lora",
+        config,
+        {
+            "name": cfg.get("base_model_name_or_path"),
+            "revision": cfg.get("revision"),
+            "architecture": {"model_type": None, "modules": modules},
+        },
         files,
         task=cfg.get("task_type"),
         tags=["lora", "peft"],
     )
 
 
-def prepare_package(directory: str | os.PathLike[str], *, name: str | None = None, version: str | None = None,
-                    base: str | os.PathLike[str] | None = None, fingerprint_cache: Path | None = None,
-                    ) -> dict[str, Any]:
+def prepare_package(
+    directory: str | os.PathLike[str],
+    *,
+    name: str | None = None,
+    version: str | None = None,
+    base: str | os.PathLike[str] | None = None,
+    fingerprint_cache: Path | None = None,
+) -> dict[str, Any]:
     """Validate a package directory (ours or PEFT) and return its completed manifest.
 
     With `base` (a local base model directory) the manifest records its fingerprint and the base's

@@ -68,7 +68,12 @@ def base_architecture(model: nn.Module, adapter: str) -> dict[str, Any]:
 
 
 def save_package(
-    model: nn.Module, adapter: str, out_dir: str | os.PathLike[str], *, name: str, version: str,
+    model: nn.Module,
+    adapter: str,
+    out_dir: str | os.PathLike[str],
+    *,
+    name: str,
+    version: str,
     **manifest_fields: Any,
 ) -> Path:
     """Write `adapter` as a package dir; return the directory."""
@@ -78,7 +83,10 @@ def save_package(
     config = adapter_state(model).configs[adapter]
     model_config = getattr(model, "config", None)
     data = new_manifest(
-        name, version, config.kind, config.to_dict(),
+        name,
+        version,
+        config.kind,
+        config.to_dict(),
         base_model={
             "name": getattr(model_config, "name_or_path", None) or None,
             "fingerprint": _base_fingerprint(model),
@@ -105,7 +113,9 @@ def _verify(root: Path, entry: dict[str, Any]) -> Path:
 
 
 def read_package(
-    path: str | os.PathLike[str], *, allow_pickle: bool = False,
+    path: str | os.PathLike[str],
+    *,
+    allow_pickle: bool = False,
 ) -> tuple[AdapterConfig, dict[str, torch.Tensor], str]:
     """Read a package dir: ``(config, tensors with package keys, package name)``; checks sha256.
 
@@ -141,7 +151,10 @@ def read_package(
 
 
 def read_for_model(
-    model: nn.Module, root: Path, *, allow_pickle: bool = False,
+    model: nn.Module,
+    root: Path,
+    *,
+    allow_pickle: bool = False,
 ) -> tuple[AdapterConfig, dict[str, torch.Tensor], str, Callable[[str], str] | None]:
     """What ``formats.load_adapter`` attaches: ``(config, package-keyed tensors, name hint, key namer)``."""
     config, tensors, name = read_package(root, allow_pickle=allow_pickle)

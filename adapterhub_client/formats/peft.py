@@ -34,15 +34,35 @@ PREFIX = peft_layout.PREFIX
 
 # PEFT config key -> LoRAConfig field
 _FIELDS = {
-    "r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout", "target_modules": "target_modules",
-    "exclude_modules": "exclude_modules", "bias": "bias", "use_rslora": "rslora", "use_dora": "dora",
-    "layers_to_transform": "layers_to_transform", "layers_pattern": "layers_pattern",
-    "rank_pattern": "rank_pattern", "alpha_pattern": "alpha_pattern",
+    "r": "r",
+    "lora_alpha": "alpha",
+    "lora_dropout": "dropout",
+    "target_modules": "target_modules",
+    "exclude_modules": "exclude_modules",
+    "bias": "bias",
+    "use_rslora": "rslora",
+    "use_dora": "dora",
+    "layers_to_transform": "layers_to_transform",
+    "layers_pattern": "layers_pattern",
+    "rank_pattern": "rank_pattern",
+    "alpha_pattern": "alpha_pattern",
 }
 # PEFT options that change the math or add tensors we do not model: refuse rather than be wrong
-_UNSUPPORTED = ("modules_to_save", "lora_bias", "use_qalora", "target_parameters", "trainable_token_indices",
-                "layer_replication", "alora_invocation_tokens", "arrow_config", "use_bdlora", "velora_config",
-                "monteclora_config", "kasa_config", "megatron_config")
+_UNSUPPORTED = (
+    "modules_to_save",
+    "lora_bias",
+    "use_qalora",
+    "target_parameters",
+    "trainable_token_indices",
+    "layer_replication",
+    "alora_invocation_tokens",
+    "arrow_config",
+    "use_bdlora",
+    "velora_config",
+    "monteclora_config",
+    "kasa_config",
+    "megatron_config",
+)
 
 
 # `init_lora_weights` values whose init also rewrites the base weights (PEFT's pissa_init, olora_init,
@@ -56,12 +76,16 @@ def _check_init(data: dict[str, Any], where: str) -> None:
     if not isinstance(init, str) or not init.lower().startswith(_BASE_CHANGING_INITS):
         return  # True/False/"gaussian"/"eva"/"orthogonal"/...: only the adapter's own start values
     if init.lower().startswith("loftq"):
-        how = ("LoftQ pairs the adapter with the quantized base weights it was initialised against, and "
-               "PEFT has no conversion of it to plain LoRA; merge it in PEFT instead (merge_and_unload)")
+        how = (
+            "LoftQ pairs the adapter with the quantized base weights it was initialised against, and "
+            "PEFT has no conversion of it to plain LoRA; merge it in PEFT instead (merge_and_unload)"
+        )
     else:
-        how = ("convert it to plain LoRA in PEFT first: save it with "
-               "save_pretrained(out_dir, path_initial_model_for_weight_conversion=<dir of the adapter as "
-               "initialised, before training>), which gives an adapter for the original base")
+        how = (
+            "convert it to plain LoRA in PEFT first: save it with "
+            "save_pretrained(out_dir, path_initial_model_for_weight_conversion=<dir of the adapter as "
+            "initialised, before training>), which gives an adapter for the original base"
+        )
     raise UnsupportedAdapterError(
         f"{where}: init_lora_weights={init!r} changes the base model's weights when the adapter is created, so "
         f"these weights are not a plain LoRA on the original base; {how}"
@@ -85,7 +109,10 @@ def peft_to_config(data: dict[str, Any], where: str = CONFIG_FILE) -> LoRAConfig
 
 
 def config_to_peft(
-    config: LoRAConfig, *, fan_in_fan_out: bool = False, base_model: str | None = None,
+    config: LoRAConfig,
+    *,
+    fan_in_fan_out: bool = False,
+    base_model: str | None = None,
 ) -> dict[str, Any]:
     """PEFT's ``adapter_config.json`` for a LoRA config."""
     return {
@@ -153,7 +180,9 @@ def _read(root: Path, allow_pickle: bool) -> tuple[LoRAConfig, dict[str, torch.T
 
 
 def read_peft(
-    path: str | os.PathLike[str], *, allow_pickle: bool = False,
+    path: str | os.PathLike[str],
+    *,
+    allow_pickle: bool = False,
 ) -> tuple[LoRAConfig, dict[str, torch.Tensor]]:
     """Read a PEFT LoRA dir: ``(config, tensors with package keys)``."""
     config, tensors, _ = _read(Path(path), allow_pickle)
@@ -161,7 +190,10 @@ def read_peft(
 
 
 def read_for_model(
-    model: nn.Module, root: Path, *, allow_pickle: bool = False,
+    model: nn.Module,
+    root: Path,
+    *,
+    allow_pickle: bool = False,
 ) -> tuple[LoRAConfig, dict[str, torch.Tensor], str, Callable[[str], str] | None]:
     """What ``formats.load_adapter`` attaches: ``(config, package-keyed tensors, name hint, key namer)``;
     errors name the keys as the PEFT file has them."""
@@ -185,8 +217,9 @@ def write_peft(model: nn.Module, adapter: str, out_dir: str | os.PathLike[str]) 
     save_tensors(tensors, out / WEIGHTS_FILE)
     fan_in_fan_out = any(getattr(layer, "fan_in_fan_out", False) for layer in layers.values())
     model_config = getattr(model, "config", None)
-    data = config_to_peft(config, fan_in_fan_out=fan_in_fan_out,
-                          base_model=getattr(model_config, "name_or_path", None) or None)
+    data = config_to_peft(
+        config, fan_in_fan_out=fan_in_fan_out, base_model=getattr(model_config, "name_or_path", None) or None
+    )
     try:
         (out / CONFIG_FILE).write_text(json.dumps(data, indent=2) + "\n")
     except OSError as exc:

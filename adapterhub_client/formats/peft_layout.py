@@ -25,13 +25,20 @@ SAVED_BASE_WEIGHT = ".base_layer.weight"
 
 # PEFT key suffix -> package key suffix; the first match wins
 _TO_PACKAGE = (
-    (".lora_A.weight", ".lora_A"), (".lora_B.weight", ".lora_B"),
-    (".lora_embedding_A", ".lora_A"), (".lora_embedding_B", ".lora_B"),
-    (".lora_magnitude_vector.weight", ".lora_magnitude_vector"), (".base_layer.bias", ".bias"),
+    (".lora_A.weight", ".lora_A"),
+    (".lora_B.weight", ".lora_B"),
+    (".lora_embedding_A", ".lora_A"),
+    (".lora_embedding_B", ".lora_B"),
+    (".lora_magnitude_vector.weight", ".lora_magnitude_vector"),
+    (".base_layer.bias", ".bias"),
 )
 # LoRA factors in PEFT keys: suffix -> (factor, on an embedding)
-_FACTORS = {".lora_A.weight": ("A", False), ".lora_B.weight": ("B", False),
-            ".lora_embedding_A": ("A", True), ".lora_embedding_B": ("B", True)}
+_FACTORS = {
+    ".lora_A.weight": ("A", False),
+    ".lora_B.weight": ("B", False),
+    ".lora_embedding_A": ("A", True),
+    ".lora_embedding_B": ("B", True),
+}
 
 
 def is_peft_config(meta: Any) -> bool:
@@ -42,7 +49,7 @@ def is_peft_config(meta: Any) -> bool:
 def to_package_key(key: str) -> str:
     """A PEFT tensor key as the package format names it (module path + parameter, no prefix)."""
     if key.startswith(PREFIX):
-        key = key[len(PREFIX):]
+        key = key[len(PREFIX) :]
     for old, new in _TO_PACKAGE:
         if key.endswith(old):
             return key[: -len(old)] + new
@@ -62,7 +69,7 @@ def to_peft_key(key: str, *, embedding: bool, wrapped: bool) -> str:
 
 def lora_factor(key: str) -> tuple[str, str, bool] | None:
     """``(module path, "A" | "B", on an embedding)`` of a PEFT LoRA factor key, None for other keys."""
-    path = key[len(PREFIX):] if key.startswith(PREFIX) else key
+    path = key[len(PREFIX) :] if key.startswith(PREFIX) else key
     for suffix, (factor, embedding) in _FACTORS.items():
         if path.endswith(suffix):
             return path[: -len(suffix)], factor, embedding

@@ -39,8 +39,9 @@ def load_tensors(path: Path, *, allow_pickle: bool = False) -> dict[str, torch.T
             data = load_file(str(path))
         except Exception as exc:
             raise InvalidPackageError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None
-    if not isinstance(data, Mapping) or not all(isinstance(k, str) and isinstance(t, torch.Tensor)
-                                                for k, t in data.items()):
+    if not isinstance(data, Mapping) or not all(
+        isinstance(k, str) and isinstance(t, torch.Tensor) for k, t in data.items()
+    ):
         raise InvalidPackageError(f"{path}: expected a mapping of names to tensors, got {type(data).__name__}")
     return dict(data)
 

@@ -283,8 +283,11 @@ class BottleneckLayer(AdapterLayer):
         if missing or unexpected:
             raise AdapterWeightsError(f"missing {sorted(missing)}, unexpected {sorted(unexpected)}")
         own = adapter.state_dict()
-        bad = [f"{k}: {tuple(getattr(t, 'shape', ()))} != {tuple(own[k].shape)}" for k, t in tensors.items()
-               if not isinstance(t, torch.Tensor) or t.shape != own[k].shape]
+        bad = [
+            f"{k}: {tuple(getattr(t, 'shape', ()))} != {tuple(own[k].shape)}"
+            for k, t in tensors.items()
+            if not isinstance(t, torch.Tensor) or t.shape != own[k].shape
+        ]
         if bad:
             raise AdapterWeightsError(f"shape mismatch ({'; '.join(bad)})")
         adapter.load_state_dict(tensors, strict=True)
@@ -442,8 +445,9 @@ class BottleneckConfig(AdapterConfig):
             self._attach(model, path, name, site.get("mode", "output"), site.get("role", "ffn"), idx, input_module)
         return [p for p, _, _, _ in plan]
 
-    def _attach(self, model: nn.Module, path: str, name: str, mode: str, role: str, idx: int,
-                input_module: nn.Module | None) -> None:
+    def _attach(
+        self, model: nn.Module, path: str, name: str, mode: str, role: str, idx: int, input_module: nn.Module | None
+    ) -> None:
         module = get_module(model, path)
         if not isinstance(module, BottleneckLayer):
             module = BottleneckLayer(module, role=role, layer_index=idx)
@@ -457,8 +461,9 @@ class BottleneckConfig(AdapterConfig):
         module.add(name, adapter, mode, input_module)
 
 
-def _check_per_layer(config: BottleneckConfig, field: str, value: object, kind: Callable[[object], bool],
-                     what: str) -> None:
+def _check_per_layer(
+    config: BottleneckConfig, field: str, value: object, kind: Callable[[object], bool], what: str
+) -> None:
     """`what` (a positive number of `kind`), or a per-layer mapping of it (``{"0": 8, "default": 16}``)."""
     values = list(value.values()) if isinstance(value, Mapping) else [value]
     keys_ok = not isinstance(value, Mapping) or all(isinstance(k, (str, int)) for k in value)
@@ -471,13 +476,19 @@ def _check_sites(config: BottleneckConfig, sites: object) -> None:
     if not isinstance(sites, list):
         raise config_error(config, "sites", "None or a list of site mappings", sites)
     for site in sites:
-        ok = (isinstance(site, Mapping) and set(site) <= set(SITE_KEYS)
-              and isinstance(site.get("target"), str) and bool(site["target"])
-              and site.get("mode", "output") in MODES
-              and (site.get("input") is None or isinstance(site["input"], str))
-              and isinstance(site.get("role", "ffn"), str))
+        ok = (
+            isinstance(site, Mapping)
+            and set(site) <= set(SITE_KEYS)
+            and isinstance(site.get("target"), str)
+            and bool(site["target"])
+            and site.get("mode", "output") in MODES
+            and (site.get("input") is None or isinstance(site["input"], str))
+            and isinstance(site.get("role", "ffn"), str)
+        )
         if not ok:
             raise config_error(
-                config, "sites", f"a list of {{'target': str, 'mode': one of {MODES}, 'input': str, 'role': str}}",
+                config,
+                "sites",
+                f"a list of {{'target': str, 'mode': one of {MODES}, 'input': str, 'role': str}}",
                 site,
             )

@@ -18,7 +18,10 @@ def dora_norm(weight: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
 
 
 def dora_merge(
-    weight: torch.Tensor, delta: torch.Tensor, magnitude: torch.Tensor, norm: torch.Tensor | None = None,
+    weight: torch.Tensor,
+    delta: torch.Tensor,
+    magnitude: torch.Tensor,
+    norm: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(m / n * (W + delta), n)``; ``n`` is ``||W + delta||`` unless given (a layer takes it from
     the base without other merged adapters, as its forward does)."""
@@ -29,7 +32,10 @@ def dora_merge(
 
 
 def dora_unmerge(
-    weight: torch.Tensor, delta: torch.Tensor, magnitude: torch.Tensor, norm: torch.Tensor,
+    weight: torch.Tensor,
+    delta: torch.Tensor,
+    magnitude: torch.Tensor,
+    norm: torch.Tensor,
 ) -> torch.Tensor:
     """Inverse of :func:`dora_merge` with the norm it used: ``W' / (m / n) - delta``."""
     return weight / (magnitude / norm).unsqueeze(1) - delta

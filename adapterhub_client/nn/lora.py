@@ -97,8 +97,9 @@ class LoRAConfig(AdapterConfig):
         _check_patterns(self, "alpha_pattern", self.alpha_pattern, is_number, "numbers")
         regex_targets = isinstance(self.target_modules, str) and self.target_modules.lower() != ALL_LINEAR
         if regex_targets and self.layers_to_transform not in (None, []):
-            raise config_error(self, "layers_to_transform", "None with a regex target_modules (PEFT's rule)",
-                               self.layers_to_transform)
+            raise config_error(
+                self, "layers_to_transform", "None with a regex target_modules (PEFT's rule)", self.layers_to_transform
+            )
 
     def scaling(self, r: int, alpha: float) -> float:
         return alpha / math.sqrt(r) if self.rslora else alpha / r
@@ -111,12 +112,19 @@ class LoRAConfig(AdapterConfig):
         """
         if not self.rank_pattern and not self.alpha_pattern:
             return self
-        want = {p: (pattern_value(self.rank_pattern, to_source(p), self.r),
-                    pattern_value(self.alpha_pattern, to_source(p), self.alpha)) for p in paths}
+        want = {
+            p: (
+                pattern_value(self.rank_pattern, to_source(p), self.r),
+                pattern_value(self.alpha_pattern, to_source(p), self.alpha),
+            )
+            for p in paths
+        }
 
         def fits(cfg: LoRAConfig) -> bool:
-            return all((pattern_value(cfg.rank_pattern, p, cfg.r), pattern_value(cfg.alpha_pattern, p, cfg.alpha)) == v
-                       for p, v in want.items())
+            return all(
+                (pattern_value(cfg.rank_pattern, p, cfg.r), pattern_value(cfg.alpha_pattern, p, cfg.alpha)) == v
+                for p, v in want.items()
+            )
 
         if fits(self):
             return self
@@ -135,13 +143,14 @@ class LoRAConfig(AdapterConfig):
                 for key, value in patterns.items():
                     for h in lead:
                         if key.startswith(h) and len(key) > len(h):
-                            key = key[len(h):]
+                            key = key[len(h) :]
                             break
                     out[key] = value
                 return out
 
-            cand = dataclasses.replace(self, rank_pattern=strip(self.rank_pattern),
-                                       alpha_pattern=strip(self.alpha_pattern))
+            cand = dataclasses.replace(
+                self, rank_pattern=strip(self.rank_pattern), alpha_pattern=strip(self.alpha_pattern)
+            )
             if fits(cand):
                 return cand
         # exact: one key per module whose rank or alpha is not the default
@@ -344,8 +353,11 @@ class LoRALayer(AdapterLayer):
         unexpected = sorted(set(tensors) - set(own))
         if missing or unexpected:
             raise AdapterWeightsError(f"missing {missing}, unexpected {unexpected}")
-        bad = [f"{k}: {tuple(tensors[k].shape)} != {tuple(p.shape)}" for k, p in own.items()
-               if not isinstance(tensors[k], torch.Tensor) or tensors[k].shape != p.shape]
+        bad = [
+            f"{k}: {tuple(tensors[k].shape)} != {tuple(p.shape)}"
+            for k, p in own.items()
+            if not isinstance(tensors[k], torch.Tensor) or tensors[k].shape != p.shape
+        ]
         if bad:
             raise AdapterWeightsError(f"shape mismatch ({'; '.join(bad)})")
         with torch.no_grad():
@@ -369,7 +381,10 @@ class LoRALayer(AdapterLayer):
         return (B @ A) * self.scaling[name]
 
     def _weight_norm(
-        self, name: str, delta: torch.Tensor | None = None, weight: torch.Tensor | None = None,
+        self,
+        name: str,
+        delta: torch.Tensor | None = None,
+        weight: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``||W + sBA||`` per output feature (PEFT: column norm of ``W`` as ``[out, in]``).
 
@@ -395,7 +410,7 @@ class LoRALayer(AdapterLayer):
         for i, first in enumerate(self.active_adapters):
             if first in merged:
                 continue
-            late = [n for n in self.active_adapters[i + 1:] if n in merged and (n in dora or first in dora)]
+            late = [n for n in self.active_adapters[i + 1 :] if n in merged and (n in dora or first in dora)]
             if late:
                 raise UsageError(
                     f"merging {late} while {first!r} stays unmerged would change the outputs: {first!r} runs "
@@ -461,8 +476,9 @@ class LoRALayer(AdapterLayer):
         return W
 
     def extra_repr(self) -> str:
-        return ", ".join(f"{n}: r={self.r[n]}" + (" dora" if n in self.lora_magnitude_vector else "")
-                         for n in self.adapter_names)
+        return ", ".join(
+            f"{n}: r={self.r[n]}" + (" dora" if n in self.lora_magnitude_vector else "") for n in self.adapter_names
+        )
 
 
 class LoRALinear(LoRALayer):

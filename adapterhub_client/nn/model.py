@@ -27,10 +27,26 @@ from .base import AdapterConfig, AdapterLayer, adapter_state, check_model, inner
 from .targets import TargetError, base_of, get_module, iter_modules, set_module, weight_of
 
 __all__ = [
-    "AdapterInfo", "AdapterWeightsError", "TrainableParams", "adapter_layers", "adapter_parameters",
-    "adapter_summary", "adapter_tensors", "add_adapter", "attach_weights", "base_state_dict", "delete_adapter",
-    "disable_adapters", "finish_load", "list_adapters", "mark_only_adapters_trainable", "merge_adapters",
-    "merge_and_unload", "set_active_adapters", "trainable_parameters", "unmerge_adapters",
+    "AdapterInfo",
+    "AdapterWeightsError",
+    "TrainableParams",
+    "adapter_layers",
+    "adapter_parameters",
+    "adapter_summary",
+    "adapter_tensors",
+    "add_adapter",
+    "attach_weights",
+    "base_state_dict",
+    "delete_adapter",
+    "disable_adapters",
+    "finish_load",
+    "list_adapters",
+    "mark_only_adapters_trainable",
+    "merge_adapters",
+    "merge_and_unload",
+    "set_active_adapters",
+    "trainable_parameters",
+    "unmerge_adapters",
 ]
 
 
@@ -239,7 +255,11 @@ def disable_adapters(model: nn.Module) -> Iterator[nn.Module]:
 
 
 def merge_adapters(
-    model: nn.Module, names: str | Sequence[str] | None = None, *, safe: bool = False, untie: bool = False,
+    model: nn.Module,
+    names: str | Sequence[str] | None = None,
+    *,
+    safe: bool = False,
+    untie: bool = False,
 ) -> None:
     """Fold adapters (default: the active ones) into the base weights; forward then skips them.
 
@@ -264,8 +284,10 @@ def merge_adapters(
     # forward order first, then selected adapters that are not active, in the order given
     order = [n for n in state.active if n in selection] + [n for n in selection if n not in state.active]
     layers = [(p, layer) for p, layer in _layers(model) if any(n in layer.adapter_names for n in order)]
-    plan = [(p, layer, [n for n in order if n in layer.adapter_names and n not in layer.merged_adapters])
-            for p, layer in layers]
+    plan = [
+        (p, layer, [n for n in order if n in layer.adapter_names and n not in layer.merged_adapters])
+        for p, layer in layers
+    ]
     plan = [(p, layer, todo) for p, layer, todo in plan if todo]
     for path, layer, todo in plan:
         try:
@@ -320,7 +342,8 @@ def merge_adapters(
 
 
 def _tied_weights(
-    model: nn.Module, plan: list[tuple[str, AdapterLayer, list[str]]],
+    model: nn.Module,
+    plan: list[tuple[str, AdapterLayer, list[str]]],
 ) -> list[tuple[str, str, nn.Module, list[str]]]:
     """``(path, "weight", base module, other parameter names)`` for each weight to merge whose memory
     overlaps another parameter of the model (tied embeddings / LM head, views of one tensor)."""
@@ -340,8 +363,11 @@ def _tied_weights(
     out = []
     for path, module, weight in targets:
         lo, hi = _span(weight)
-        others = [n for n, (a, b) in by_storage.get(weight.untyped_storage().data_ptr(), [])
-                  if a < hi and lo < b and n != f"{path}.weight"]
+        others = [
+            n
+            for n, (a, b) in by_storage.get(weight.untyped_storage().data_ptr(), [])
+            if a < hi and lo < b and n != f"{path}.weight"
+        ]
         if others:
             out.append((path, "weight", module, others))
     return out
@@ -362,7 +388,11 @@ def unmerge_adapters(model: nn.Module) -> None:
 
 
 def merge_and_unload(
-    model: nn.Module, names: str | Sequence[str] | None = None, *, safe: bool = False, untie: bool = False,
+    model: nn.Module,
+    names: str | Sequence[str] | None = None,
+    *,
+    safe: bool = False,
+    untie: bool = False,
 ) -> nn.Module:
     """Merge `names` (default: active) and remove every adapter layer; returns the plain model (same object).
 
@@ -370,8 +400,7 @@ def merge_and_unload(
     hook is left on the base modules). ``safe``/``untie`` as in :func:`merge_adapters`.
     """
     layers = list(reversed(_layers(model)))  # innermost first
-    stuck = [f"{layer.kind} adapter layer at {path}" for path, layer in layers
-             if inner_of(layer) is None]
+    stuck = [f"{layer.kind} adapter layer at {path}" for path, layer in layers if inner_of(layer) is None]
     if stuck:  # before merging anything
         raise UsageError(f"{stuck[0]} cannot be unloaded")
     merge_adapters(model, names, safe=safe, untie=untie)
@@ -420,8 +449,10 @@ def trainable_parameters(model: nn.Module) -> TrainableParams:
 
 def adapter_summary(model: nn.Module) -> str:
     """A table of the adapters (name, kind, params, modules, active, merged) and the trainable share."""
-    rows = [(a.name, a.kind, f"{a.params:,}", a.modules, "yes" if a.active else "", "yes" if a.merged else "")
-            for a in list_adapters(model)]
+    rows = [
+        (a.name, a.kind, f"{a.params:,}", a.modules, "yes" if a.active else "", "yes" if a.merged else "")
+        for a in list_adapters(model)
+    ]
     table = format_table(rows, ("name", "kind", "params", "modules", "active", "merged"))
     return f"{table}\n{trainable_parameters(model)}"
 
@@ -446,6 +477,7 @@ def base_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
             if b is not None and k not in base._non_persistent_buffers_set:
                 out[prefix + k] = b.detach()
     return out
+
 
 def adapter_tensors(model: nn.Module, name: str) -> dict[str, torch.Tensor]:
     """Adapter `name`'s tensors keyed ``<logical module path>.<param>`` (the package format's keys)."""
@@ -479,8 +511,14 @@ def _named_bias(model: nn.Module, name: str) -> list[tuple[str, nn.Parameter]]:
 
 
 def attach_weights(
-    model: nn.Module, name: str, config: AdapterConfig, tensors: Mapping[str, torch.Tensor], *,
-    trainable: bool = False, activate: bool = True, where: str = "adapter",
+    model: nn.Module,
+    name: str,
+    config: AdapterConfig,
+    tensors: Mapping[str, torch.Tensor],
+    *,
+    trainable: bool = False,
+    activate: bool = True,
+    where: str = "adapter",
     source_key: Callable[[str], str] | None = None,
 ) -> str:
     """Attach adapter `name` from `config` and fill it with `tensors` (package keys); strict.
@@ -565,8 +603,9 @@ def _prefix_shift(model: nn.Module, name: str, tensors: Mapping[str, torch.Tenso
     return rewrite
 
 
-def _fill(model: nn.Module, name: str, tensors: Mapping[str, torch.Tensor], where: str,
-          source: Callable[[str], str]) -> None:
+def _fill(
+    model: nn.Module, name: str, tensors: Mapping[str, torch.Tensor], where: str, source: Callable[[str], str]
+) -> None:
     """Check every key and shape against adapter `name`'s layers, then load; all or nothing."""
     layers = dict(_layers_of(model, name))
     grouped: dict[str, dict[str, torch.Tensor]] = {p: {} for p in layers}
@@ -579,13 +618,16 @@ def _fill(model: nn.Module, name: str, tensors: Mapping[str, torch.Tensor], wher
         if path is None:
             problems.append(f"unexpected {source(key)} (matches no adapted module)")
         else:
-            grouped[path][key[len(path) + 1:]] = t
+            grouped[path][key[len(path) + 1 :]] = t
     for path, layer in layers.items():
         own, got = layer.adapter_state_dict(name), grouped[path]
         problems += [f"missing {source(f'{path}.{k}')}" for k in own if k not in got]
         problems += [f"unexpected {source(f'{path}.{k}')}" for k in got if k not in own]
-        problems += [f"wrong shape {source(f'{path}.{k}')} {tuple(t.shape)} (expected {tuple(own[k].shape)})"
-                     for k, t in got.items() if k in own and t.shape != own[k].shape]
+        problems += [
+            f"wrong shape {source(f'{path}.{k}')} {tuple(t.shape)} (expected {tuple(own[k].shape)})"
+            for k, t in got.items()
+            if k in own and t.shape != own[k].shape
+        ]
     for key, bias in biases.items():
         if key not in tensors:
             problems.append(f"missing {source(key)}")

@@ -212,8 +212,11 @@ def select_modules(
         if exclude_modules and _name_match(exclude_modules, path):
             continue
         # PEFT quirk kept for compatibility: an exact full-path entry bypasses the layer filter
-        if (layers_to_transform and (all_linear or path not in target_modules)
-                and layer_index(path, layers_pattern) not in layers_to_transform):
+        if (
+            layers_to_transform
+            and (all_linear or path not in target_modules)
+            and layer_index(path, layers_pattern) not in layers_to_transform
+        ):
             continue
         if not supported(base):
             unsupported.append(f"{path} ({type(base).__name__})")

@@ -56,20 +56,31 @@ def attach(session: Session, model: Any, ref: str, name: str | None = None, stri
     return load_adapter(model, root.path, name=name or adapter_name(root.name))
 
 
-def attach_dir(session: Session, refs: Sequence[str], model_dir: str | os.PathLike[str], *, strict: bool = False,
-               check_only: bool = False, merge_to: str | os.PathLike[str] | None = None) -> AttachReport:
+def attach_dir(
+    session: Session,
+    refs: Sequence[str],
+    model_dir: str | os.PathLike[str],
+    *,
+    strict: bool = False,
+    check_only: bool = False,
+    merge_to: str | os.PathLike[str] | None = None,
+) -> AttachReport:
     """`adapters attach`: check `refs` against the model directory; unless `check_only`, install them
     and attach them onto the loaded base (proving every weight fits) or, with `merge_to`, write the
     base with the LoRA adapters merged. Only LoRA adapters merge: others are refused before download."""
     start = time.perf_counter()
     checked = check_for_attach(session, refs, model_dir, strict=strict)
-    adapters = [CheckedAdapter(i.name, i.version, i.manifest["adapter"]["type"], v)
-                for i, v in zip(checked.items, checked.verdicts)]
+    adapters = [
+        CheckedAdapter(i.name, i.version, i.manifest["adapter"]["type"], v)
+        for i, v in zip(checked.items, checked.verdicts)
+    ]
     if merge_to is not None:
         not_lora = [a.name for a in adapters if a.type != "lora"]
         if not_lora:
-            raise UsageError(f"--merge: {', '.join(not_lora)} cannot be merged into the base weights "
-                             "(only LoRA adapters merge; attach bottleneck adapters at run time)")
+            raise UsageError(
+                f"--merge: {', '.join(not_lora)} cannot be merged into the base weights "
+                "(only LoRA adapters merge; attach bottleneck adapters at run time)"
+            )
     attached: list[Attached] | None = None
     merged: Merged | None = None
     if not check_only:
@@ -108,13 +119,13 @@ def attach_installed(model: Any, installed: Sequence[Installed]) -> list[Attache
     for inst in installed:
         name = load_adapter(model, inst.path, name=adapter_name(inst.name))
         info = next(a for a in list_adapters(model) if a.name == name)
-        out.append(Attached(inst.name, name, info.modules, info.params, total,
-                            tuple(adapter_state(model).modules[name][:3])))
+        out.append(
+            Attached(inst.name, name, info.modules, info.params, total, tuple(adapter_state(model).modules[name][:3]))
+        )
     return out
 
 
-def merge(model_dir: str | os.PathLike[str], installed: Sequence[Installed],
-          output: str | os.PathLike[str]) -> Merged:
+def merge(model_dir: str | os.PathLike[str], installed: Sequence[Installed], output: str | os.PathLike[str]) -> Merged:
     """Stream the checkpoint in `model_dir` to `output` with the installed LoRA packages merged."""
     from ..formats.checkpoint import merge_checkpoint, read_lora_package
 

@@ -24,8 +24,9 @@ def fingerprint_cache_dir(cache_dir: str | os.PathLike[str] | None = None) -> Pa
     return Cache(root).fingerprints_dir
 
 
-def fingerprint(directory: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None,
-                use_cache: bool = True) -> Fingerprinted:
+def fingerprint(
+    directory: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None, use_cache: bool = True
+) -> Fingerprinted:
     """Content, architecture and file fingerprints of a safetensors model directory, timed."""
     from ..basemodel.fingerprint import fingerprint_dir
 

@@ -35,8 +35,9 @@ def check(session: Session, manifest: dict[str, Any], model: Any, strict: bool =
     return ensure_compatible(manifest["base_model"], local_model(session, model), strict=strict)
 
 
-def select_for_model(session: Session, requirement: Requirement, model: Any,
-                     pre: bool = False) -> tuple[IndexEntry, Verdict]:
+def select_for_model(
+    session: Session, requirement: Requirement, model: Any, pre: bool = False
+) -> tuple[IndexEntry, Verdict]:
     """The highest version trained on exactly this model, else the highest architecture-compatible
     one; else IncompatibleError listing the versions and their bases."""
     from ..basemodel.compat import ARCHITECTURE, EXACT, check_compat
@@ -44,8 +45,9 @@ def select_for_model(session: Session, requirement: Requirement, model: Any,
 
     local = local_model(session, model)
     bound = {requirement.name: requirement.registry_url} if requirement.registry_url else {}
-    entries = select(session.candidates(requirement.name, requirement.registry_url),
-                     [Demand(requirement, "the command line")], pre)
+    entries = select(
+        session.candidates(requirement.name, requirement.registry_url), [Demand(requirement, "the command line")], pre
+    )
     if not entries:
         Resolver(session.provider(bound), pre).resolve([requirement])  # raises with the usual message
     for entry in entries:  # exact matches from the index lines alone: no manifest fetched
@@ -66,8 +68,7 @@ def select_for_model(session: Session, requirement: Requirement, model: Any,
     raise IncompatibleError(f"no version of {requirement.name} fits {local.source}: " + "; ".join(verdicts))
 
 
-def install_for_model(session: Session, ref: str, model: Any, pre: bool = False,
-                      strict: bool = False) -> ModelInstall:
+def install_for_model(session: Session, ref: str, model: Any, pre: bool = False, strict: bool = False) -> ModelInstall:
     """`adapters install REF --for-model DIR`: pick the version by the model, then install it."""
     from ..basemodel.compat import EXACT
 

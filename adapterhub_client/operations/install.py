@@ -20,8 +20,9 @@ PARALLEL_DOWNLOADS = 4
 FileJob = tuple[Resolved, dict[str, Any]]  # a package and one entry of its manifest's "files"
 
 
-def install(session: Session, refs: Sequence[RefLike], pre: bool = False,
-            check: ManifestCheck | None = None) -> list[Installed]:
+def install(
+    session: Session, refs: Sequence[RefLike], pre: bool = False, check: ManifestCheck | None = None
+) -> list[Installed]:
     return install_resolved(session, resolve(session, refs, pre=pre, check=check))
 
 
@@ -50,8 +51,9 @@ def fetch_files(session: Session, jobs: list[FileJob]) -> None:
     if session.progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=sum(f["size"] for _, f in missing), unit="B", unit_scale=True, file=sys.stderr,
-                   desc="downloading")
+        bar = tqdm(
+            total=sum(f["size"] for _, f in missing), unit="B", unit_scale=True, file=sys.stderr, desc="downloading"
+        )
     update = bar.update if bar is not None else None
 
     def fetch(job: FileJob) -> None:
@@ -87,8 +89,11 @@ def uninstall(session: Session, refs: Iterable[str]) -> list[Removed]:
         parsed = parse_ref(ref)
         if not isinstance(parsed, Requirement):
             raise UsageError(f"{ref}: give an adapter name, optionally with a version")
-        hits = [r for r, _ in views.iter_installed(session.cache)
-                if r["name"] == parsed.name and parsed.allows(parse_version(r["version"]), pre=True)]
+        hits = [
+            r
+            for r, _ in views.iter_installed(session.cache)
+            if r["name"] == parsed.name and parsed.allows(parse_version(r["version"]), pre=True)
+        ]
         if not hits:
             raise NotFoundError(f"{ref}: not installed")
         for record in hits:

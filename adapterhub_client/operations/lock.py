@@ -21,10 +21,13 @@ PathLike = str | os.PathLike[str]
 
 def lock_data(refs: Sequence[str], items: Sequence[Resolved]) -> LockData:
     """The lockfile content for `refs` resolved to `items`."""
-    return lockfile.make_lock(list(refs), [
-        lockfile.lock_entry(i.name, i.version, i.source, i.manifest_sha256, len(i.manifest_bytes), i.manifest)
-        for i in items
-    ])
+    return lockfile.make_lock(
+        list(refs),
+        [
+            lockfile.lock_entry(i.name, i.version, i.source, i.manifest_sha256, len(i.manifest_bytes), i.manifest)
+            for i in items
+        ],
+    )
 
 
 def lock(session: Session, refs: Sequence[str], path: PathLike | None = None, pre: bool = False) -> Locked:
@@ -33,8 +36,9 @@ def lock(session: Session, refs: Sequence[str], path: PathLike | None = None, pr
     return Locked(Path(written), data)
 
 
-def install_locked(session: Session, path: PathLike | None = None, refs: Sequence[str] | None = None,
-                   pre: bool = False) -> list[Installed]:
+def install_locked(
+    session: Session, path: PathLike | None = None, refs: Sequence[str] | None = None, pre: bool = False
+) -> list[Installed]:
     """`--locked`: resolve again and refuse if the result differs from the lockfile."""
     lock_path = path or lockfile.LOCK_FILE
     current = lockfile.read_lock(lock_path)

@@ -19,14 +19,25 @@ def _target(session: Session, registry: str | None) -> RegistrySpec:
     return session.settings.registry(registry) if registry else session.settings.registries[0]
 
 
-def publish(session: Session, path: PathLike, registry: str | None = None, name: str | None = None,
-            version: str | None = None, base: PathLike | None = None) -> Published:
+def publish(
+    session: Session,
+    path: PathLike,
+    registry: str | None = None,
+    name: str | None = None,
+    version: str | None = None,
+    base: PathLike | None = None,
+) -> Published:
     """Validate the package (ours or PEFT; `base` records a base model's fingerprint), then publish it."""
     from ..formats.pack import prepare_package
     from ..registry.publish import publish_directory
 
-    manifest = prepare_package(Path(path), name=name, version=version, base=None if base is None else Path(base),
-                               fingerprint_cache=session.cache.fingerprints_dir)
+    manifest = prepare_package(
+        Path(path),
+        name=name,
+        version=version,
+        base=None if base is None else Path(base),
+        fingerprint_cache=session.cache.fingerprints_dir,
+    )
     spec = _target(session, registry)
     root = session.client(spec).local_root
     if root is None:

@@ -30,8 +30,9 @@ def parse(ref: RefLike) -> Ref:
     return parsed
 
 
-def resolve(session: Session, refs: Sequence[RefLike], pre: bool = False,
-            check: ManifestCheck | None = None) -> list[Resolved]:
+def resolve(
+    session: Session, refs: Sequence[RefLike], pre: bool = False, check: ManifestCheck | None = None
+) -> list[Resolved]:
     """Pin every reference and its dependencies; fetch and verify their manifests.
 
     `check` runs on each manifest right after it is fetched, before any other file."""
@@ -60,8 +61,9 @@ def resolved_entry(session: Session, entry: IndexEntry) -> Resolved:
     """An index entry with its manifest fetched and verified."""
     raw = manifest_bytes(session, entry)
     manifest = entry.registry.manifest_from_bytes(entry, raw)
-    return Resolved(entry.name, manifest["version"], entry.registry.url, manifest, raw, entry.manifest_sha256,
-                    entry=entry)
+    return Resolved(
+        entry.name, manifest["version"], entry.registry.url, manifest, raw, entry.manifest_sha256, entry=entry
+    )
 
 
 def manifest_bytes(session: Session, entry: IndexEntry) -> bytes:
@@ -85,8 +87,15 @@ def resolve_local(session: Session, path: Path) -> Resolved:
         raise InvalidPackageError(f"{path}: no {MANIFEST_FILE} (publish or save the adapter as a package first)")
     manifest = prepare_package(path, fingerprint_cache=session.cache.fingerprints_dir)
     canonical = dumps_manifest(manifest)
-    return Resolved(canonical_name(manifest["name"]), manifest["version"], path.as_uri(), manifest, canonical,
-                    sha256_bytes(canonical), local_dir=path)
+    return Resolved(
+        canonical_name(manifest["name"]),
+        manifest["version"],
+        path.as_uri(),
+        manifest,
+        canonical,
+        sha256_bytes(canonical),
+        local_dir=path,
+    )
 
 
 def root_index(items: Sequence[Resolved], ref: str) -> int:

@@ -55,8 +55,12 @@ class Resolved:
     local_dir: Path | None = None  # set when it is a package directory on this machine
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "source": self.source,
-                "manifest_sha256": self.manifest_sha256}
+        return {
+            "name": self.name,
+            "version": self.version,
+            "source": self.source,
+            "manifest_sha256": self.manifest_sha256,
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,8 +75,14 @@ class Installed:
     already: bool  # was installed before this call
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "path": str(self.path), "source": self.source,
-                "manifest_sha256": self.manifest_sha256, "already_installed": self.already}
+        return {
+            "name": self.name,
+            "version": self.version,
+            "path": str(self.path),
+            "source": self.source,
+            "manifest_sha256": self.manifest_sha256,
+            "already_installed": self.already,
+        }
 
 
 class ModelInstall(NamedTuple):
@@ -102,12 +112,24 @@ class InstalledAdapter:
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any], path: Path) -> InstalledAdapter:
-        return cls(str(record.get("name", "")), str(record.get("version", "")), str(record.get("source", "")),
-                   str(record.get("manifest_sha256", "")), str(record.get("installed", "")), path)
+        return cls(
+            str(record.get("name", "")),
+            str(record.get("version", "")),
+            str(record.get("source", "")),
+            str(record.get("manifest_sha256", "")),
+            str(record.get("installed", "")),
+            path,
+        )
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "source": self.source,
-                "manifest_sha256": self.manifest_sha256, "installed": self.installed, "path": str(self.path)}
+        return {
+            "name": self.name,
+            "version": self.version,
+            "source": self.source,
+            "manifest_sha256": self.manifest_sha256,
+            "installed": self.installed,
+            "path": str(self.path),
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,9 +174,17 @@ class SearchHit:
     @classmethod
     def from_line(cls, line: Mapping[str, Any], registry: str, base_fingerprint: str | None = None) -> SearchHit:
         tags = line.get("tags")
-        return cls(str(line.get("name", "")), str(line.get("version", "")), registry, str(line.get("type") or ""),
-                   str(line.get("description") or ""), tuple(str(t) for t in tags) if isinstance(tags, list) else (),
-                   line.get("base") if isinstance(line.get("base"), str) else None, base_fingerprint, dict(line))
+        return cls(
+            str(line.get("name", "")),
+            str(line.get("version", "")),
+            registry,
+            str(line.get("type") or ""),
+            str(line.get("description") or ""),
+            tuple(str(t) for t in tags) if isinstance(tags, list) else (),
+            line.get("base") if isinstance(line.get("base"), str) else None,
+            base_fingerprint,
+            dict(line),
+        )
 
     def to_json(self) -> dict[str, Any]:
         """The index line as the registry served it, plus where it came from."""
@@ -188,8 +218,14 @@ class Published:
     created: bool  # False: the identical content was already published
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "registry": self.registry, "url": self.url,
-                "manifest_sha256": self.manifest_sha256, "created": self.created}
+        return {
+            "name": self.name,
+            "version": self.version,
+            "registry": self.registry,
+            "url": self.url,
+            "manifest_sha256": self.manifest_sha256,
+            "created": self.created,
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -247,8 +283,14 @@ class Attached:
         return f"{100 * self.parameters / total:.2f}% of {total / 1e6:.1f}M"
 
     def to_json(self) -> dict[str, Any]:
-        return {"adapter": self.adapter, "name": self.name, "modules": self.modules, "parameters": self.parameters,
-                "parameters_share": self.parameters_share, "examples": list(self.examples)}
+        return {
+            "adapter": self.adapter,
+            "name": self.name,
+            "modules": self.modules,
+            "parameters": self.parameters,
+            "parameters_share": self.parameters_share,
+            "examples": list(self.examples),
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -262,12 +304,20 @@ class Merged:
 
     @classmethod
     def from_report(cls, report: Mapping[str, Any]) -> Merged:
-        return cls(Path(report["output"]), [str(f) for f in report["files"]], int(report["merged_tensors"]),
-                   int(report["largest_tensor_bytes"]))
+        return cls(
+            Path(report["output"]),
+            [str(f) for f in report["files"]],
+            int(report["merged_tensors"]),
+            int(report["largest_tensor_bytes"]),
+        )
 
     def to_json(self) -> dict[str, Any]:
-        return {"output": str(self.output), "files": self.files, "merged_tensors": self.merged_tensors,
-                "largest_tensor_bytes": self.largest_tensor_bytes}
+        return {
+            "output": str(self.output),
+            "files": self.files,
+            "merged_tensors": self.merged_tensors,
+            "largest_tensor_bytes": self.largest_tensor_bytes,
+        }
 
 
 @dataclasses.dataclass(frozen=True)

@@ -47,6 +47,7 @@ class Session:
     def client(self, spec: RegistrySpec) -> RegistryClient:
         """The registry client for `spec` (one per URL)."""
         if spec.url not in self._clients:
+
             def http() -> httpx.Client:
                 self.cache.ensure()  # remote index copies live in the cache: tag it first
                 return self.http_client(spec)

@@ -108,7 +108,7 @@ class RegistryClient:
         if not self.transport.reads_locally and not base.startswith(("http://", "https://")):
             # a remote registry must not point clients at files of their own machine
             raise InvalidPackageError(f"{self.url}config.json: 'blobs' must be an http(s) URL, not {base!r}")
-        return urljoin(base, layout.blob_path(sha256)[len("blobs/"):])
+        return urljoin(base, layout.blob_path(sha256)[len("blobs/") :])
 
     def entries(self, name: str) -> list[IndexEntry]:
         """Every version of `name` (canonical) listed here; NotFoundError if none."""

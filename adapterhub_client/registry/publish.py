@@ -140,5 +140,6 @@ def set_yanked(root: Path, name: str, version: str, yanked: bool = True) -> None
             raise NotFoundError(f"{name} has no version {version} in registry {root}")
         for item in hits:
             item["yanked"] = yanked
-        atomic_write(index_file, b"".join(
-            (json.dumps(i, sort_keys=True, separators=(",", ":")) + "\n").encode() for i in lines))
+        atomic_write(
+            index_file, b"".join((json.dumps(i, sort_keys=True, separators=(",", ":")) + "\n").encode() for i in lines)
+        )

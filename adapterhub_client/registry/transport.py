@@ -70,8 +70,9 @@ def local_package_dir(source: str) -> Path | None:
     return path if (path / MANIFEST_FILE).is_file() else None
 
 
-def open_transport(url: str, http_client: Callable[[], httpx.Client], cache_dir: Path,
-                   offline: bool = False) -> Transport:
+def open_transport(
+    url: str, http_client: Callable[[], httpx.Client], cache_dir: Path, offline: bool = False
+) -> Transport:
     """The transport for a registry URL: a directory for `file:`, else static HTTP(S).
 
     `http_client` is called only for HTTP registries, so a local registry never imports httpx."""
@@ -143,9 +144,9 @@ class HttpTransport(Transport):
             return cached
         headers = {}
         if cached is not None and validator.startswith("etag:"):
-            headers["If-None-Match"] = validator[len("etag:"):]
+            headers["If-None-Match"] = validator[len("etag:") :]
         elif cached is not None and validator.startswith("lm:"):
-            headers["If-Modified-Since"] = validator[len("lm:"):]
+            headers["If-Modified-Since"] = validator[len("lm:") :]
         url = self.location(path)
         response = with_retries(f"GET {path}", url, lambda: self.client.get(url, headers=headers))
         if response.status_code == 304 and cached is not None:

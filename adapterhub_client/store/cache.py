@@ -1,12 +1,12 @@
 """Cache layout and the content-addressed blob store.
 
-    <cache>/CACHEDIR.TAG
-    <cache>/blobs/sha256/<ab>/<hex>       verified, read-only, stored once
-    <cache>/partial/<hex>.part            a download in progress (resumable across processes)
-    <cache>/locks/<key>.lock              file locks: one per blob, one per installed version
-    <cache>/installed/<org>/<name>/<ver>/ installed view: manifest.json + files (hard links)
-    <cache>/http/<registry>/...           index files with their ETag, for revalidation
-    <cache>/fingerprints/                 per-file base-model fingerprints (basemodel.fingerprint)
+<cache>/CACHEDIR.TAG
+<cache>/blobs/sha256/<ab>/<hex>       verified, read-only, stored once
+<cache>/partial/<hex>.part            a download in progress (resumable across processes)
+<cache>/locks/<key>.lock              file locks: one per blob, one per installed version
+<cache>/installed/<org>/<name>/<ver>/ installed view: manifest.json + files (hard links)
+<cache>/http/<registry>/...           index files with their ETag, for revalidation
+<cache>/fingerprints/                 per-file base-model fingerprints (basemodel.fingerprint)
 """
 
 from __future__ import annotations
@@ -47,8 +47,14 @@ class CacheStats:
     installed: int  # installed adapter versions (complete views)
 
     def to_json(self) -> dict[str, Any]:
-        return {"path": str(self.path), "blobs": self.blobs, "blob_bytes": self.blob_bytes, "partial": self.partial,
-                "partial_bytes": self.partial_bytes, "installed": self.installed}
+        return {
+            "path": str(self.path),
+            "blobs": self.blobs,
+            "blob_bytes": self.blob_bytes,
+            "partial": self.partial,
+            "partial_bytes": self.partial_bytes,
+            "installed": self.installed,
+        }
 
 
 def _count_files(path: Path) -> tuple[int, int]:
@@ -183,4 +189,3 @@ class Cache:
                 for dirpath, _, _ in os.walk(child):
                     os.chmod(dirpath, 0o755)
                 shutil.rmtree(child)
-

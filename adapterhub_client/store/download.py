@@ -42,15 +42,23 @@ def _hash_existing(part: Path, size: int) -> tuple[hashlib._Hash, int]:
 
 
 class Downloader:
-    def __init__(self, cache: Cache, client_factory: Callable[[], httpx.Client] | None = None,
-                 offline: bool = False) -> None:
+    def __init__(
+        self, cache: Cache, client_factory: Callable[[], httpx.Client] | None = None, offline: bool = False
+    ) -> None:
         self.cache = cache
         self.client_factory = client_factory
         self.offline = offline
         self.downloads = 0  # blobs actually transferred by this process (for reports and tests)
 
-    def fetch(self, url: str, sha256: str, size: int, label: str, progress: Progress | None = None,
-              client: httpx.Client | None = None) -> Path:
+    def fetch(
+        self,
+        url: str,
+        sha256: str,
+        size: int,
+        label: str,
+        progress: Progress | None = None,
+        client: httpx.Client | None = None,
+    ) -> Path:
         """Return the path of the verified blob, downloading it if the cache lacks it.
 
         `client`: the registry's HTTP client (it carries that registry's scoped token)."""
@@ -93,8 +101,9 @@ class Downloader:
             raise NotFoundError(f"{label}: the registry has no blob at {source}") from None
         return h.hexdigest(), have
 
-    def _download_http(self, url: str, part: Path, size: int, label: str, progress: Progress | None,
-                       client: httpx.Client | None) -> tuple[str, int]:
+    def _download_http(
+        self, url: str, part: Path, size: int, label: str, progress: Progress | None, client: httpx.Client | None
+    ) -> tuple[str, int]:
         from ..net import Retry, check_url, raise_for_retry, retrying
 
         check_url(url)

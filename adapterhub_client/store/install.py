@@ -52,8 +52,7 @@ def _link_or_copy(blob: Path, target: Path) -> None:
         os.chmod(target, 0o444)
 
 
-def make_view(cache: Cache, manifest: dict[str, Any], manifest_bytes: bytes, source: str,
-              manifest_sha256: str) -> Path:
+def make_view(cache: Cache, manifest: dict[str, Any], manifest_bytes: bytes, source: str, manifest_sha256: str) -> Path:
     """Build the view aside and rename it into place; a view of other content is replaced."""
     name, version = canonical_name(manifest["name"]), manifest["version"]
     final = view_dir(cache, name, version)

@@ -57,8 +57,9 @@ def perturbed_dir(minilm_model, tmp_path_factory):
 @pytest.fixture(scope="module")
 def gpt2_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("gpt2")
-    config = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=64, n_positions=32,
-                                     bos_token_id=0, eos_token_id=0)
+    config = transformers.GPT2Config(
+        n_layer=2, n_embd=32, n_head=2, vocab_size=64, n_positions=32, bos_token_id=0, eos_token_id=0
+    )
     transformers.GPT2LMHeadModel(config).save_pretrained(path)
     return path
 
@@ -177,7 +178,9 @@ def test_verdict_json(base_model_entry, gpt2_dir):
         k: base_model_entry["fingerprint"][k] for k in ("content", "architecture")
     }
     assert data["differences"][0] == {
-        "module": "encoder.layer.0.attention.self.query", "expected": "[384, 384] float32", "found": "missing"
+        "module": "encoder.layer.0.attention.self.query",
+        "expected": "[384, 384] float32",
+        "found": "missing",
     }
     json.dumps(data)
 

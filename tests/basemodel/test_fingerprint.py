@@ -52,8 +52,16 @@ def saved(minilm_model, tmp_path_factory):
 
 def tiny_gpt2(seed: int = 0):
     torch.manual_seed(seed)
-    config = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=64, n_positions=32,
-                                     bos_token_id=0, eos_token_id=0, tie_word_embeddings=True)
+    config = transformers.GPT2Config(
+        n_layer=2,
+        n_embd=32,
+        n_head=2,
+        vocab_size=64,
+        n_positions=32,
+        bos_token_id=0,
+        eos_token_id=0,
+        tie_word_embeddings=True,
+    )
     return transformers.GPT2LMHeadModel(config).eval()
 
 
@@ -160,18 +168,25 @@ def test_order_prefix_and_dtype(tmp_path):
     from safetensors.numpy import save_file
 
     rng = np.random.default_rng(1)
-    tensors = {"encoder.a.weight": rng.standard_normal((4, 3), dtype=np.float32),
-               "encoder.b.weight": rng.standard_normal(5, dtype=np.float32)}
+    tensors = {
+        "encoder.a.weight": rng.standard_normal((4, 3), dtype=np.float32),
+        "encoder.b.weight": rng.standard_normal(5, dtype=np.float32),
+    }
     for d in ("bare", "prefixed", "half", "reshaped"):
         (tmp_path / d).mkdir()
     save_file(tensors, str(tmp_path / "bare" / "model.safetensors"))
     save_file({f"bert.{k}": v for k, v in reversed(tensors.items())}, str(tmp_path / "prefixed" / "model.safetensors"))
     save_file({k: v.astype(np.float16) for k, v in tensors.items()}, str(tmp_path / "half" / "model.safetensors"))
-    save_file({"encoder.a.weight": tensors["encoder.a.weight"].reshape(3, 4),
-               "encoder.b.weight": tensors["encoder.b.weight"]},
-              str(tmp_path / "reshaped" / "model.safetensors"))
-    bare, prefixed, half, reshaped = (fp.fingerprint_dir(tmp_path / d, use_cache=False)
-                                      for d in ("bare", "prefixed", "half", "reshaped"))
+    save_file(
+        {
+            "encoder.a.weight": tensors["encoder.a.weight"].reshape(3, 4),
+            "encoder.b.weight": tensors["encoder.b.weight"],
+        },
+        str(tmp_path / "reshaped" / "model.safetensors"),
+    )
+    bare, prefixed, half, reshaped = (
+        fp.fingerprint_dir(tmp_path / d, use_cache=False) for d in ("bare", "prefixed", "half", "reshaped")
+    )
     assert bare["content"] == prefixed["content"]
     assert bare["architecture"] == prefixed["architecture"]  # `bert.` is normalised away
     assert half["content"] != bare["content"] and half["architecture"] != bare["architecture"]
@@ -193,8 +208,10 @@ def test_integer_only_checkpoints_still_differ(tmp_path):
 
 def test_sha256_fallback(minilm_model, saved, monkeypatch):
     single, _ = saved
-    assert fp.fingerprint_dir(single, algorithm="sha256", use_cache=False)["content"] == \
-        fp.fingerprint_module(minilm_model, algorithm="sha256")["content"]
+    assert (
+        fp.fingerprint_dir(single, algorithm="sha256", use_cache=False)["content"]
+        == fp.fingerprint_module(minilm_model, algorithm="sha256")["content"]
+    )
     monkeypatch.setitem(sys.modules, "blake3", None)  # import blake3 now fails
     assert fp.default_algorithm() == "sha256"
     assert fp.fingerprint_dir(single, use_cache=False)["content"].startswith("sha256:")
@@ -327,8 +344,9 @@ def test_unwritable_or_corrupt_cache_only_costs_speed(saved, tmp_path, scans):
     assert fp.fingerprint_dir(single, cache) == expected
     real = os.path.realpath(single / "model.safetensors")
     identity = fp.file_identity(single / "model.safetensors")
-    (cache / fp.CACHE_FILE).write_text(json.dumps(
-        {"version": fp.CACHE_VERSION, "files": {real: {"id": identity, "digests": "bogus", "sha256": 5}}}))
+    (cache / fp.CACHE_FILE).write_text(
+        json.dumps({"version": fp.CACHE_VERSION, "files": {real: {"id": identity, "digests": "bogus", "sha256": 5}}})
+    )
     scanned.clear()
     assert fp.fingerprint_dir(single, cache) == expected and scanned == ["model.safetensors"]
 
@@ -337,8 +355,12 @@ def test_architecture_reads_headers_only(tmp_path, monkeypatch):
     """A 64 GB sparse checkpoint: only its header is read (bench_fingerprint.py times it)."""
     shape = [4096, 4096 * 1024]  # float16, 32 GiB each
     size = shape[0] * shape[1] * 2
-    header = json.dumps({"a.weight": {"dtype": "F16", "shape": shape, "data_offsets": [0, size]},
-                         "b.weight": {"dtype": "F16", "shape": shape, "data_offsets": [size, 2 * size]}}).encode()
+    header = json.dumps(
+        {
+            "a.weight": {"dtype": "F16", "shape": shape, "data_offsets": [0, size]},
+            "b.weight": {"dtype": "F16", "shape": shape, "data_offsets": [size, 2 * size]},
+        }
+    ).encode()
     path = tmp_path / "model.safetensors"
     with open(path, "wb") as fh:
         fh.write(struct.pack("<Q", len(header)) + header)
@@ -410,18 +432,22 @@ def test_canonical_dtype_spellings():
 
 
 def test_no_torch_at_import():
-    code = ("import sys, adapterhub_client.basemodel.fingerprint, adapterhub_client.basemodel.compat, "
-            "adapterhub_client.basemodel.safetensors_header, adapterhub_client.cli.cmd_fingerprint; "
-            "assert 'torch' not in sys.modules, 'torch imported'")
+    code = (
+        "import sys, adapterhub_client.basemodel.fingerprint, adapterhub_client.basemodel.compat, "
+        "adapterhub_client.basemodel.safetensors_header, adapterhub_client.cli.cmd_fingerprint; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_basemodel_reads_no_settings(saved):
     """The cache directory comes from callers: fingerprinting never imports config (load_settings)."""
     single, _ = saved
-    code = ("import sys; from adapterhub_client.basemodel import compat, fingerprint; "
-            f"fingerprint.fingerprint_dir({str(single)!r}); fingerprint.LocalModel.of({str(single)!r}).content(); "
-            "assert 'adapterhub_client.config' not in sys.modules and 'torch' not in sys.modules")
+    code = (
+        "import sys; from adapterhub_client.basemodel import compat, fingerprint; "
+        f"fingerprint.fingerprint_dir({str(single)!r}); fingerprint.LocalModel.of({str(single)!r}).content(); "
+        "assert 'adapterhub_client.config' not in sys.modules and 'torch' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

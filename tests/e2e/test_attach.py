@@ -34,8 +34,9 @@ def test_architecture_match_warns_or_refuses_under_strict(cli, published):
     assert r.code == 0 and "acme/mini-lora 1.0.0: architecture" in r.out
     # the warning says why it is not exact: same shapes, other weights than the recorded base
     assert "warning:" in r.err and "has the shapes of" in r.err and "weights differ from the recorded base" in r.err
-    verdict = cli("attach", "acme/mini-lora@1.0.0", "--model", str(published["perturbed2"]), "--check",
-                  "--json").json()["adapters"][0]["compatibility"]
+    verdict = cli(
+        "attach", "acme/mini-lora@1.0.0", "--model", str(published["perturbed2"]), "--check", "--json"
+    ).json()["adapters"][0]["compatibility"]
     assert verdict["verdict"] == "architecture"
     assert verdict["found"]["content"] != verdict["expected"]["content"]  # the contents were compared
     r = cli("attach", "acme/mini-lora@1.0.0", "--model", str(published["perturbed2"]), "--strict")
@@ -56,14 +57,16 @@ def test_merge_streams_a_checkpoint_equal_to_the_attached_model(cli, published, 
     from transformers import AutoModel
 
     out = tmp_path / "merged"
-    r = cli("attach", "acme/mini-lora@1.0.0", "--model", str(published["minilm"]), "--merge", "--output", str(out),
-            "--json")
+    r = cli(
+        "attach", "acme/mini-lora@1.0.0", "--model", str(published["minilm"]), "--merge", "--output", str(out), "--json"
+    )
     assert r.code == 0, r.err
     assert r.json()["merged"]["merged_tensors"] == 12
     assert {p.name for p in out.iterdir()} >= {"config.json", "model.safetensors", "tokenizer.json"}
     merged = AutoModel.from_pretrained(str(out)).eval()
-    reference = PeftModel.from_pretrained(AutoModel.from_pretrained(str(published["minilm"])),
-                                          str(published["lora"])).eval()
+    reference = PeftModel.from_pretrained(
+        AutoModel.from_pretrained(str(published["minilm"])), str(published["lora"])
+    ).eval()
     ids = torch.randint(0, 30000, (2, 16), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = reference(input_ids=ids).last_hidden_state
@@ -123,8 +126,9 @@ def test_merge_refuses_bottleneck_adapters_before_download(cli, models, home, tm
     manifest = cli("info", "acme/mini-houlsby", "--json").json()["manifest"]
     fingerprint = cli("fingerprint", str(models["minilm"]), "--json").json()
     assert manifest["base_model"]["fingerprint"]["content"] == fingerprint["content"]
-    r = cli("attach", "acme/mini-houlsby", "--model", str(models["minilm"]), "--merge",
-            "--output", str(tmp_path / "out"))
+    r = cli(
+        "attach", "acme/mini-houlsby", "--model", str(models["minilm"]), "--merge", "--output", str(tmp_path / "out")
+    )
     assert r.code == 2 and "cannot be merged" in r.err
     assert not (tmp_path / "out").exists()
     assert all(p.stat().st_size < 20000 for p in blobs(home))  # refused before the weights were fetched

@@ -16,14 +16,22 @@ def tiny_bert_square():
 
     torch.manual_seed(0)
     # vocab == hidden == max positions: every embedding is square, so only the recorded layout tells
-    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                        vocab_size=32, max_position_embeddings=32)
+    config = BertConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        vocab_size=32,
+        max_position_embeddings=32,
+    )
     return BertModel(config).eval()
 
 
 CASES = {
-    "bert-embeddings-bias": (tiny_bert_square, dict(target_modules=["word_embeddings", "position_embeddings", "query"],
-                                                    bias="all")),
+    "bert-embeddings-bias": (
+        tiny_bert_square,
+        dict(target_modules=["word_embeddings", "position_embeddings", "query"], bias="all"),
+    ),
     "bert-dora": (tiny_bert_square, dict(target_modules=["query", "value"], dora=True)),
     "gpt2-conv1d": (lambda: models.tiny_gpt2(), dict(target_modules=["c_attn", "c_proj"])),
 }

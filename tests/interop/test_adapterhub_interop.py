@@ -102,14 +102,17 @@ def test_mapped_configs():
     assert config_from_adapterhub(read_adapterhub(FIX / "double_seq_bn")[0]).non_linearity == "swish"
 
 
-@pytest.mark.parametrize("change,match", [
-    ({"use_gating": True}, "use_gating"),
-    ({"ln_after": True}, "ln_after"),
-    ({"phm_layer": True}, "phm_layer"),
-    ({"original_ln_before": False}, "placement"),
-    ({"non_linearity": "mish"}, "non_linearity"),
-    ({"architecture": "prefix_tuning"}, "prefix_tuning"),
-])
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        ({"use_gating": True}, "use_gating"),
+        ({"ln_after": True}, "ln_after"),
+        ({"phm_layer": True}, "phm_layer"),
+        ({"original_ln_before": False}, "placement"),
+        ({"non_linearity": "mish"}, "non_linearity"),
+        ({"architecture": "prefix_tuning"}, "prefix_tuning"),
+    ],
+)
 def test_unsupported_options_are_refused(base_model, tmp_path, change, match):
     d = tmp_path / "a"
     shutil.copytree(FIX / "seq_bn", d)
@@ -143,8 +146,10 @@ def test_weights_that_do_not_fit_name_the_full_keys(base_model, tmp_path, case):
     _, tensors = read_adapterhub(FIX / case, allow_pickle=True)
     key = sorted(tensors)[0]  # e.g. encoder.layer.0.attention.output.adapters.double_seq_bn.adapter_down.0.bias
     extra = key.rpartition(".")[0] + ".extra"
-    for label, changed, match in [("missing", {k: v for k, v in tensors.items() if k != key}, key),
-                                  ("unexpected", {**tensors, extra: torch.zeros(2)}, extra)]:
+    for label, changed, match in [
+        ("missing", {k: v for k, v in tensors.items() if k != key}, key),
+        ("unexpected", {**tensors, extra: torch.zeros(2)}, extra),
+    ]:
         d = tmp_path / label
         shutil.copytree(FIX / case, d)
         for f in ("adapter.safetensors", "pytorch_adapter.bin"):

@@ -30,6 +30,7 @@ def ids() -> torch.Tensor:
 def out(model, ids):
     return models.hidden(model, ids)
 
+
 assert_close = models.assert_close
 
 
@@ -60,8 +61,15 @@ def test_peft_adapter_loads_with_peft_outputs(arch, variant, ids, tmp_path):
 @pytest.mark.parametrize("variant", ["lora", "dora"])
 def test_exported_adapter_loads_in_peft(arch, variant, ids, tmp_path):
     model = BUILDERS[arch]()
-    cfg = ah.LoRAConfig(r=4, alpha=8, target_modules=TARGETS[arch], init="none", dora=variant == "dora",
-                        rank_pattern={"value|c_fc|o_proj": 2}, alpha_pattern={"value|c_fc|o_proj": 3})
+    cfg = ah.LoRAConfig(
+        r=4,
+        alpha=8,
+        target_modules=TARGETS[arch],
+        init="none",
+        dora=variant == "dora",
+        rank_pattern={"value|c_fc|o_proj": 2},
+        alpha_pattern={"value|c_fc|o_proj": 3},
+    )
     ah.add_adapter(model, "mine", cfg)
     assert (models.randomize_magnitudes(model) > 0) == (variant == "dora")
     expected = out(model, ids)
@@ -93,9 +101,13 @@ def test_peft_keys_and_metadata(tmp_path):
     with safe_open(str(tmp_path / "adapter_model.safetensors"), "pt") as f:
         keys, meta = set(f.keys()), f.metadata()
     assert meta == {"format": "pt"}
-    assert {"base_model.model.h.0.attn.c_attn.lora_A.weight", "base_model.model.h.0.attn.c_attn.lora_B.weight",
-            "base_model.model.h.0.attn.c_attn.lora_magnitude_vector", "base_model.model.wte.lora_embedding_A",
-            "base_model.model.wte.lora_embedding_B"} <= keys
+    assert {
+        "base_model.model.h.0.attn.c_attn.lora_A.weight",
+        "base_model.model.h.0.attn.c_attn.lora_B.weight",
+        "base_model.model.h.0.attn.c_attn.lora_magnitude_vector",
+        "base_model.model.wte.lora_embedding_A",
+        "base_model.model.wte.lora_embedding_B",
+    } <= keys
 
 
 def test_unsupported_peft_options_are_refused(tmp_path):
@@ -109,8 +121,9 @@ def test_unsupported_peft_options_are_refused(tmp_path):
 
 @pytest.mark.parametrize("bias", ["all", "lora_only"])
 def test_trained_biases_both_ways(bias, ids, tmp_path):
-    pm = peft.get_peft_model(models.tiny_gpt2(), peft.LoraConfig(r=4, target_modules=["c_attn"], bias=bias,
-                                                                 init_lora_weights=False)).eval()
+    pm = peft.get_peft_model(
+        models.tiny_gpt2(), peft.LoraConfig(r=4, target_modules=["c_attn"], bias=bias, init_lora_weights=False)
+    ).eval()
     with torch.no_grad():
         for n, p in pm.named_parameters():
             if n.endswith("bias") and (bias == "all" or "c_attn" in n):  # what PEFT trains and saves
@@ -127,9 +140,14 @@ def test_trained_biases_both_ways(bias, ids, tmp_path):
 def test_task_model_adapter_loads_on_backbone_and_back(ids, tmp_path):
     torch.manual_seed(3)
     # patterns written with the task model's full paths: they must follow the keys onto the backbone
-    cfg = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False,
-                          rank_pattern={"model.layers.1.self_attn.q_proj": 2},
-                          alpha_pattern={"model.layers.0.self_attn.v_proj": 32})
+    cfg = peft.LoraConfig(
+        r=4,
+        lora_alpha=8,
+        target_modules=["q_proj", "v_proj"],
+        init_lora_weights=False,
+        rank_pattern={"model.layers.1.self_attn.q_proj": 2},
+        alpha_pattern={"model.layers.0.self_attn.v_proj": 32},
+    )
     pm = peft.get_peft_model(models.tiny_llama(lm_head=True), cfg).eval()
     pm.save_pretrained(tmp_path / "lm")  # keys base_model.model.model.layers...
     backbone = models.tiny_llama()
@@ -155,7 +173,8 @@ def test_adapters_that_rewrite_the_base_are_refused(tmp_path):
     for init in ("pissa_niter_4", "corda", "loftq", "lora_ga"):
         (tmp_path / init).mkdir()
         (tmp_path / init / "adapter_config.json").write_text(
-            json.dumps({"peft_type": "LORA", "r": 4, "target_modules": ["q_proj"], "init_lora_weights": init}))
+            json.dumps({"peft_type": "LORA", "r": 4, "target_modules": ["q_proj"], "init_lora_weights": init})
+        )
         with pytest.raises(InvalidPackageError, match=f"init_lora_weights='{init}'"):
             ah.load_adapter(models.tiny_llama(), tmp_path / init)
 

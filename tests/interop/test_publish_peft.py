@@ -16,8 +16,9 @@ def peft_dirs(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("peft")
     torch.manual_seed(0)
-    bert = BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                                vocab_size=100))
+    bert = BertModel(
+        BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, vocab_size=100)
+    )
     get_peft_model(bert, LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value"])).save_pretrained(out / "bert")
     gpt2 = GPT2Model(GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=100, n_positions=64))
     get_peft_model(gpt2, LoraConfig(r=2, target_modules=["c_attn"], fan_in_fan_out=True)).save_pretrained(out / "gpt2")

@@ -23,8 +23,14 @@ def tiny_bert():
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=96, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                     intermediate_size=64, max_position_embeddings=64)
+    cfg = BertConfig(
+        vocab_size=96,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
     return BertModel(cfg, add_pooling_layer=False).eval()
 
 
@@ -121,8 +127,13 @@ def test_leave_out_and_per_layer_width(bases):
 
 
 def test_config_round_trips_through_dict():
-    cfg = ah.BottleneckConfig(style="parallel", reduction_factor={"0": 2, "default": 4}, scaling="learned",
-                              non_linearity="swish", leave_out=[3])
+    cfg = ah.BottleneckConfig(
+        style="parallel",
+        reduction_factor={"0": 2, "default": 4},
+        scaling="learned",
+        non_linearity="swish",
+        leave_out=[3],
+    )
     again = AdapterConfig.from_dict({"kind": "bottleneck", **cfg.to_dict()})
     assert again == cfg and again.kind == "bottleneck"
 
@@ -246,8 +257,10 @@ def test_package_save_load(bases, ids, tmp_path):
 # --- training ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("arch,style", [("bert", "pfeiffer"), ("bert", "houlsby"), ("bert", "parallel"),
-                                        ("gpt2", "parallel"), ("llama", "houlsby")])
+@pytest.mark.parametrize(
+    "arch,style",
+    [("bert", "pfeiffer"), ("bert", "houlsby"), ("bert", "parallel"), ("gpt2", "parallel"), ("llama", "houlsby")],
+)
 def test_training_touches_only_adapters(bases, ids, arch, style):
     torch.manual_seed(0)  # init and dropout masks: deterministic whatever ran before
     model = copy.deepcopy(bases[arch])
@@ -283,8 +296,10 @@ def test_composes_with_lora_in_either_order(bases, ids):
     for order in (("lora", "bn"), ("bn", "lora")):
         torch.manual_seed(1)
         model = copy.deepcopy(bases["bert"])
-        cfgs = {"lora": ah.LoRAConfig(target_modules=["dense"], init="none"),
-                "bn": ah.BottleneckConfig(style="houlsby", init="bert", scaling=10.0)}
+        cfgs = {
+            "lora": ah.LoRAConfig(target_modules=["dense"], init="none"),
+            "bn": ah.BottleneckConfig(style="houlsby", init="bert", scaling=10.0),
+        }
         weights = {}
         for n in order:
             ah.add_adapter(model, n, cfgs[n])

@@ -101,8 +101,15 @@ BAD_BOTTLENECK = {
     "init": ["xavier", None],
     "leave_out": [["a"], 5, "0", [1.5], [-1]],
     "architecture": ["nope", 3],
-    "sites": ["output.dense", [{}], [{"target": 3}], [{"target": "output.dense", "mode": "sideways"}],
-              [{"target": "output.dense", "input": 5}], ["x"], [{"target": "x", "extra": 1}]],
+    "sites": [
+        "output.dense",
+        [{}],
+        [{"target": 3}],
+        [{"target": "output.dense", "mode": "sideways"}],
+        [{"target": "output.dense", "input": 5}],
+        ["x"],
+        [{"target": "x", "extra": 1}],
+    ],
 }
 
 
@@ -126,30 +133,50 @@ def test_layers_to_transform_needs_list_targets():
         LoRAConfig(target_modules=".*q_proj", layers_to_transform=[0])
 
 
-@pytest.mark.parametrize("data,expected", [
-    ({"type": "prefix_tuning"}, UnsupportedAdapterError),
-    ({"kind": None}, UnsupportedAdapterError),
-    ({}, UnsupportedAdapterError),
-    ("lora", AdapterConfigError),
-    (["lora"], AdapterConfigError),
-    ({"type": "lora", "r": -1}, AdapterConfigError),
-    ({"type": "lora", "r": "8"}, AdapterConfigError),
-    ({"type": "bottleneck", "style": "sideways"}, AdapterConfigError),
-    ({"type": "bottleneck", "leave_out": "x"}, AdapterConfigError),
-])
+@pytest.mark.parametrize(
+    "data,expected",
+    [
+        ({"type": "prefix_tuning"}, UnsupportedAdapterError),
+        ({"kind": None}, UnsupportedAdapterError),
+        ({}, UnsupportedAdapterError),
+        ("lora", AdapterConfigError),
+        (["lora"], AdapterConfigError),
+        ({"type": "lora", "r": -1}, AdapterConfigError),
+        ({"type": "lora", "r": "8"}, AdapterConfigError),
+        ({"type": "bottleneck", "style": "sideways"}, AdapterConfigError),
+        ({"type": "bottleneck", "leave_out": "x"}, AdapterConfigError),
+    ],
+)
 def test_config_from_dict(data, expected):
     with pytest.raises(expected):
         AdapterConfig.from_dict(data)
 
 
 def test_valid_configs_still_construct():
-    LoRAConfig(r=4, alpha=8.5, target_modules={"q_proj", "v_proj"}, init=True, layers_to_transform=1,
-               rank_pattern={"q_proj": 2}, alpha_pattern={"q_proj": 3.0}, exclude_modules=".*k_proj")
+    LoRAConfig(
+        r=4,
+        alpha=8.5,
+        target_modules={"q_proj", "v_proj"},
+        init=True,
+        layers_to_transform=1,
+        rank_pattern={"q_proj": 2},
+        alpha_pattern={"q_proj": 3.0},
+        exclude_modules=".*k_proj",
+    )
     LoRAConfig(target_modules="all-linear", init=False, bias="lora_only", dropout=0.5, layers_pattern=["layers"])
-    BottleneckConfig(style="parallel", reduction_factor={"0": 2, "default": 4.0}, scaling="channel",
-                     non_linearity="GELU", leave_out=(0,), bottleneck_size={"1": 3, "default": 5})
-    BottleneckConfig(sites=[{"target": "mlp.up_proj", "mode": "parallel", "input": "mlp", "role": "ffn"}],
-                     scaling=2, architecture="bert")
+    BottleneckConfig(
+        style="parallel",
+        reduction_factor={"0": 2, "default": 4.0},
+        scaling="channel",
+        non_linearity="GELU",
+        leave_out=(0,),
+        bottleneck_size={"1": 3, "default": 5},
+    )
+    BottleneckConfig(
+        sites=[{"target": "mlp.up_proj", "mode": "parallel", "input": "mlp", "role": "ffn"}],
+        scaling=2,
+        architecture="bert",
+    )
 
 
 # --- nn functions -----------------------------------------------------------------------------
@@ -158,26 +185,30 @@ NOT_A_MODEL = [None, "model", 3]
 
 
 @pytest.mark.parametrize("bad", NOT_A_MODEL, ids=repr)
-@pytest.mark.parametrize("fn,args", [
-    (api.add_adapter, ("a", LoRAConfig(target_modules=["q_proj"]))),
-    (api.set_active_adapters, ("a",)),
-    (api.merge_adapters, ()),
-    (api.unmerge_adapters, ()),
-    (api.merge_and_unload, ()),
-    (api.mark_only_adapters_trainable, ()),
-    (api.adapter_summary, ()),
-    (api.delete_adapter, ("a",)),
-    (api.list_adapters, ()),
-    (api.adapter_parameters, ("a",)),
-    (api.trainable_parameters, ()),
-    (api.base_state_dict, ()),
-    (api.adapter_tensors, ("a",)),
-    (api.adapter_layers, ("a",)),
-    (api.attach_weights, ("a", LoRAConfig(target_modules=["q_proj"]), {})),
-    (formats.load_adapter, ("/nonexistent",)),
-    (formats.save_adapter, ("a", "/tmp/out")),
-    (formats.export_peft, ("a", "/tmp/out")),
-], ids=lambda x: getattr(x, "__name__", "args"))
+@pytest.mark.parametrize(
+    "fn,args",
+    [
+        (api.add_adapter, ("a", LoRAConfig(target_modules=["q_proj"]))),
+        (api.set_active_adapters, ("a",)),
+        (api.merge_adapters, ()),
+        (api.unmerge_adapters, ()),
+        (api.merge_and_unload, ()),
+        (api.mark_only_adapters_trainable, ()),
+        (api.adapter_summary, ()),
+        (api.delete_adapter, ("a",)),
+        (api.list_adapters, ()),
+        (api.adapter_parameters, ("a",)),
+        (api.trainable_parameters, ()),
+        (api.base_state_dict, ()),
+        (api.adapter_tensors, ("a",)),
+        (api.adapter_layers, ("a",)),
+        (api.attach_weights, ("a", LoRAConfig(target_modules=["q_proj"]), {})),
+        (formats.load_adapter, ("/nonexistent",)),
+        (formats.save_adapter, ("a", "/tmp/out")),
+        (formats.export_peft, ("a", "/tmp/out")),
+    ],
+    ids=lambda x: getattr(x, "__name__", "args"),
+)
 def test_not_a_model_is_a_usage_error(fn, args, bad):
     with pytest.raises(UsageError, match="nn.Module"):
         fn(bad, *args)
@@ -272,8 +303,11 @@ def _name_case(fn_name: str, bad: Any) -> Case:
 
 
 for _fn in MULTI + SINGLE:
-    for _bad, _expected in BAD_NAMES + ([(["a", "nope"], NotFoundError), ([1], UsageError)] if _fn in MULTI
-                                        else [(None, UsageError), (["a"], UsageError)]):
+    for _bad, _expected in BAD_NAMES + (
+        [(["a", "nope"], NotFoundError), ([1], UsageError)]
+        if _fn in MULTI
+        else [(None, UsageError), (["a"], UsageError)]
+    ):
         case(f"{_fn}: adapter name {_bad!r}", _expected)(_name_case(_fn, _bad))
 
 
@@ -510,8 +544,18 @@ def _(tmp: Path) -> Callable[[], Any]:
     return lambda: formats.load_adapter(models.tiny_llama(), peft_dir(tmp, cfg))
 
 
-@pytest.mark.parametrize("field,value", [("r", -1), ("r", "4"), ("lora_alpha", "x"), ("lora_dropout", 2),
-                                         ("target_modules", 5), ("bias", "some"), ("use_dora", "yes")])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("r", -1),
+        ("r", "4"),
+        ("lora_alpha", "x"),
+        ("lora_dropout", 2),
+        ("target_modules", 5),
+        ("bias", "some"),
+        ("use_dora", "yes"),
+    ],
+)
 def test_load_peft_config_with_bad_values(tmp_path, field, value):
     d, _ = exported(tmp_path)
     cfg = json.loads((d / "adapter_config.json").read_text())
@@ -644,8 +688,9 @@ def test_package_with_pickled_weights_needs_allow_pickle(tmp_path, suffix):
     torch.save(api.adapter_tensors(source, "a"), d / f"adapter{suffix}")
     (d / "adapter.safetensors").unlink()
     sha, size = file_digest(d / f"adapter{suffix}")
-    data = new_manifest("local/a", "0.1.0", "lora", LoRAConfig(r=4, target_modules=["q_proj"]).to_dict(),
-                        {"name": None}, [])
+    data = new_manifest(
+        "local/a", "0.1.0", "lora", LoRAConfig(r=4, target_modules=["q_proj"]).to_dict(), {"name": None}, []
+    )
     data["files"] = [{"path": f"adapter{suffix}", "sha256": sha, "size": size}]
     write_manifest(d, data)
     with pytest.raises(InvalidPackageError, match="allow_pickle"):
@@ -660,16 +705,24 @@ def _adapterhub(tmp: Path, config: dict[str, Any], tensors: dict[str, torch.Tens
     d.mkdir(exist_ok=True)
     meta = {"name": "x", "model_class": "BertModel", "model_type": "bert", "hidden_size": 32, "config": config}
     (d / "adapter_config.json").write_text(json.dumps(meta))
-    save_file(tensors or {"encoder.layer.0.output.adapters.x.adapter_up.weight": torch.zeros(32, 2)},
-              str(d / "adapter.safetensors"))
+    save_file(
+        tensors or {"encoder.layer.0.output.adapters.x.adapter_up.weight": torch.zeros(32, 2)},
+        str(d / "adapter.safetensors"),
+    )
     return d
 
 
 def _bert() -> nn.Module:
     from transformers import BertConfig, BertModel
 
-    cfg = BertConfig(vocab_size=96, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                     intermediate_size=64, max_position_embeddings=64)
+    cfg = BertConfig(
+        vocab_size=96,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
     return BertModel(cfg, add_pooling_layer=False).eval()
 
 

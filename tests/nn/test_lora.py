@@ -29,6 +29,7 @@ def ids() -> torch.Tensor:
 def out(model, ids):
     return models.hidden(model, ids)
 
+
 assert_close = models.assert_close
 
 
@@ -187,8 +188,11 @@ def test_package_round_trip_under_another_seed(tmp_path, ids):
     assert manifest["name"] == "org/sent" and manifest["adapter"]["type"] == "lora"
     arch = manifest["base_model"]["architecture"]
     assert arch["model_type"] == "bert" and len(arch["modules"]) == 12
-    assert arch["modules"]["encoder.layer.0.attention.self.query"] == {"shape": [384, 384], "dtype": "float32",
-                                                                       "layer": "linear"}
+    assert arch["modules"]["encoder.layer.0.attention.self.query"] == {
+        "shape": [384, 384],
+        "dtype": "float32",
+        "layer": "linear",
+    }
     assert manifest["base_model"]["name"] and manifest["base_model"]["fingerprint"]["content"]
     keys = set(load_file(str(pkg / "adapter.safetensors")))
     assert "encoder.layer.0.attention.self.query.lora_A" in keys
@@ -363,13 +367,23 @@ def test_targeting_rules():
     model = models.tiny_llama(lm_head=True)
     paths = lambda **kw: [p for p, _ in select_modules(model, **kw)]
     assert paths(target_modules=["q_proj"]) == ["model.layers.0.self_attn.q_proj", "model.layers.1.self_attn.q_proj"]
-    assert paths(target_modules=r".*1\.mlp\.(up|down)_proj") == ["model.layers.1.mlp.up_proj",
-                                                                 "model.layers.1.mlp.down_proj"]
+    assert paths(target_modules=r".*1\.mlp\.(up|down)_proj") == [
+        "model.layers.1.mlp.up_proj",
+        "model.layers.1.mlp.down_proj",
+    ]
     linear = paths(target_modules="all-linear")
     assert len(linear) == 14 and "lm_head" not in linear
     assert paths(target_modules="all-linear", layers_to_transform=[1], exclude_modules=["o_proj"]) == [
-        f"model.layers.1.{m}" for m in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
-                                        "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")]
+        f"model.layers.1.{m}"
+        for m in (
+            "self_attn.q_proj",
+            "self_attn.k_proj",
+            "self_attn.v_proj",
+            "mlp.gate_proj",
+            "mlp.up_proj",
+            "mlp.down_proj",
+        )
+    ]
     assert layer_index("model.layers.12.mlp.up_proj", "layers") == 12
     with pytest.raises(TargetError, match="unsupported"):
         select_modules(model, ["self_attn"])
@@ -381,9 +395,13 @@ def test_targeting_rules():
 
 def test_rank_and_alpha_patterns():
     model = models.tiny_llama()
-    cfg = ah.LoRAConfig(r=4, alpha=8, target_modules=["q_proj", "v_proj"],
-                        rank_pattern={"layers.1.self_attn.q_proj": 2},
-                        alpha_pattern={"v_proj": 3})
+    cfg = ah.LoRAConfig(
+        r=4,
+        alpha=8,
+        target_modules=["q_proj", "v_proj"],
+        rank_pattern={"layers.1.self_attn.q_proj": 2},
+        alpha_pattern={"v_proj": 3},
+    )
     ah.add_adapter(model, "a", cfg)
     assert model.layers[1].self_attn.q_proj.r["a"] == 2 and model.layers[0].self_attn.q_proj.r["a"] == 4
     assert model.layers[0].self_attn.v_proj.scaling["a"] == 3 / 4
@@ -401,8 +419,10 @@ def test_attach_on_meta_device():
 def test_composes_with_bottleneck_wrappers(lora_first, ids):
     model = models.tiny_gpt2()
     base = out(model, ids)
-    configs = [("l", ah.LoRAConfig(target_modules=["c_proj"], init="none")),
-               ("b", ah.BottleneckConfig(style="houlsby", init="bert"))]
+    configs = [
+        ("l", ah.LoRAConfig(target_modules=["c_proj"], init="none")),
+        ("b", ah.BottleneckConfig(style="houlsby", init="bert")),
+    ]
     for name, cfg in configs if lora_first else configs[::-1]:
         ah.add_adapter(model, name, cfg)
     lora = model.h[0].mlp.c_proj.base_layer  # LoRA sits innermost, under the bottleneck

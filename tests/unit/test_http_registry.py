@@ -85,8 +85,12 @@ def test_dropped_connection_is_resumed_with_range(cli, served, home):
 
 
 def test_server_errors_are_retried(cli, served):
-    served.set_faults([{"path": served.weights_sha, "action": "status", "status": 500, "times": 2},
-                       {"path": "/index/", "action": "status", "status": 503, "times": 1}])
+    served.set_faults(
+        [
+            {"path": served.weights_sha, "action": "status", "status": 500, "times": 2},
+            {"path": "/index/", "action": "status", "status": 503, "times": 1},
+        ]
+    )
     r = cli("install", "acme/big", "--registry", served.registry_url)
     assert r.code == 0, r.err
     assert [e["status"] for e in weights_blob_requests(served)] == [500, 500, 200]
@@ -171,9 +175,16 @@ def test_token_goes_only_to_its_host():
 
 def test_eight_concurrent_installs_download_once(served, home):
     env = {"ADAPTERS_HOME": str(home), "ADAPTERS_REGISTRY": served.registry_url}
-    procs = [subprocess.Popen([sys.executable, "-m", "adapterhub_client", "install", "acme/big", "--json"],
-                              env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(8)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "adapterhub_client", "install", "acme/big", "--json"],
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(8)
+    ]
     results = [(p.wait(timeout=120), p.stdout.read(), p.stderr.read()) for p in procs]
     assert all(code == 0 for code, _, _ in results), [err for _, _, err in results]
     paths = {json.loads(out)["installed"][0]["path"] for _, out, _ in results}
@@ -184,10 +195,15 @@ def test_eight_concurrent_installs_download_once(served, home):
 
 def test_killed_mid_download_then_resumed(served, home):
     env = {"ADAPTERS_HOME": str(home), "ADAPTERS_REGISTRY": served.registry_url}
-    served.set_faults([{"path": served.weights_sha, "action": "delay", "after_bytes": 1_000_000, "seconds": 60,
-                        "times": 1}])
-    proc = subprocess.Popen([sys.executable, "-m", "adapterhub_client", "install", "acme/big"],
-                            env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    served.set_faults(
+        [{"path": served.weights_sha, "action": "delay", "after_bytes": 1_000_000, "seconds": 60, "times": 1}]
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "adapterhub_client", "install", "acme/big"],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     partial_dir = home / "cache" / "partial"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -178,8 +178,12 @@ def test_delay(srv, client):
 
 def test_status_fault_with_retry_after(srv, client):
     date = "Wed, 21 Oct 2015 07:28:00 GMT"
-    srv.set_faults([{"path": "config", "action": "status", "status": 503, "retry_after": 2, "times": 1},
-                    {"path": "/blobs/", "action": "status", "status": 429, "retry_after": date, "times": 1}])
+    srv.set_faults(
+        [
+            {"path": "config", "action": "status", "status": 503, "retry_after": 2, "times": 1},
+            {"path": "/blobs/", "action": "status", "status": 429, "retry_after": date, "times": 1},
+        ]
+    )
     r = client.get("/config.json")
     assert (r.status_code, r.headers["retry-after"]) == (503, "2")
     r = client.get(BLOB_PATH)
@@ -188,8 +192,10 @@ def test_status_fault_with_retry_after(srv, client):
     assert r.status_code == 200 and "retry-after" not in r.headers
     srv.set_faults([{"path": "config", "action": "status", "status": 500}])
     assert "retry-after" not in client.get("/config.json").headers  # only when asked for
-    bad_rules = ({"path": "x", "action": "drop", "retry_after": 1},
-                 {"path": "x", "action": "status", "retry_after": "1\nX: y"})
+    bad_rules = (
+        {"path": "x", "action": "drop", "retry_after": 1},
+        {"path": "x", "action": "status", "retry_after": "1\nX: y"},
+    )
     for bad in bad_rules:
         with pytest.raises(RuntimeError, match="400"):
             srv.set_faults([bad])

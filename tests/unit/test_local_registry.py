@@ -74,7 +74,10 @@ def test_dependencies_resolve_transitively_and_conflicts_name_both(cli, package)
     r = cli("install", "acme/combo", "--json")
     assert r.code == 0, r.err
     assert sorted((i["name"], i["version"]) for i in r.json()["installed"]) == [
-        ("acme/base-a", "2.0.0"), ("acme/combo", "1.0.0"), ("acme/part-b", "1.0.0")]
+        ("acme/base-a", "2.0.0"),
+        ("acme/combo", "1.0.0"),
+        ("acme/part-b", "1.0.0"),
+    ]
     r = cli("install", "acme/combo", "acme/base-a@<2")
     assert r.code == 3
     assert "acme/base-a" in r.err and ">=2" in r.err and "<2" in r.err and "acme/part-b 1.0.0" in r.err
@@ -150,8 +153,11 @@ def test_manifest_with_unsafe_paths_is_refused(cli, package, bad_path):
 def test_invalid_manifests_name_the_field(cli, package):
     pkg = package("acme/v", "1.0.0")
     m = json.loads((pkg / "manifest.json").read_text())
-    for field, value, expect in [("version", "1.0+local", "local version"),
-                                 ("version", "not a version", "field 'version'"), ("name", "noslash", "name")]:
+    for field, value, expect in [
+        ("version", "1.0+local", "local version"),
+        ("version", "not a version", "field 'version'"),
+        ("name", "noslash", "name"),
+    ]:
         (pkg / "manifest.json").write_text(json.dumps({**m, field: value}))
         r = cli("publish", str(pkg))
         assert r.code == 7 and expect in r.err, r.err
@@ -291,12 +297,15 @@ def test_files_not_listed_in_the_manifest_are_neither_published_nor_installed(cl
     assert cli("verify").code == 0
 
 
-@pytest.mark.parametrize("config,expect", [
-    ("cache_dir = 5\n", "'cache_dir' must be a str"),
-    ('offline = "no"\n', "'offline' must be a bool"),
-    ('[registry]\nname = "a"\nurl = "file:///tmp"\n', "'registry' must be an array of tables"),
-    ("not toml = = =\n", "invalid TOML"),
-])
+@pytest.mark.parametrize(
+    "config,expect",
+    [
+        ("cache_dir = 5\n", "'cache_dir' must be a str"),
+        ('offline = "no"\n', "'offline' must be a bool"),
+        ('[registry]\nname = "a"\nurl = "file:///tmp"\n', "'registry' must be an array of tables"),
+        ("not toml = = =\n", "invalid TOML"),
+    ],
+)
 def test_bad_config_file_is_a_one_line_usage_error(cli, home, config, expect):
     home.mkdir(parents=True, exist_ok=True)
     (home / "config.toml").write_text(config)

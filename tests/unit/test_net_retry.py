@@ -23,23 +23,26 @@ def http_date(ts: float) -> str:
     return format_datetime(datetime.fromtimestamp(ts, timezone.utc), usegmt=True)
 
 
-@pytest.mark.parametrize("header,expected", [
-    ("3", 3.0),
-    (" 7 ", 7.0),
-    ("0", 0.0),
-    ("1.5", 1.5),  # not RFC delta-seconds, tolerated
-    ("3600", net.MAX_RETRY_AFTER),  # capped: never parked for an hour
-    ("-5", 0.0),
-    (http_date(NOW + 12), 12.0),
-    (http_date(NOW - 60), 0.0),  # a date in the past: retry now
-    (http_date(NOW + 86400), net.MAX_RETRY_AFTER),
-    ("Wed, 21 Oct 2015 07:28:00", 0.0),  # no zone: read as GMT, long past
-    (None, None),
-    ("", None),
-    ("soon", None),
-    ("nan", None),
-    ("inf", None),
-])
+@pytest.mark.parametrize(
+    "header,expected",
+    [
+        ("3", 3.0),
+        (" 7 ", 7.0),
+        ("0", 0.0),
+        ("1.5", 1.5),  # not RFC delta-seconds, tolerated
+        ("3600", net.MAX_RETRY_AFTER),  # capped: never parked for an hour
+        ("-5", 0.0),
+        (http_date(NOW + 12), 12.0),
+        (http_date(NOW - 60), 0.0),  # a date in the past: retry now
+        (http_date(NOW + 86400), net.MAX_RETRY_AFTER),
+        ("Wed, 21 Oct 2015 07:28:00", 0.0),  # no zone: read as GMT, long past
+        (None, None),
+        ("", None),
+        ("soon", None),
+        ("nan", None),
+        ("inf", None),
+    ],
+)
 def test_retry_after_seconds(header, expected):
     assert net.retry_after_seconds(header, now=NOW) == expected
 

@@ -19,12 +19,15 @@ from adapterhub_client.registry.transport import FileTransport, local_package_di
 from adapterhub_client.store.cache import Cache
 
 
-@pytest.mark.parametrize("package,expected", [
-    ("acme/sentiment", "acme_sentiment"),
-    ("acme/mini-lora", "acme_mini_lora"),
-    ("org.x/a.b-c", "org_x_a_b_c"),
-    ("a_b/c_d", "a_b_c_d"),
-])
+@pytest.mark.parametrize(
+    "package,expected",
+    [
+        ("acme/sentiment", "acme_sentiment"),
+        ("acme/mini-lora", "acme_mini_lora"),
+        ("org.x/a.b-c", "org_x_a_b_c"),
+        ("a_b/c_d", "a_b_c_d"),
+    ],
+)
 def test_adapter_name_is_the_full_name_made_a_torch_name(package, expected):
     assert adapter_name(package) == expected
 
@@ -37,15 +40,21 @@ def test_registry_settings_go_through_config(home, tmp_path):
     config.add_registry("web", "https://adapters.example.com/reg")
     stored = config.read_config_file(config.config_path())["registry"]
     assert [(r["name"], r["url"], r.get("token")) for r in stored] == [
-        ("team", spec.url, "t0k"), ("web", "https://adapters.example.com/reg/", None)]
+        ("team", spec.url, "t0k"),
+        ("web", "https://adapters.example.com/reg/", None),
+    ]
     config.add_registry("team", "file:///srv/other")  # same name: replaced, moved last
     assert [r["name"] for r in config.read_config_file(config.config_path())["registry"]] == ["web", "team"]
     assert [s.name for s in config.load_settings().registries] == ["local", "web", "team"]
     config.remove_registry("web")
     with pytest.raises(NotFoundError):
         config.remove_registry("web")
-    for name, url, message in [("local", "file:///x", "built-in"), ("x", "ftp://host/", "unsupported"),
-                               ("x", "http://adapters.example.com/", "https"), ("x", "not/a/dir", "unsupported")]:
+    for name, url, message in [
+        ("local", "file:///x", "built-in"),
+        ("x", "ftp://host/", "unsupported"),
+        ("x", "http://adapters.example.com/", "https"),
+        ("x", "not/a/dir", "unsupported"),
+    ]:
         with pytest.raises(UsageError, match=message):
             config.add_registry(name, url)
     assert [r["name"] for r in config.read_config_file(config.config_path())["registry"]] == ["team"]

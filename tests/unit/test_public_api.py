@@ -49,11 +49,13 @@ def test_every_error_and_result_type_is_public():
 
 
 def test_torch_free_names_resolve_without_torch():
-    code = ("import sys, adapterhub_client as ah\n"
-            "names = [n for n, m in ah._LAZY.items() if m.startswith(('adapterhub_client.hub', "
-            "'adapterhub_client.errors', 'adapterhub_client.operations'))]\n"
-            "assert names and all(getattr(ah, n) is not None for n in names)\n"
-            "assert 'torch' not in sys.modules, 'torch imported'")
+    code = (
+        "import sys, adapterhub_client as ah\n"
+        "names = [n for n, m in ah._LAZY.items() if m.startswith(('adapterhub_client.hub', "
+        "'adapterhub_client.errors', 'adapterhub_client.operations'))]\n"
+        "assert names and all(getattr(ah, n) is not None for n in names)\n"
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -68,13 +70,15 @@ def test_unknown_names_raise_attribute_error():
 
 def test_help_and_list_never_import_torch():
     for argv in (["--help"], ["list"], ["list", "--json"], ["install", "--help"]):
-        code = ("import sys\n"
-                "from adapterhub_client.cli.main import main\n"
-                "try:\n"
-                f"    main({argv!r})\n"
-                "except SystemExit as exc:\n"
-                "    assert exc.code == 0, exc.code\n"
-                "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'peft'))\n"
-                "assert not heavy, heavy[:5]\n")
+        code = (
+            "import sys\n"
+            "from adapterhub_client.cli.main import main\n"
+            "try:\n"
+            f"    main({argv!r})\n"
+            "except SystemExit as exc:\n"
+            "    assert exc.code == 0, exc.code\n"
+            "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'peft'))\n"
+            "assert not heavy, heavy[:5]\n"
+        )
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         assert done.returncode == 0, (argv, done.stderr[-2000:])

@@ -18,7 +18,9 @@ from adapterhub_client.resolve import Resolver
 part = st.from_regex(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,10}[A-Za-z0-9])?", fullmatch=True)
 versions = st.builds(
     lambda major, minor, pre: f"{major}.{minor}" + (f"rc{pre}" if pre is not None else ""),
-    st.integers(0, 5), st.integers(0, 5), st.none() | st.integers(0, 3),
+    st.integers(0, 5),
+    st.integers(0, 5),
+    st.none() | st.integers(0, 3),
 )
 operators = st.sampled_from(["==", "!=", ">=", "<=", ">", "<", "~="])
 
@@ -72,21 +74,34 @@ class FakeProvider:
         if name not in self.table:
             raise NotFoundError(name)
         return [
-            IndexEntry({"name": name, "version": v, "yanked": y, "manifest": {"sha256": "0" * 64, "size": 2},
-                        "deps": [{"name": d, "specifier": s} for d, s in deps]}, Version(v), None)
+            IndexEntry(
+                {
+                    "name": name,
+                    "version": v,
+                    "yanked": y,
+                    "manifest": {"sha256": "0" * 64, "size": 2},
+                    "deps": [{"name": d, "specifier": s} for d, s in deps],
+                },
+                Version(v),
+                None,
+            )
             for v, y, deps in self.table[name]
         ]
 
 
 @settings(max_examples=200)
-@given(st.lists(st.tuples(versions, st.booleans()), min_size=1, max_size=8, unique_by=lambda t: Version(t[0])),
-       st.lists(st.tuples(operators, versions), max_size=2), st.booleans())
+@given(
+    st.lists(st.tuples(versions, st.booleans()), min_size=1, max_size=8, unique_by=lambda t: Version(t[0])),
+    st.lists(st.tuples(operators, versions), max_size=2),
+    st.booleans(),
+)
 def test_selection_is_the_highest_allowed(listed, clauses, pre):
     spec = ",".join(op + v for op, v in clauses if op != "~=")
     req = parse_requirement(f"acme/x@{spec}" if spec else "acme/x")
     provider = FakeProvider({"acme/x": [(v, y, []) for v, y in listed]})
     allowed = [
-        Version(v) for v, y in listed
+        Version(v)
+        for v, y in listed
         if not y and req.specifier.contains(Version(v), prereleases=pre or bool(req.specifier.prereleases))
     ]
     if req.pinned is not None:
@@ -131,14 +146,15 @@ def test_resolution_is_sound_and_complete(data):
     specs = st.sampled_from(["", ">=2.0", "<2.0", "==1.0", "==3.0"])  # narrow enough that conflicts happen
     table = {}
     for i, name in enumerate(names):
-        later = names[i + 1:]
+        later = names[i + 1 :]
         if not later:
             table[name] = [(f"{v}.0", False, []) for v in (1, 2, 3)]
             continue
         deps = st.lists(st.tuples(st.sampled_from(later), specs), max_size=2, unique_by=lambda t: t[0])
         table[name] = [(f"{v}.0", False, data.draw(deps)) for v in (1, 2, 3)]
-    picked = data.draw(st.lists(st.tuples(st.sampled_from(names), specs), min_size=1, max_size=3,
-                                unique_by=lambda t: t[0]))
+    picked = data.draw(
+        st.lists(st.tuples(st.sampled_from(names), specs), min_size=1, max_size=3, unique_by=lambda t: t[0])
+    )
     roots = [parse_requirement(f"{n}@{spec}" if spec else n) for n, spec in picked]
     try:
         chosen = Resolver(FakeProvider(table)).resolve(roots)
@@ -175,8 +191,17 @@ class ChainProvider:
         i = int(name.removeprefix("o/p"))
         deps = [{"name": f"o/p{i + 1}", "specifier": "<2"}] if i + 1 < self.depth else []
         return [
-            IndexEntry({"name": name, "version": v, "yanked": False, "manifest": {"sha256": "0" * 64, "size": 2},
-                        "deps": deps}, Version(v), None)
+            IndexEntry(
+                {
+                    "name": name,
+                    "version": v,
+                    "yanked": False,
+                    "manifest": {"sha256": "0" * 64, "size": 2},
+                    "deps": deps,
+                },
+                Version(v),
+                None,
+            )
             for v in ("2.0", "1.0")
         ]
 
@@ -200,9 +225,11 @@ def test_a_conflict_at_the_end_of_a_deep_chain_backtracks_through_all_of_it():
 
 def test_backtracking_finds_an_older_version():
     # o/a 2.0 needs o/b<2, o/a 1.0 needs nothing; the root also wants o/b>=2 -> pick o/a 1.0
-    provider = FakeProvider({
-        "o/a": [("2.0", False, [("o/b", "<2")]), ("1.0", False, [])],
-        "o/b": [("1.0", False, []), ("2.0", False, [])],
-    })
+    provider = FakeProvider(
+        {
+            "o/a": [("2.0", False, [("o/b", "<2")]), ("1.0", False, [])],
+            "o/b": [("1.0", False, []), ("2.0", False, [])],
+        }
+    )
     chosen = Resolver(provider).resolve([parse_requirement("o/a"), parse_requirement("o/b@>=2")])
     assert (str(chosen["o/a"].version), str(chosen["o/b"].version)) == ("1.0", "2.0")

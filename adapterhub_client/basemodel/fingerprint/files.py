@@ -88,6 +88,4 @@ def read_headers(root: Path, files: list[str]) -> dict[str, SafetensorsHeader]:
 
 def weights_from_headers(headers: Mapping[str, SafetensorsHeader]) -> dict[str, TensorSpec]:
     """Every tensor of the files: name -> {"shape", "dtype"} (dtype canonical, from the header)."""
-    return {
-        t.name: {"shape": list(t.shape), "dtype": t.dtype} for h in headers.values() for t in h.tensors.values()
-    }
+    return {t.name: {"shape": list(t.shape), "dtype": t.dtype} for h in headers.values() for t in h.tensors.values()}

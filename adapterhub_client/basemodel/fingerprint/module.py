@@ -36,7 +36,8 @@ def _base_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     state = base_state_dict(model)
     # under our wrappers base_of() is the plain module, so a `base_layer` child left there is foreign
     foreign = {
-        path for path, module, _parent, _attr in iter_modules(model)
+        path
+        for path, module, _parent, _attr in iter_modules(model)
         if base_of(module)._modules.get(ADAPTER_WRAPPER_CHILD) is not None
     }
     if not foreign:

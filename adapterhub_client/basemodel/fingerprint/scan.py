@@ -52,7 +52,7 @@ def _tensor_digests(
         try:
 
             def digest(t: TensorInfo) -> str:
-                return tensor_digest(algorithm, t.dtype, t.shape, view[t.start:t.end])
+                return tensor_digest(algorithm, t.dtype, t.shape, view[t.start : t.end])
 
             if pool is not None:
                 return dict(zip((t.name for t in tensors), pool.map(digest, tensors)))

@@ -130,7 +130,7 @@ def normalize_name(name: str) -> str:
         changed = False
         for prefix in BASE_PREFIXES:
             if name.startswith(prefix) and len(name) > len(prefix):
-                name = name[len(prefix):]
+                name = name[len(prefix) :]
                 changed = True
                 break
     return name
