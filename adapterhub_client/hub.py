@@ -9,7 +9,7 @@ It imports no torch; the tensor-touching workflows (attach) import it when they 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .config import RegistrySpec, Settings, load_settings
@@ -25,6 +25,7 @@ from .operations.resolution import ManifestCheck, RefLike
 from .operations.results import (
     AttachCheck,
     AttachReport,
+    CheckedAdapter,
     Info,
     Installed,
     InstalledAdapter,
@@ -160,10 +161,18 @@ class Hub:
         strict: bool = False,
         check_only: bool = False,
         merge_to: PathLike | None = None,
+        on_checked: Callable[[list[CheckedAdapter]], None] | None = None,
     ) -> AttachReport:
-        """`adapters attach`: check, then attach onto the base in `model_dir` or merge into a copy of it."""
+        """`adapters attach`: check, then attach onto the base in `model_dir` or merge into a copy of it.
+        `on_checked` receives the verdicts as soon as they are known, before any weight is downloaded."""
         return _attach.attach_dir(
-            self.session, refs, model_dir, strict=strict, check_only=check_only, merge_to=merge_to
+            self.session,
+            refs,
+            model_dir,
+            strict=strict,
+            check_only=check_only,
+            merge_to=merge_to,
+            on_checked=on_checked,
         )
 
     # --- install ------------------------------------------------------------------------

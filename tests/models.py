@@ -22,6 +22,22 @@ def minilm():
     return AutoModel.from_pretrained(str(get_model_path())).eval()
 
 
+def tiny_bert():
+    """2-layer BERT without pooler, hidden 32 (seeded)."""
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    cfg = BertConfig(
+        vocab_size=96,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    return BertModel(cfg, add_pooling_layer=False).eval()
+
+
 def tiny_gpt2(seed: int = 0, lm_head: bool = False):
     """2-layer GPT-2 (Conv1D projections), hidden 32."""
     from transformers import GPT2Config, GPT2LMHeadModel, GPT2Model

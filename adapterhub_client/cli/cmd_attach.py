@@ -11,6 +11,7 @@ from .output import emit_json, warn
 
 if TYPE_CHECKING:
     from ..hub import Hub
+    from ..operations.results import CheckedAdapter
 
 
 @click.command()
@@ -43,14 +44,24 @@ def attach(
         raise click.UsageError("--merge needs --output OUT")
     if output and not merge:
         raise click.UsageError("--output is only used with --merge")
-    report = hub.attach_dir(refs, model_dir, strict=strict, check_only=check_only, merge_to=output)
+
+    def show_verdicts(adapters: list[CheckedAdapter]) -> None:  # before anything is downloaded
+        for checked in adapters:
+            click.echo(f"{checked.name} {checked.version}: {checked.verdict.kind}")
+            if checked.verdict.kind != "exact":
+                warn(checked.verdict.message)
+
+    report = hub.attach_dir(
+        refs,
+        model_dir,
+        strict=strict,
+        check_only=check_only,
+        merge_to=output,
+        on_checked=None if as_json else show_verdicts,
+    )
     if as_json:
         emit_json(report.to_json())
         return
-    for checked in report.adapters:
-        click.echo(f"{checked.name} {checked.version}: {checked.verdict.kind}")
-        if checked.verdict.kind != "exact":
-            warn(checked.verdict.message)
     if report.merged is not None:
         merged = report.merged
         click.echo(f"merged {len(report.adapters)} adapter(s) into {merged.merged_tensors} tensors -> {merged.output}")

@@ -10,7 +10,7 @@ import os
 import re
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,6 +64,7 @@ def attach_dir(
     strict: bool = False,
     check_only: bool = False,
     merge_to: str | os.PathLike[str] | None = None,
+    on_checked: Callable[[list[CheckedAdapter]], None] | None = None,
 ) -> AttachReport:
     """`adapters attach`: check `refs` against the model directory; unless `check_only`, install them
     and attach them onto the loaded base (proving every weight fits) or, with `merge_to`, write the
@@ -74,6 +75,8 @@ def attach_dir(
         CheckedAdapter(i.name, i.version, i.manifest["adapter"]["type"], v)
         for i, v in zip(checked.items, checked.verdicts)
     ]
+    if on_checked is not None:
+        on_checked(adapters)
     if merge_to is not None:
         not_lora = [a.name for a in adapters if a.type != "lora"]
         if not_lora:

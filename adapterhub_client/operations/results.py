@@ -41,6 +41,23 @@ __all__ = [
 ]
 
 
+def _machine(value: Any) -> Any:
+    """A JSON-ready value: paths as strings, tuples as lists, records through their own to_json."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [_machine(v) for v in value]
+    to_json = getattr(value, "to_json", None)
+    return to_json() if callable(to_json) else value
+
+
+class _Record:
+    """Default `to_json` for the dataclasses below: every field, as machine values."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: _machine(getattr(self, f.name)) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+
+
 @dataclasses.dataclass
 class Resolved:
     """One pinned version: where it comes from and its (verified) manifest."""
@@ -100,7 +117,7 @@ class AttachCheck(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True)
-class InstalledAdapter:
+class InstalledAdapter(_Record):
     """An installed view as its install record describes it (`adapters list`)."""
 
     name: str
@@ -121,24 +138,11 @@ class InstalledAdapter:
             path,
         )
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "version": self.version,
-            "source": self.source,
-            "manifest_sha256": self.manifest_sha256,
-            "installed": self.installed,
-            "path": str(self.path),
-        }
-
 
 @dataclasses.dataclass(frozen=True)
-class Removed:
+class Removed(_Record):
     name: str
     version: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,7 +213,7 @@ class VerifyReport:
 
 
 @dataclasses.dataclass(frozen=True)
-class Published:
+class Published(_Record):
     name: str
     version: str
     registry: str  # its name in the settings
@@ -217,25 +221,12 @@ class Published:
     manifest_sha256: str
     created: bool  # False: the identical content was already published
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "version": self.version,
-            "registry": self.registry,
-            "url": self.url,
-            "manifest_sha256": self.manifest_sha256,
-            "created": self.created,
-        }
-
 
 @dataclasses.dataclass(frozen=True)
-class Yanked:
+class Yanked(_Record):
     name: str
     version: str
     yanked: bool  # the new state (False after --undo)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "yanked": self.yanked}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -294,7 +285,7 @@ class Attached:
 
 
 @dataclasses.dataclass(frozen=True)
-class Merged:
+class Merged(_Record):
     """A checkpoint written with LoRA adapters merged into its weights."""
 
     output: Path
@@ -310,14 +301,6 @@ class Merged:
             int(report["merged_tensors"]),
             int(report["largest_tensor_bytes"]),
         )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "output": str(self.output),
-            "files": self.files,
-            "merged_tensors": self.merged_tensors,
-            "largest_tensor_bytes": self.largest_tensor_bytes,
-        }
 
 
 @dataclasses.dataclass(frozen=True)

@@ -130,6 +130,7 @@ def test_merge_refuses_bottleneck_adapters_before_download(cli, models, home, tm
         "attach", "acme/mini-houlsby", "--model", str(models["minilm"]), "--merge", "--output", str(tmp_path / "out")
     )
     assert r.code == 2 and "cannot be merged" in r.err
+    assert "acme/mini-houlsby 1.0.0: exact" in r.out  # the verdict is shown before the refusal
     assert not (tmp_path / "out").exists()
     assert all(p.stat().st_size < 20000 for p in blobs(home))  # refused before the weights were fetched
     r = cli("attach", "acme/mini-houlsby", "--model", str(models["minilm"]), "--json")

@@ -19,19 +19,7 @@ STYLES = ["houlsby", "pfeiffer", "parallel"]
 ARCHS = ["bert", "gpt2", "llama"]
 
 
-def tiny_bert():
-    from transformers import BertConfig, BertModel
-
-    torch.manual_seed(0)
-    cfg = BertConfig(
-        vocab_size=96,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    )
-    return BertModel(cfg, add_pooling_layer=False).eval()
+tiny_bert = models.tiny_bert
 
 
 @pytest.fixture(scope="module")

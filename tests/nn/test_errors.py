@@ -713,17 +713,7 @@ def _adapterhub(tmp: Path, config: dict[str, Any], tensors: dict[str, torch.Tens
 
 
 def _bert() -> nn.Module:
-    from transformers import BertConfig, BertModel
-
-    cfg = BertConfig(
-        vocab_size=96,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    )
-    return BertModel(cfg, add_pooling_layer=False).eval()
+    return models.tiny_bert()
 
 
 SEQ_BN = {"architecture": "bottleneck", "output_adapter": True, "original_ln_before": True, "reduction_factor": 16}
