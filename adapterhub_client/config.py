@@ -1,16 +1,20 @@
 """Settings, with one precedence everywhere: flag > environment > config file > defaults.
 
-Environment: ADAPTERS_HOME, ADAPTERS_CACHE_DIR, ADAPTERS_REGISTRY, ADAPTERS_OFFLINE, ADAPTERS_TOKEN.
-Config file: `config.toml` under ADAPTERS_HOME when set, else in the platformdirs config dir.
+Environment: ADAPTERS_HOME, ADAPTERS_CACHE_DIR, ADAPTERS_REGISTRY, ADAPTERS_OFFLINE, ADAPTERS_TOKEN,
+ADAPTERS_TIMEOUT. Config file: `config.toml` under ADAPTERS_HOME when set, else in the platformdirs
+config dir. An unknown key warns (AdapterWarning), naming the closest known one.
 
 ```toml
 cache_dir = "/big/disk/adapters-cache"   # optional
 offline = false
+timeout = 15                             # seconds a request may wait without progress (optional)
 [[registry]]
 name = "team"
 url = "https://adapters.example.com/registry/"
 token = "..."                            # optional; sent only to that registry's host
 ```
+Registry URLs never carry credentials (`https://user:pw@host/` is refused): tokens go in `token`,
+`--token` or ADAPTERS_TOKEN, so a URL can be printed in any message.
 The embedded **local** registry (`<home>/registry`) is always first, so a fresh machine can
 publish and install with no server.
 """
@@ -18,16 +22,22 @@ publish and install with no server.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from .errors import NotFoundError, UsageError
+from .errors import AdapterWarning, NotFoundError, UsageError
 
 APP = "adapterhub"
 LOCAL_REGISTRY = "local"
 _TRUE = {"1", "true", "yes", "on"}
+CONFIG_KEYS = ("cache_dir", "offline", "timeout", "registry")
+REGISTRY_KEYS = ("name", "url", "token")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +54,7 @@ class Settings:
     cache_dir: Path
     offline: bool
     registries: list[RegistrySpec]  # searched in order; the first is the default publish target
+    timeout: float | None = None  # seconds a request may wait without progress; None: net.DEFAULT_TIMEOUT
 
     @property
     def local_registry(self) -> RegistrySpec:
@@ -53,6 +64,7 @@ class Settings:
         for spec in self.registries:
             if spec.name == name_or_url:
                 return spec
+        refuse_credentials(name_or_url, "registry")
         if "://" in name_or_url:
             return self.spec_for_url(name_or_url)
         if os.path.isdir(name_or_url):
@@ -61,6 +73,7 @@ class Settings:
 
     def spec_for_url(self, url: str) -> RegistrySpec:
         """The configured registry at `url` (with its token), else an ad-hoc one without a token."""
+        refuse_credentials(url, "registry")
         wanted = url.rstrip("/")
         for spec in self.registries:
             if spec.url.rstrip("/") == wanted:
@@ -105,15 +118,51 @@ def read_config_file(path: Path) -> dict[str, Any]:
         data = tomllib.loads(raw.decode())
     except (ValueError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path}: invalid TOML ({exc})") from None
+    except RecursionError:  # tomllib parses nested arrays and inline tables recursively
+        raise UsageError(f"{path}: invalid TOML (nested too deeply)") from None
     _check_config(data, path)
     return data
 
 
+def refuse_credentials(url: str, where: str) -> None:
+    """A registry URL with user info (`https://user:pw@host/`) is refused, without printing it."""
+    try:
+        netloc = urlsplit(url).netloc if "://" in url else ""
+    except ValueError:
+        return  # not a URL: the caller's own checks say what is wrong
+    if "@" in netloc:
+        from .net import TOKEN_HINT, redact  # deferred: httpx, only on this error
+
+        raise UsageError(f"{where}: refusing {redact(url)}: no credentials inside a registry URL; {TOKEN_HINT}")
+
+
+def timeout_seconds(value: object, where: str) -> float:
+    """A timeout setting as seconds: a finite number > 0, else a one-line error naming where it came from."""
+    try:
+        seconds = float(value) if not isinstance(value, bool) else math.nan  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise UsageError(f"{where}: the timeout must be a number of seconds > 0, not {value!r}")
+    return seconds
+
+
+def _warn_unknown(keys: Any, known: tuple[str, ...], where: str, suffix: str = "") -> None:
+    for key in keys:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            warnings.warn(f"{where}: unknown key {key!r}{suffix}{hint}", AdapterWarning, stacklevel=4)
+
+
 def _check_config(data: dict[str, Any], path: Path) -> None:
-    """The types the settings need; a wrong one is a one-line error naming the key."""
+    """The types the settings need; a wrong one is a one-line error naming the key. Unknown keys warn."""
+    _warn_unknown(data, CONFIG_KEYS, str(path))
     for key, kind in (("cache_dir", str), ("offline", bool)):
         if key in data and not isinstance(data[key], kind):
             raise UsageError(f"{path}: '{key}' must be a {kind.__name__}, not {data[key]!r}")
+    if "timeout" in data:
+        timeout_seconds(data["timeout"], f"{path}: timeout")
     registries = data.get("registry", [])
     if not isinstance(registries, list) or not all(
         isinstance(r, dict)
@@ -123,6 +172,9 @@ def _check_config(data: dict[str, Any], path: Path) -> None:
         for r in registries
     ):
         raise UsageError(f"{path}: 'registry' must be an array of tables with a name and a url ([[registry]])")
+    for r in registries:
+        _warn_unknown(r, REGISTRY_KEYS, str(path), f" in [[registry]] {r['name']!r}")
+        refuse_credentials(r["url"], f"{path}: registry {r['name']!r}")
 
 
 def write_config_file(path: Path, data: dict[str, Any]) -> None:
@@ -135,7 +187,9 @@ def write_config_file(path: Path, data: dict[str, Any]) -> None:
 
 def registry_url(url: str) -> str:
     """The canonical form of a registry URL typed by a user: a directory becomes its file:// URL;
-    http(s) must pass the network policy (https, plain http only on loopback); a trailing '/'."""
+    http(s) must pass the network policy (https, plain http only on loopback); a trailing '/'.
+    Credentials inside the URL are refused (tokens have their own place)."""
+    refuse_credentials(url, "registry URL")
     if "://" not in url and Path(url).is_dir():
         url = Path(url).resolve().as_uri()
     if url.startswith(("http://", "https://")):
@@ -180,6 +234,7 @@ def load_settings(
     cache_dir: str | os.PathLike[str] | None = None,
     offline: bool | None = None,
     token: str | None = None,
+    timeout: float | None = None,
 ) -> Settings:
     """Arguments are the flags; None means "not given on the command line"."""
     home = _home()
@@ -205,8 +260,16 @@ def load_settings(
         env = os.environ.get("ADAPTERS_OFFLINE")
         offline = env.strip().lower() in _TRUE if env is not None else cfg.get("offline", False)
 
+    env_timeout = os.environ.get("ADAPTERS_TIMEOUT")
+    if timeout is not None:
+        timeout = timeout_seconds(timeout, "--timeout")
+    elif env_timeout is not None and env_timeout.strip():
+        timeout = timeout_seconds(env_timeout.strip(), "ADAPTERS_TIMEOUT")
+    elif "timeout" in cfg:
+        timeout = timeout_seconds(cfg["timeout"], f"{cfg_path}: timeout")
+
     configured = [RegistrySpec(r["name"], r["url"], r.get("token")) for r in cfg.get("registry", [])]
-    settings = Settings(Path(home), cfg_path, Path(cache_dir).expanduser(), offline, [])
+    settings = Settings(Path(home), cfg_path, Path(cache_dir).expanduser(), offline, [], timeout)
     settings.registries = [settings.local_registry, *configured]
 
     # A registry chosen by flag or environment replaces the search list. An explicit `token`
@@ -216,6 +279,7 @@ def load_settings(
     env_token = os.environ.get("ADAPTERS_TOKEN")
     chosen = registry or os.environ.get("ADAPTERS_REGISTRY")
     if chosen:
+        refuse_credentials(chosen, "--registry" if registry else "ADAPTERS_REGISTRY")
         spec = settings.registry(chosen)
         trusted = registry is None or settings.is_configured(spec)
         bound = token or (env_token if trusted else None) or spec.token

@@ -26,11 +26,13 @@ from .operations.results import (
     AttachCheck,
     AttachReport,
     CheckedAdapter,
+    Exported,
     Info,
     Installed,
     InstalledAdapter,
     Locked,
     ModelInstall,
+    Packed,
     Published,
     Removed,
     Resolved,
@@ -64,8 +66,11 @@ class Hub:
         token: str | None = None,
         settings: Settings | None = None,
         progress: bool | None = None,
+        timeout: float | None = None,
     ) -> None:
-        settings = settings or load_settings(registry=registry, cache_dir=cache_dir, offline=offline, token=token)
+        settings = settings or load_settings(
+            registry=registry, cache_dir=cache_dir, offline=offline, token=token, timeout=timeout
+        )
         self.session = Session(settings, progress)
 
     # --- what the session holds ----------------------------------------------------------
@@ -177,9 +182,10 @@ class Hub:
 
     # --- install ------------------------------------------------------------------------
     def install(
-        self, refs: Sequence[RefLike], pre: bool = False, check: ManifestCheck | None = None
+        self, refs: Sequence[RefLike], pre: bool = False, check: ManifestCheck | None = None, reinstall: bool = False
     ) -> list[Installed]:
-        return _install.install(self.session, refs, pre=pre, check=check)
+        """Install `refs`; `reinstall` re-hashes their cached files, fetches the corrupt ones and rebuilds."""
+        return _install.install(self.session, refs, pre=pre, check=check, reinstall=reinstall)
 
     def install_resolved(self, items: Sequence[Resolved]) -> list[Installed]:
         return _install.install_resolved(self.session, items)
@@ -206,16 +212,17 @@ class Hub:
     def info(self, ref: str, pre: bool = False) -> Info:
         return _query.info(self.session, ref, pre=pre)
 
-    def search(self, query: str | None = None) -> list[SearchHit]:
-        """Latest version of each adapter whose name, description or tags contain `query`."""
-        return _query.search(self.session, query)
+    def search(self, query: str | None = None, pre: bool = False) -> list[SearchHit]:
+        """Each adapter whose name, description or tags contain `query`, at the version install picks."""
+        return _query.search(self.session, query, pre=pre)
 
     def installed(self) -> list[InstalledAdapter]:
         return _query.installed(self.cache)
 
-    def verify(self) -> VerifyReport:
-        """Re-hash every installed file; report problems (the CLI exits 4 on any)."""
-        return _verify.verify(self.cache)
+    def verify(self, repair: bool = False) -> VerifyReport:
+        """Re-hash every installed file and cached blob, quarantining what is corrupt; report problems (the
+        CLI exits 4 on any). `repair`: then fetch again and rebuild every broken view."""
+        return _verify.repair(self.session) if repair else _verify.verify(self.cache)
 
     # --- publishing ---------------------------------------------------------------------
     def publish(
@@ -225,8 +232,41 @@ class Hub:
         name: str | None = None,
         version: str | None = None,
         base: PathLike | None = None,
+        *,
+        base_name: str | None = None,
+        description: str | None = None,
+        license: str | None = None,
+        tags: Sequence[str] = (),
     ) -> Published:
-        return _publish.publish(self.session, path, registry, name=name, version=version, base=base)
+        """Publish a package (ours, PEFT or AdapterHub) to `registry` (default: the local one)."""
+        return _publish.publish(
+            self.session,
+            path,
+            registry,
+            name=name,
+            version=version,
+            base=base,
+            base_name=base_name,
+            description=description,
+            license=license,
+            tags=tags,
+        )
+
+    def pack(
+        self,
+        directory: PathLike,
+        output: PathLike,
+        *,
+        name: str | None = None,
+        version: str | None = None,
+        base: PathLike | None = None,
+    ) -> Packed:
+        """`adapters pack`: a PEFT or AdapterHub directory -> a package directory (publishable, loadable)."""
+        return _publish.pack(self.session, directory, output, name=name, version=version, base=base)
+
+    def export(self, package_dir: PathLike, output: PathLike, fmt: str = "peft") -> Exported:
+        """`adapters export`: a LoRA package directory -> a PEFT directory (`PeftModel.from_pretrained`)."""
+        return _publish.export(package_dir, output, fmt)
 
     def yank(self, ref: str, registry: str | None = None, undo: bool = False) -> Yanked:
         return _publish.yank(self.session, ref, registry, undo=undo)

@@ -26,7 +26,15 @@ MANIFEST_FILE = "manifest.json"
 RESERVED_PATHS = frozenset({MANIFEST_FILE, ".install.json"})
 SCHEMA_VERSION = 1
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
-_NAME_PART = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62}[A-Za-z0-9])?$")
+# One path component, in UTF-8 bytes: the limit of every common file system (NAME_MAX).
+MAX_COMPONENT_BYTES = 255
+# Always used with fullmatch: `$` would also match before a final newline.
+_NAME_PART = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62}[A-Za-z0-9])?")
+VALID_NAME = (
+    "'org/name', each part 1-64 ASCII letters, digits, '.', '_' or '-', "
+    "starting and ending with a letter or digit (e.g. 'acme/sentiment-lora')"
+)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @cache
@@ -36,10 +44,39 @@ def load_schema(name: str) -> dict[str, Any]:
 
 
 @cache
+def ecma_pattern(pattern: str) -> re.Pattern[str]:
+    """A JSON Schema `pattern` compiled with ECMA-262 semantics, which the schemas are written in:
+    there `$` matches only at the very end, while Python's `$` also matches before a final newline
+    (so `^[a-z]+$` would accept "demo\\n"). Every `$` outside a character class becomes `\\Z`."""
+    out: list[str] = []
+    i, in_class = 0, False
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            out.append(pattern[i : i + 2])
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+        elif c == "$":
+            c = r"\Z"
+        out.append(c)
+        i += 1
+    return re.compile("".join(out))
+
+
+@cache
 def _validator(schema: str) -> Any:
     import jsonschema  # type: ignore[import-untyped]  # deferred: ~40 ms, and only needed when validating
 
-    return jsonschema.validators.validator_for(load_schema(schema))(load_schema(schema))
+    def pattern(validator: Any, patrn: str, instance: Any, _schema: Any) -> Any:
+        if validator.is_type(instance, "string") and not ecma_pattern(patrn).search(instance):
+            yield jsonschema.ValidationError(f"{instance!r} does not match {patrn!r}")
+
+    base = jsonschema.validators.validator_for(load_schema(schema))
+    return jsonschema.validators.extend(base, {"pattern": pattern})(load_schema(schema))
 
 
 def validate_schema(data: Any, schema: str, where: str) -> None:
@@ -54,31 +91,57 @@ def validate_schema(data: Any, schema: str, where: str) -> None:
 
 def canonical_name(name: str) -> str:
     """`Org/My_Adapter` -> `org/my-adapter` (PEP 503 style, per part)."""
-    parts = name.split("/")
-    if len(parts) != 2 or not all(_NAME_PART.match(p) for p in parts):
-        raise InvalidPackageError(f"invalid adapter name {name!r}: expected 'org/name'")
+    parts = name.split("/") if isinstance(name, str) else []
+    if len(parts) != 2 or not all(_NAME_PART.fullmatch(p) for p in parts):
+        raise InvalidPackageError(f"invalid adapter name {shown(name)}: expected {VALID_NAME}")
     return "/".join(re.sub(r"[-_.]+", "-", p).lower() for p in parts)
 
 
+def shown(value: Any, limit: int = 80) -> str:
+    """`repr` of a user's value for a message, cut short: a 10,000-character name must not fill the screen."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 5]}...{text[-2:]}"
+
+
 def parse_version(text: str, where: str = "version") -> Version:
+    """A PEP 440 version without a local label; surrounding whitespace is refused, not stripped
+    (`packaging` would accept "1.0.0\n", and the text becomes a directory name)."""
+    if not isinstance(text, str) or text != text.strip():
+        raise InvalidPackageError(f"{where}: {shown(text)} has surrounding whitespace; not a valid version")
     try:
         version = Version(text)
     except InvalidVersion:
-        raise InvalidPackageError(f"{where}: {text!r} is not a valid PEP 440 version") from None
+        raise InvalidPackageError(f"{where}: {shown(text)} is not a valid PEP 440 version") from None
     if version.local is not None:
-        raise InvalidPackageError(f"{where}: local version labels are not allowed ({text!r})")
+        raise InvalidPackageError(f"{where}: local version labels are not allowed ({shown(text)})")
     return version
 
 
+def normalized_version(text: str, where: str = "version") -> str:
+    """The canonical spelling of a version (`1.0.0-RC1` -> `1.0.0rc1`): what is published and stored."""
+    return str(parse_version(text, where))
+
+
 def check_relative_path(path: str, where: str) -> PurePosixPath:
-    """A package file path: relative, POSIX, no '..', no drive, no empty parts."""
+    """A package file path: relative, POSIX, no '..', no drive, no empty parts, no control
+    characters, and each part at most 255 bytes in UTF-8 (checked here, before any download,
+    rather than met as ENAMETOOLONG when the file is written)."""
     if not path or "\\" in path or "\x00" in path:
-        raise InvalidPackageError(f"{where}: invalid file path {path!r}")
+        raise InvalidPackageError(f"{where}: invalid file path {shown(path)}")
+    if _CONTROL.search(path):
+        raise InvalidPackageError(f"{where}: file path {shown(path)} contains a control character")
     pure = PurePosixPath(path)
     if pure.is_absolute() or re.match(r"^[A-Za-z]:", path):
         raise InvalidPackageError(f"{where}: absolute file path {path!r} is not allowed")
     if any(part in ("..", ".", "") for part in path.split("/")):
         raise InvalidPackageError(f"{where}: file path {path!r} must not contain '..' or '.' parts")
+    for part in path.split("/"):
+        size = len(part.encode("utf-8", "surrogatepass"))
+        if size > MAX_COMPONENT_BYTES:
+            raise InvalidPackageError(
+                f"{where}: file path {shown(path)} has a part of {size} bytes; "
+                f"at most {MAX_COMPONENT_BYTES} bytes (UTF-8) per part"
+            )
     if path.split("/")[0] in RESERVED_PATHS:
         raise InvalidPackageError(f"{where}: {path!r} is reserved and cannot be listed as a package file")
     return pure
@@ -88,9 +151,15 @@ def validate_manifest(data: Any, where: str = MANIFEST_FILE) -> dict[str, Any]:
     """Full validation: schema, name, PEP 440 version, safe and unique paths, dependencies."""
     if not isinstance(data, dict):
         raise InvalidPackageError(f"{where}: expected a JSON object")
+    # name and version first: their messages say what a valid one looks like (not a regex)
+    if isinstance(data.get("name"), str):
+        try:
+            canonical_name(data["name"])
+        except InvalidPackageError as exc:
+            raise InvalidPackageError(f"{where}: field 'name': {exc}") from None
+    if isinstance(data.get("version"), str):
+        parse_version(data["version"], f"{where}: field 'version'")
     validate_schema(data, "manifest", where)
-    canonical_name(data["name"])
-    parse_version(data["version"], f"{where}: field 'version'")
     seen: set[str] = set()
     for i, f in enumerate(data["files"]):
         check_relative_path(f["path"], f"{where}: field 'files/{i}/path'")
@@ -120,6 +189,8 @@ def loads_manifest(raw: bytes, where: str = MANIFEST_FILE) -> dict[str, Any]:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidPackageError(f"{where}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise InvalidPackageError(f"{where}: not valid JSON (nested too deeply)") from None
     return validate_manifest(data, where)
 
 
@@ -196,6 +267,8 @@ def complete_package(package_dir: str | os.PathLike[str], data: dict[str, Any]) 
         if "sha256" in entry and entry["sha256"] != sha:
             raise InvalidPackageError(f"{where}: field 'files/{i}/sha256': does not match {entry['path']}")
         entry["sha256"], entry["size"] = sha, size
+    if isinstance(data.get("version"), str):  # published and stored in its one spelling
+        data["version"] = normalized_version(data["version"], f"{where}: field 'version'")
     return validate_manifest(data, where)
 
 

@@ -1,29 +1,66 @@
 """HTTP policy shared by every remote source: one client, one retry loop (Retry-After honoured),
-HTTPS, scoped tokens."""
+HTTPS, scoped tokens, bounded bodies, deadlines, and URLs redacted before they reach a message.
+
+Deadlines: a request (with its retries) may wait at most `timeout` seconds without progress (default
+`DEFAULT_TIMEOUT`; `--timeout`, ADAPTERS_TIMEOUT, `timeout` in config.toml). The wait covers connecting,
+retries and backoff, the response headers (even dribbled a byte at a time: every socket read is capped by
+the deadline) and a stalled body. Progress is `PROGRESS_BYTES` received; each such step renews the
+deadline, so a slow but steady download of any size completes while a drip of a few bytes does not."""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import math
 import random
+import threading
 import time
-from collections.abc import Callable, Generator
+import zlib
+from collections.abc import Callable, Generator, Iterable, Iterator
 from datetime import timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
+import httpcore
 import httpx
 
+from ._text import human_size
 from ._version import __version__
-from .errors import RegistryError, UsageError
+from .errors import InvalidPackageError, RegistryError, UsageError
 
 USER_AGENT = f"adapterhub-client/{__version__}"
-TIMEOUT = httpx.Timeout(30.0, connect=10.0)
-RETRIES = 5
+DEFAULT_TIMEOUT = 15.0  # seconds a request may wait without progress: a dead registry fails in seconds
+CONNECT_TIMEOUT = 5.0  # one TCP (+TLS) connect, within the deadline
+RETRIES = 5  # tries for drops and retryable statuses (a download resumes each time)
+CONNECT_TRIES = 3  # tries when the host cannot be reached at all (2 retries)
+PROGRESS_BYTES = 16 * 1024  # bytes that count as progress and renew the deadline
+DECODE_CHUNK = 1024 * 1024  # the most bytes one gzip step may inflate to
 RETRY_STATUS = {429, 500, 502, 503, 504}
 MAX_RETRY_AFTER = 30.0  # seconds: the longest Retry-After honoured as sent
+TOKEN_HINT = (
+    "give a token with `adapters registry add NAME URL --token T`, `token = ...` in config.toml or ADAPTERS_TOKEN"
+)
 T = TypeVar("T")
+
+
+def redact(url: str) -> str:
+    """`url` fit for a message or a log: user info (`user:password@`) replaced by `***@`."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
+
+
+def has_credentials(url: str) -> bool:
+    """Whether `url` carries user info (`user:password@host`)."""
+    try:
+        return "@" in urlsplit(url).netloc
+    except ValueError:
+        return False
 
 
 def is_loopback(host: str | None) -> bool:
@@ -39,16 +76,18 @@ def is_loopback(host: str | None) -> bool:
 
 def check_url(url: str) -> None:
     """HTTPS required, except for loopback where plain HTTP is fine (tests, local mirrors)."""
+    if has_credentials(url):
+        raise UsageError(f"refusing {redact(url)}: no credentials inside a registry URL; {TOKEN_HINT}")
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises on a malformed port or IPv6 literal
     except ValueError as exc:
-        raise UsageError(f"invalid URL {url!r}: {exc}") from None
+        raise UsageError(f"invalid URL {redact(url)!r}: {exc}") from None
     if parts.scheme == "https":
         return
     if parts.scheme == "http" and is_loopback(parts.hostname):
         return
-    raise UsageError(f"refusing {url}: registries must use https:// (plain http only on loopback)")
+    raise UsageError(f"refusing {redact(url)}: registries must use https:// (plain http only on loopback)")
 
 
 def origin(url: str) -> tuple[str, str, int | None]:
@@ -74,11 +113,131 @@ def _check_request(request: httpx.Request) -> None:
     check_url(str(request.url))
 
 
-def make_client(token: str | None = None, token_url: str | None = None, **kw: Any) -> httpx.Client:
+# --- deadlines -------------------------------------------------------------------------------------
+class Deadline:
+    """How long the current request may still wait: `seconds` from now, renewed by each step of progress."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._until = time.monotonic() + seconds
+        self._unmarked = 0
+
+    def remaining(self) -> float:
+        return self._until - time.monotonic()
+
+    def expired(self) -> bool:
+        return self.remaining() <= 0
+
+    def progress(self, received: int) -> None:
+        """`received` body bytes arrived; every `PROGRESS_BYTES` of them renew the deadline."""
+        self._unmarked += received
+        if self._unmarked >= PROGRESS_BYTES:
+            self._unmarked = 0
+            self._until = time.monotonic() + self.seconds
+
+
+_current = threading.local()  # the deadline of the request this thread is making (a pool's reads see it)
+
+
+def current_deadline() -> Deadline | None:
+    return getattr(_current, "deadline", None)
+
+
+def _capped(timeout: float | None, kind: type[Exception]) -> float | None:
+    """A socket wait shortened to what the current deadline leaves; `kind` raised when nothing is left."""
+    deadline = current_deadline()
+    if deadline is None:
+        return timeout
+    left = deadline.remaining()
+    if left <= 0:
+        raise kind("no progress within the deadline")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A connection whose every read and write waits at most what the deadline leaves (so a server
+    dribbling its headers a byte at a time cannot hold a request past it)."""
+
+    def __init__(self, stream: httpcore.NetworkStream) -> None:
+        self._stream = stream
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, _capped(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, _capped(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None) -> Any:
+        tls = self._stream.start_tls(ssl_context, server_hostname, _capped(timeout, httpcore.ConnectTimeout))
+        return _DeadlineStream(tls)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    def __init__(self, backend: httpcore.NetworkBackend) -> None:
+        self._backend = backend
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        wait = _capped(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(self._backend.connect_tcp(host, port, wait, local_address, socket_options))
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.NetworkStream:
+        wait = _capped(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(self._backend.connect_unix_socket(path, wait, socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._backend.sleep(seconds)
+
+
+def _install_deadlines(client: httpx.Client) -> None:
+    """Put `_DeadlineBackend` under every connection pool of `client` (direct and proxied)."""
+    transports = [client._transport, *client._mounts.values()]  # httpx has no public hook for this
+    for transport in transports:  # a mount is None where NO_PROXY exempts a host
+        pool = getattr(transport, "_pool", None)
+        backend = getattr(pool, "_network_backend", None)
+        if backend is not None and not isinstance(backend, _DeadlineBackend):
+            pool._network_backend = _DeadlineBackend(backend)  # type: ignore[union-attr]
+
+
+class Client(httpx.Client):
+    """An httpx client that knows its deadline (`timeout`, seconds without progress)."""
+
+    def __init__(self, *, timeout_s: float, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.timeout_s = timeout_s
+        _install_deadlines(self)
+
+
+def client_timeout(client: httpx.Client | None) -> float:
+    """The deadline a client was made with (`make_client`), else the default."""
+    return float(getattr(client, "timeout_s", DEFAULT_TIMEOUT))
+
+
+def make_client(
+    token: str | None = None, token_url: str | None = None, *, timeout: float | None = None, **kw: Any
+) -> Client:
+    """The one HTTP client: https on every hop, a token scoped to its origin, deadlines of `timeout` s."""
+    seconds = DEFAULT_TIMEOUT if timeout is None else float(timeout)
     auth = ScopedToken(token, token_url) if token and token_url else None
-    return httpx.Client(
-        timeout=TIMEOUT,
-        headers={"User-Agent": USER_AGENT},
+    return Client(
+        timeout_s=seconds,
+        timeout=httpx.Timeout(seconds, connect=min(CONNECT_TIMEOUT, seconds)),
+        # no br/zstd: the bodies we inflate are bounded by `iter_body`, which knows gzip and deflate
+        headers={"User-Agent": USER_AGENT, "Accept-Encoding": "gzip, deflate"},
         auth=auth,
         follow_redirects=True,  # httpx drops Authorization on cross-origin redirects; ScopedToken re-checks
         event_hooks={"request": [_check_request]},  # every hop, redirects included, must be https
@@ -132,35 +291,73 @@ class Retry(Exception):
 
 
 GiveUp = Callable[[Exception, int], Exception]
+_UNREACHABLE = (httpx.ConnectError, httpx.ConnectTimeout)
 
 
 def _default_give_up(what: str, url: str) -> GiveUp:
     def give_up(exc: Exception, tries: int) -> Exception:
         if isinstance(exc, Retry) and exc.status is not None:
-            return RegistryError(f"{what}: HTTP {exc.status} from {url}")
-        return RegistryError(f"{what}: cannot reach {url} ({type(exc).__name__}: {exc})")
+            return RegistryError(f"{what}: HTTP {exc.status} from {redact(url)}")
+        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return RegistryError(f"{what}: cannot reach {redact(url)} after {plural_tries(tries)} ({reason})")
 
     return give_up
 
 
+def plural_tries(n: int) -> str:
+    return f"{n} try" if n == 1 else f"{n} tries"
+
+
+def _timed_out(what: str, url: str, seconds: float) -> RegistryError:
+    return RegistryError(
+        f"{what}: no progress from {redact(url)} in {seconds:g}s (raise it with --timeout or ADAPTERS_TIMEOUT)"
+    )
+
+
 def retrying(
-    what: str, url: str, attempt: Callable[[], T], *, tries: int = RETRIES, give_up: GiveUp | None = None
+    what: str,
+    url: str,
+    attempt: Callable[[], T],
+    *,
+    tries: int = RETRIES,
+    give_up: GiveUp | None = None,
+    timeout: float | None = None,
 ) -> T:
     """The one retry loop: run `attempt` until it returns, retrying transport errors and `Retry`.
 
-    Waits `retry_delay` between tries (Retry-After honoured); after `tries` failures raises what
-    `give_up(last error, tries)` returns (a RegistryError naming `what` and `url` by default).
-    Any other exception from `attempt` propagates at once."""
-    failures = 0
-    while True:
-        try:
-            return attempt()
-        except (httpx.TransportError, Retry) as exc:
-            failures += 1
-            if failures >= tries:
-                raise (give_up or _default_give_up(what, url))(exc, failures) from None
-            retry_after = exc.retry_after if isinstance(exc, Retry) else None
-            time.sleep(retry_delay(failures - 1, retry_after))
+    Waits `retry_delay` between tries (Retry-After honoured); after `tries` failures (`CONNECT_TRIES`
+    when the host cannot be reached at all) raises what `give_up(last error, tries)` returns (a
+    RegistryError naming `what` and `url` by default). With `timeout`, every try and wait shares one
+    `Deadline` (renewed by progress in `iter_body`); once it runs out the loop stops with a RegistryError
+    saying so. Any other exception from `attempt` propagates at once."""
+    deadline = Deadline(timeout) if timeout is not None else None
+    outer = current_deadline()
+    failures = unreachable = 0
+    try:
+        while True:
+            _current.deadline = deadline
+            try:
+                return attempt()
+            except (httpx.TransportError, Retry) as exc:
+                failures += 1
+                unreachable += isinstance(exc, _UNREACHABLE)
+                if deadline is not None and deadline.expired():
+                    raise _timed_out(what, url, deadline.seconds) from None
+                if failures >= tries or unreachable >= CONNECT_TRIES:
+                    raise (give_up or _default_give_up(what, url))(exc, failures) from None
+                asked = exc.retry_after if isinstance(exc, Retry) else None
+                delay = retry_delay(failures - 1, asked)
+                if deadline is not None and delay >= deadline.remaining():
+                    if retry_after_seconds(asked) is not None:
+                        raise RegistryError(
+                            f"{what}: {redact(url)} asks to retry in {delay:g}s, past the {deadline.seconds:g}s "
+                            "timeout (raise it with --timeout or ADAPTERS_TIMEOUT)"
+                        ) from None
+                    raise _timed_out(what, url, deadline.seconds) from None
+                _current.deadline = outer
+                time.sleep(delay)
+    finally:
+        _current.deadline = outer
 
 
 def raise_for_retry(response: httpx.Response) -> None:
@@ -169,12 +366,81 @@ def raise_for_retry(response: httpx.Response) -> None:
         raise Retry(f"HTTP {response.status_code}", response.headers.get("Retry-After"), response.status_code)
 
 
-def with_retries(what: str, url: str, call: Callable[[], httpx.Response]) -> httpx.Response:
-    """Run `call` (one request) with `retrying`; a retryable status is retried like a dropped connection."""
+# --- bounded bodies --------------------------------------------------------------------------------
+def _decoder(response: httpx.Response) -> Any:
+    encoding = response.headers.get("Content-Encoding", "").strip().lower()
+    if encoding in ("", "identity"):
+        return None
+    if encoding in ("gzip", "x-gzip", "deflate"):
+        return zlib.decompressobj(32 + zlib.MAX_WBITS)  # a gzip or zlib header, detected
+    raise RegistryError(f"{redact(str(response.url))}: unsupported Content-Encoding {encoding!r}")
 
-    def attempt() -> httpx.Response:
-        response = call()
-        raise_for_retry(response)
-        return response
 
-    return retrying(what, url, attempt)
+def iter_body(response: httpx.Response) -> Iterator[bytes]:
+    """The body of a streamed response, decoded, in pieces of at most `DECODE_CHUNK` bytes whatever the
+    compression ratio (so a gzip bomb costs one piece of memory at a time). Bytes received count as
+    progress on the current deadline; once it runs out, `httpx.ReadTimeout` (a retryable transport error)."""
+    decoder = _decoder(response)
+    deadline = current_deadline()
+    url = redact(str(response.url))
+    for raw in response.iter_raw():
+        if deadline is not None:
+            deadline.progress(len(raw))
+            if deadline.expired():
+                raise httpx.ReadTimeout("no progress within the deadline", request=response.request)
+        if decoder is None:
+            if raw:
+                yield raw
+            continue
+        data = raw
+        while data:
+            try:
+                out = decoder.decompress(data, DECODE_CHUNK)
+            except zlib.error as exc:
+                raise RegistryError(f"{url}: the compressed body is corrupt ({exc})") from None
+            if out:
+                yield out
+            data = decoder.unconsumed_tail
+            if decoder.eof and not data:  # one gzip member done; another may follow
+                data = decoder.unused_data
+                decoder = zlib.decompressobj(32 + zlib.MAX_WBITS)
+    if decoder is not None and (tail := decoder.flush()):
+        yield tail
+
+
+def read_body(response: httpx.Response, limit: int, what: str) -> bytes:
+    """The whole decoded body, refused (InvalidPackageError, exit 7) once it passes `limit` bytes."""
+    chunks: list[bytes] = []
+    have = 0
+    for chunk in iter_body(response):
+        have += len(chunk)
+        if have > limit:
+            raise InvalidPackageError(
+                f"{redact(str(response.url))}: {what} larger than its {human_size(limit)} limit ({limit} bytes)"
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@dataclasses.dataclass
+class Answer:
+    """A completed GET: status, headers and the (bounded, decoded) body."""
+
+    status: int
+    headers: httpx.Headers
+    body: bytes
+
+
+def get_bytes(
+    client: httpx.Client, url: str, what: str, *, limit: int, headers: dict[str, str] | None = None
+) -> Answer:
+    """GET `url` with the retry loop and the client's deadline; the body of a 200 read up to `limit`
+    bytes (`what` names the file in the error). Drops mid-body are retried like any transport error."""
+
+    def attempt() -> Answer:
+        with client.stream("GET", url, headers=headers) as response:
+            raise_for_retry(response)
+            body = read_body(response, limit, what) if response.status_code == 200 else b""
+            return Answer(response.status_code, response.headers, body)
+
+    return retrying(f"reading the {what}", url, attempt, timeout=client_timeout(client))

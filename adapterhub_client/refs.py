@@ -22,9 +22,17 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
 
 from .errors import InvalidPackageError, UsageError
-from .manifest import canonical_name, parse_version
+from .manifest import canonical_name, parse_version, shown
 
 _OPERATOR = re.compile(r"^\s*(===|==|!=|<=|>=|<|>|~=)")
+# Bounds checked before anything touches the file system or a registry: a name with its
+# specifier or a registry URL (MAX_REF_CHARS), a local path (PATH_MAX on Linux).
+MAX_REF_CHARS = 1000
+MAX_PATH_CHARS = 4096
+
+
+def _too_long(text: str, limit: int, what: str = "reference") -> UsageError:
+    return UsageError(f"{what} {shown(text)} is too long ({len(text)} characters; at most {limit})")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +72,8 @@ Ref = Requirement | LocalRef | HubRef
 
 
 def parse_requirement(text: str, registry_url: str | None = None) -> Requirement:
+    if len(text) > MAX_REF_CHARS:
+        raise _too_long(text, MAX_REF_CHARS)
     name, sep, spec_text = text.partition("@")
     try:
         name = canonical_name(name.strip())
@@ -95,13 +105,24 @@ def parse_ref(text: str) -> Ref:
     text = text.strip()
     if not text:
         raise UsageError("empty adapter reference")
+    if len(text) > MAX_PATH_CHARS:
+        raise _too_long(text, MAX_PATH_CHARS)
     if text.startswith("hf://"):
         repo, _, rev = text[len("hf://") :].partition("@")
         if repo.count("/") != 1:
             raise UsageError(f"invalid Hub reference {text!r}: expected hf://org/repo[@revision]")
         return HubRef(repo, rev or None)
     if "://" in text:
+        if len(text) > MAX_REF_CHARS:
+            raise _too_long(text, MAX_REF_CHARS)
         scheme, _, rest = text.partition("://")
+        if "@" in rest.split("/", 1)[0]:  # user info in the authority: never echoed back
+            from .net import redact
+
+            raise UsageError(
+                f"credentials inside a URL are not accepted ({redact(text)}): give a token with --token, "
+                "`token = ...` in config.toml or ADAPTERS_TOKEN"
+            )
         if scheme not in ("file", "http", "https"):
             raise UsageError(f"unsupported URL scheme {scheme!r} in {text!r}")
         rest, _, spec = rest.partition("@")
@@ -116,8 +137,11 @@ def parse_ref(text: str) -> Ref:
         return parse_requirement(f"{parts[1]}/{parts[2]}" + (f"@{spec}" if spec else ""), root)
     looks_like_path = text.startswith((".", "/", "~")) or os.sep in text.replace("/", "", 1) or text.count("/") != 1
     path = Path(text).expanduser()
-    if path.is_dir() and (looks_like_path or (path / "manifest.json").exists()):
-        return LocalRef(path.resolve())
+    try:
+        if path.is_dir() and (looks_like_path or (path / "manifest.json").exists()):
+            return LocalRef(path.resolve())
+    except OSError as exc:  # ENAMETOOLONG, EACCES...: not a directory we can use
+        raise UsageError(f"{shown(text)}: cannot be used as a package directory ({exc.strerror or exc})") from None
     if looks_like_path and "@" not in text:
-        raise UsageError(f"no such package directory: {text}")
+        raise UsageError(f"no such package directory: {text if len(text) <= 300 else shown(text, 300)}")
     return parse_requirement(text)

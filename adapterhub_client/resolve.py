@@ -2,17 +2,20 @@
 
 Rules (as pip/uv): the highest version allowed by every requirement on that name;
 pre-releases only when asked for (`pre=True`) or named by a specifier; yanked versions
-only when pinned exactly. The first registry that lists a name provides all its versions
-(no mixing across registries, so a later registry cannot shadow an earlier one).
+only when pinned exactly (and then a :class:`YankedWarning`). The first registry that lists a
+name provides all its versions (no mixing across registries, so a later registry cannot shadow
+an earlier one). `search` and `info` show what install would pick through :func:`latest`, the
+same rule.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import Protocol
 
-from .errors import ResolutionError
+from .errors import OfflineMissError, ResolutionError, YankedWarning
 from .refs import Requirement, parse_requirement
 from .registry.client import IndexEntry
 
@@ -42,6 +45,19 @@ def select(entries: Sequence[IndexEntry], demands: Sequence[Demand], pre: bool =
     """Entries allowed by every demand, highest version first."""
     allowed = [e for e in entries if all(d.requirement.allows(e.version, yanked=e.yanked, pre=pre) for d in demands)]
     return sorted(allowed, key=lambda e: e.version, reverse=True)
+
+
+def latest(entries: Sequence[IndexEntry], pre: bool = False) -> IndexEntry | None:
+    """What `install org/name` picks among `entries`: the highest non-yanked version, stable unless
+    `pre`; None when there is none (only yanked versions, or only pre-releases without `pre`)."""
+    name = entries[0].name if entries else ""
+    chosen = select(entries, [Demand(Requirement(name), "the command line")], pre)
+    return chosen[0] if chosen else None
+
+
+def newest_first(entries: Sequence[IndexEntry]) -> list[IndexEntry]:
+    """Every entry, highest version first (yanked ones included, as listings show them)."""
+    return sorted(entries, key=lambda e: e.version, reverse=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +95,10 @@ class Resolver:
     def entries(self, name: str) -> list[IndexEntry]:
         """Every listed version of `name` (fetched once per resolver)."""
         if name not in self._candidates:
-            self._candidates[name] = self.provider.candidates(name)
+            try:
+                self._candidates[name] = self.provider.candidates(name)
+            except OfflineMissError as exc:  # name the adapter, not the registry file that is missing
+                raise OfflineMissError(f"offline: {name} is not in the cache ({exc})") from None
         return self._candidates[name]
 
     def resolve(self, requirements: Sequence[Requirement]) -> dict[str, IndexEntry]:
@@ -89,6 +108,9 @@ class Resolver:
             if state is not None:
                 outcome = self._advance(state)
                 if isinstance(outcome, dict):
+                    for name, entry in outcome.items():
+                        if entry.yanked:
+                            warnings.warn(YankedWarning(name, entry.version), stacklevel=2)
                     return outcome
                 if isinstance(outcome, _Branch):
                     stack.append(outcome)

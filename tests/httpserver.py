@@ -46,6 +46,21 @@ Control API (JSON; never logged, never faulted):
   shorter than ``after_bytes`` the whole body goes out and the connection is closed.
   ``corrupt`` XORs the first byte of every body chunk (64 KiB) with 0xFF: same length,
   different bytes, so only a hash check catches it.
+
+  Hostile servers (each stops as soon as the client goes away):
+
+  * ``endless``: 200 with a chunked body of ``b"x"`` that never ends (``size``: stop after that many
+    bytes instead);
+  * ``gzip``: the file itself, sent ``Content-Encoding: gzip`` (a well-behaved compressing host);
+  * ``gzip_bomb``: 200, ``Content-Encoding: gzip``, the gzip of ``size`` zero bytes (default 1 GiB:
+    about 1 MB on the wire), generated while sending;
+  * ``drip``: the file's body ``chunk`` bytes at a time (default 1), ``seconds`` apart: a slow drip
+    (chunk 1) or a slow but progressing download (a large chunk);
+  * ``hang``: accepts the request and never answers (no headers, no body);
+  * ``no_validators``: the file without ``ETag`` and ``Last-Modified`` (a host that sends neither).
+
+  A server that dribbles its *headers* cannot be written in ASGI: ``RawServer`` (below) does that
+  (``slow_headers``) and also ``no_answer`` at the TCP level.
 * ``GET /_control/faults``: the live rules with their remaining ``times``.
 * ``DELETE /_control/faults``: clear all rules.
 * ``GET /_control/log``: ``[{"method", "path", "status", "range", "bytes_sent", "fault", "received"}]``
@@ -68,6 +83,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import gzip
 import json
 import logging
 import os
@@ -82,12 +99,15 @@ import time
 import urllib.error
 import urllib.request
 import weakref
+import zlib
 from pathlib import Path
 from typing import Any
 
 CONTROL_PREFIX = "/_control/"
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-ACTIONS = ("status", "drop", "corrupt", "delay")
+ACTIONS = ("status", "drop", "corrupt", "delay", "endless", "gzip", "gzip_bomb", "drip", "hang", "no_validators")
+GENERATED = ("endless", "gzip", "gzip_bomb", "hang")  # answers that are not the file's own response
+HOSTILE = (*GENERATED, "drip")  # these watch for the client going away and stop there
 
 # --------------------------------------------------------------------------------------
 # Server side.  starlette/uvicorn are imported lazily so that the test process (which
@@ -111,7 +131,8 @@ class _QuietDrops(logging.Filter):
 def _parse_rule(raw: Any) -> dict:
     if not isinstance(raw, dict):
         raise ValueError(f"a rule must be an object, got {raw!r}")
-    unknown = set(raw) - {"path", "action", "status", "after_bytes", "times", "seconds", "method", "retry_after"}
+    known = {"path", "action", "status", "after_bytes", "times", "seconds", "method", "retry_after", "size", "chunk"}
+    unknown = set(raw) - known
     if unknown:
         raise ValueError(f"unknown rule keys: {sorted(unknown)}")
     action = raw.get("action")
@@ -126,7 +147,11 @@ def _parse_rule(raw: Any) -> dict:
         "seconds": float(raw.get("seconds", 0.0)),
         "method": raw["method"].upper() if raw.get("method") else None,
         "retry_after": str(raw["retry_after"]) if raw.get("retry_after") is not None else None,
+        "size": int(raw["size"]) if raw.get("size") is not None else None,
+        "chunk": int(raw.get("chunk", 1)),
     }
+    if rule["chunk"] < 1 or (rule["size"] is not None and rule["size"] < 0):
+        raise ValueError("chunk must be >= 1 and size >= 0")
     re.compile(rule["path"])
     if not 100 <= rule["status"] <= 599:
         raise ValueError(f"bad status {rule['status']}")
@@ -268,15 +293,51 @@ def build_app(root: str | os.PathLike[str]):
         # Body bytes after which the fault fires mid-body (drop, or delay with after_bytes).
         cut_at = rule["after_bytes"] if action in ("drop", "delay") else None
         fired = False
+        gone = asyncio.Event()  # the client closed the connection: hostile answers stop there
+
+        async def watch_disconnect() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone.set()
+
+        async def pause(seconds: float) -> None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(gone.wait(), seconds)
+
+        pending = bytearray()  # drip: body bytes not sent yet (pieces span the app's messages)
+
+        async def drip(body: bytes, more: bool) -> None:
+            pending.extend(body)
+            while len(pending) >= rule["chunk"] or (not more and pending):
+                if gone.is_set():
+                    raise _DropConnection(path)
+                piece = bytes(pending[: rule["chunk"]])
+                del pending[: rule["chunk"]]
+                last = not more and not pending
+                entry["bytes_sent"] += len(piece)
+                if last:
+                    record()
+                await send({"type": "http.response.body", "body": piece, "more_body": not last})
+                if not last:
+                    await pause(rule["seconds"])
 
         async def faulty_send(message) -> None:
             nonlocal fired
             if message["type"] == "http.response.start":
                 entry["status"] = message["status"]
+                if action == "no_validators":
+                    dropped = (b"etag", b"last-modified")
+                    message = {
+                        **message,
+                        "headers": [(k, v) for k, v in message["headers"] if k.lower() not in dropped],
+                    }
                 await send(message)
                 return
             body = bytes(message.get("body", b""))
             more = message.get("more_body", False)
+            if action == "drip" and (body or pending):
+                await drip(body, more)
+                return
             if action == "corrupt" and body:
                 body = bytes([body[0] ^ 0xFF]) + body[1:]
             sent = entry["bytes_sent"]
@@ -297,9 +358,13 @@ def build_app(root: str | os.PathLike[str]):
                 record()
             await send({"type": "http.response.body", "body": body, "more_body": more})
 
+        watcher = asyncio.ensure_future(watch_disconnect()) if action in HOSTILE else None
         try:
             if action == "delay" and cut_at is None:
                 await asyncio.sleep(rule["seconds"])
+            if action in GENERATED:
+                await generated(scope, faulty_send, rule, gone)
+                return
             if auth["token"] is not None and authorization != f"Bearer {auth['token']}":
                 response = PlainTextResponse("unauthorized\n", 401, headers={"WWW-Authenticate": "Bearer"})
             elif action == "status":
@@ -315,7 +380,45 @@ def build_app(root: str | os.PathLike[str]):
                     response = PlainTextResponse(f"{exc.detail}\n", exc.status_code, headers=exc.headers)
             await response(scope, receive, faulty_send)
         finally:
+            if watcher is not None:
+                watcher.cancel()
             record()  # also when the client went away or the drop fired
+
+    async def generated(scope, send, rule: dict, gone: asyncio.Event) -> None:
+        """The hostile answers that are not the file: hang, endless, gzip (the file), gzip_bomb."""
+        action, path = rule["action"], scope["path"]
+        if action == "hang":
+            await gone.wait()
+            raise _DropConnection(path)
+        headers = [(b"content-type", b"application/octet-stream")]
+        if action == "gzip":
+            full, stat_result = static.lookup_path(static.get_path(scope))
+            if stat_result is None or not os.path.isfile(full):
+                await send({"type": "http.response.start", "status": 404, "headers": []})
+                await send({"type": "http.response.body", "body": b""})
+                return
+            body = gzip.compress(Path(full).read_bytes())
+            headers += [(b"content-encoding", b"gzip"), (b"content-length", str(len(body)).encode())]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
+        if action == "gzip_bomb":
+            headers.append((b"content-encoding", b"gzip"))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        total = rule["size"] if rule["size"] is not None else (1 << 30 if action == "gzip_bomb" else -1)
+        block = bytes(1 << 20) if action == "gzip_bomb" else b"x" * 65536
+        packer = zlib.compressobj(6, zlib.DEFLATED, 31) if action == "gzip_bomb" else None
+        produced = 0
+        while (total < 0 or produced < total) and not gone.is_set():
+            piece = block if total < 0 else block[: total - produced]
+            produced += len(piece)
+            out = packer.compress(piece) if packer else piece
+            if out:
+                await send({"type": "http.response.body", "body": out, "more_body": True})
+            await asyncio.sleep(0)  # let the disconnect watcher run
+        if gone.is_set():
+            raise _DropConnection(path)
+        await send({"type": "http.response.body", "body": packer.flush() if packer else b"", "more_body": False})
 
     async def app(scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -534,6 +637,78 @@ class StaticServer:
     def requests_for(self, path_regex: str, method: str | None = None) -> list[dict]:
         """Log entries whose path matches ``path_regex`` (re.search), optionally one method."""
         return [e for e in self.log() if re.search(path_regex, e["path"]) and method in (None, e["method"])]
+
+
+class RawServer:
+    """A TCP listener on 127.0.0.1 misbehaving below HTTP, served from threads of the test process::
+
+        with RawServer("slow_headers", interval=0.1) as raw:   # raw.url, raw.connections
+            ...
+
+    ``no_answer``: accepts, reads the request, never writes a byte. ``slow_headers``: dribbles a status
+    line and a header that never ends, one byte every ``interval`` seconds, so no single read waits
+    long (only a total deadline stops it). ``connections`` counts accepted connections."""
+
+    MODES = ("no_answer", "slow_headers")
+
+    def __init__(self, mode: str, interval: float = 0.1) -> None:
+        if mode not in self.MODES:
+            raise ValueError(f"mode must be one of {self.MODES}")
+        self.mode, self.interval = mode, interval
+        self.connections = 0
+        self._stop = threading.Event()
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+
+    def __enter__(self) -> RawServer:
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(16)
+        self._sock.settimeout(0.05)
+        self._spawn(self._accept)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._sock.close()
+
+    def _spawn(self, target: Any, *args: Any) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except (TimeoutError, OSError):
+                continue
+            self.connections += 1
+            self._spawn(self._serve, conn)
+
+    def _serve(self, conn: socket.socket) -> None:
+        head = b"HTTP/1.1 200 OK\r\nX-Slow: "
+        sent = 0
+        conn.settimeout(self.interval)
+        with conn:
+            while not self._stop.is_set():
+                try:
+                    if self.mode == "no_answer":
+                        if conn.recv(65536) == b"":
+                            return  # the client gave up
+                        continue
+                    conn.sendall(head[sent : sent + 1] if sent < len(head) else b"a")
+                    sent += 1
+                    self._stop.wait(self.interval)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
 
 
 if __name__ != "__main__":  # the child process does not need pytest

@@ -12,13 +12,15 @@ import json
 import os
 import struct
 from dataclasses import dataclass, field
-from math import prod
 from typing import Any
 
 from ..errors import InvalidPackageError, NotFoundError
 
 # The format's own limit (safetensors refuses larger headers).
 MAX_HEADER_BYTES = 100 * 1024 * 1024
+
+# Offsets are u64 in the format: no tensor can be larger.
+MAX_TENSOR_BYTES = 2**64
 
 # safetensors dtype code -> (canonical name used in manifests, bytes per element; 0 = sub-byte).
 DTYPES: dict[str, tuple[str, float]] = {
@@ -105,47 +107,152 @@ class SafetensorsHeader:
 
 
 def read_header(path: str | os.PathLike[str]) -> SafetensorsHeader:
-    """Parse and validate one file's header; raises InvalidPackageError on a malformed file."""
+    """Parse and fully validate one file's header; InvalidPackageError (naming the file and the
+    reason) on anything safetensors itself would refuse, so no loader ever meets a malformed file.
+
+    Checked: the length is bounded and inside the file; the header is UTF-8 JSON, an object of
+    tensor entries (names unique) plus an optional ``__metadata__`` of strings; each dtype is known,
+    each shape a list of non-negative ints, each ``data_offsets`` two non-negative ints spanning
+    exactly shape x dtype size; the tensors tile the data section from 0 to the end of the file,
+    without overlap or gap."""
     path = os.fspath(path)
     try:
         with open(path, "rb") as fh:
             file_size = os.fstat(fh.fileno()).st_size
             head = fh.read(8)
             if len(head) < 8:
-                raise InvalidPackageError(f"{path}: not a safetensors file (shorter than 8 bytes)")
+                raise _invalid(path, "shorter than 8 bytes")
             (header_len,) = struct.unpack("<Q", head)
-            if header_len > MAX_HEADER_BYTES or 8 + header_len > file_size:
-                raise InvalidPackageError(f"{path}: not a safetensors file (header length {header_len})")
+            if header_len > MAX_HEADER_BYTES:
+                raise _invalid(path, f"header length {header_len} is over the {MAX_HEADER_BYTES} byte limit")
+            if 8 + header_len > file_size:
+                raise _invalid(path, f"header length {header_len} runs past the end of the file ({file_size} bytes)")
             raw = fh.read(header_len)
     except FileNotFoundError:
         raise NotFoundError(f"{path}: no such file") from None
-    try:
-        header = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidPackageError(f"{path}: not a safetensors file (header is not JSON)") from None
-    if not isinstance(header, dict):
-        raise InvalidPackageError(f"{path}: not a safetensors file (header is not an object)")
-    metadata = header.pop("__metadata__", None) or {}
+    except IsADirectoryError:
+        raise InvalidPackageError(f"{path}: is a directory, not a safetensors file") from None
+    except OSError as exc:
+        raise InvalidPackageError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    header = _parse_json(path, raw)
+    metadata = _metadata(path, header.pop("__metadata__", None))
     data_offset = 8 + header_len
+    data_size = file_size - data_offset
     tensors: dict[str, TensorInfo] = {}
     for name, entry in header.items():
-        tensors[name] = _tensor_info(path, name, entry, data_offset, file_size)
+        tensors[name] = _tensor_info(path, name, entry, data_offset, data_size)
+    _check_layout(path, tensors, data_offset, data_size)
     return SafetensorsHeader(path, data_offset, file_size, tensors, metadata)
 
 
-def _tensor_info(path: str, name: str, entry: Any, data_offset: int, file_size: int) -> TensorInfo:
+def _invalid(path: str, reason: str) -> InvalidPackageError:
+    return InvalidPackageError(f"{path}: not a valid safetensors file: {reason}")
+
+
+def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json object hook: a name given twice is refused (which entry would count?)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _parse_json(path: str, raw: bytes) -> dict[str, Any]:
     try:
-        code = entry["dtype"]
-        shape = tuple(int(d) for d in entry["shape"])
-        begin, end = (int(x) for x in entry["data_offsets"])
-    except (KeyError, TypeError, ValueError):
-        raise InvalidPackageError(f"{path}: tensor {name!r}: malformed header entry") from None
-    if code not in DTYPES:
-        raise InvalidPackageError(f"{path}: tensor {name!r}: unknown dtype {code!r}")
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _invalid(path, f"header is not UTF-8 (byte {exc.start})") from None
+    try:
+        header = json.loads(text, object_pairs_hook=_unique_object)
+    except _DuplicateKey as exc:
+        raise _invalid(path, f"tensor {exc.args[0]!r} is named twice in the header") from None
+    except RecursionError:
+        raise _invalid(path, "header JSON is nested too deeply") from None
+    except ValueError as exc:
+        raise _invalid(path, f"header is not JSON ({str(exc).splitlines()[0]})") from None
+    if not isinstance(header, dict):
+        raise _invalid(path, f"header is not a JSON object (a {type(header).__name__})")
+    return header
+
+
+def _metadata(path: str, value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise _invalid(path, "'__metadata__' must be an object of strings")
+    return value
+
+
+def _ints(value: Any) -> list[int] | None:
+    """`value` as a list of non-negative ints (no bools, floats or 1e999), else None."""
+    if not isinstance(value, list) or not all(type(x) is int and x >= 0 for x in value):
+        return None
+    return value
+
+
+def _elements(shape: list[int], limit: int) -> int | None:
+    """The product of `shape`, or None once it exceeds `limit` (never a huge multiplication)."""
+    if 0 in shape:
+        return 0
+    total = 1
+    for d in shape:
+        total *= d
+        if total > limit:
+            return None
+    return total
+
+
+def _tensor_info(path: str, name: str, entry: Any, data_offset: int, data_size: int) -> TensorInfo:
+    where = f"tensor {name!r}"
+    if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= entry.keys():
+        raise _invalid(path, f"{where}: malformed header entry (needs dtype, shape and data_offsets)")
+    code = entry["dtype"]
+    if not isinstance(code, str) or code not in DTYPES:
+        raise _invalid(path, f"{where}: unknown dtype {code!r}")
     dtype, itemsize = DTYPES[code]
-    expected = prod(shape) * itemsize
-    if any(d < 0 for d in shape) or not 0 <= begin <= end or end - begin != expected:
-        raise InvalidPackageError(f"{path}: tensor {name!r}: byte range does not match dtype and shape")
-    if data_offset + end > file_size:
-        raise InvalidPackageError(f"{path}: tensor {name!r}: data runs past the end of the file (truncated?)")
-    return TensorInfo(name, dtype, shape, data_offset + begin, data_offset + end)
+    bits = round(itemsize * 8)
+    shape = _ints(entry["shape"])
+    if shape is None:
+        raise _invalid(path, f"{where}: shape {_short(entry['shape'])} is not a list of non-negative integers")
+    offsets = _ints(entry["data_offsets"])
+    if offsets is None or len(offsets) != 2:
+        raise _invalid(path, f"{where}: data_offsets {_short(entry['data_offsets'])} are not two non-negative integers")
+    begin, end = offsets
+    elements = _elements(shape, MAX_TENSOR_BYTES * 8 // bits)
+    if elements is None:
+        raise _invalid(path, f"{where}: shape {_short(shape)} is larger than any file (over 2**64 bytes)")
+    if elements * bits % 8:
+        raise _invalid(path, f"{where}: {elements} {code} elements do not fill whole bytes")
+    if begin > end or end - begin != elements * bits // 8:
+        raise _invalid(
+            path,
+            f"{where}: data_offsets [{begin}, {end}] do not match dtype and shape "
+            f"({code} {shape} is {elements * bits // 8} bytes)",
+        )
+    if end > data_size:
+        raise _invalid(path, f"{where}: data runs past the end of the file (truncated?)")
+    return TensorInfo(name, dtype, tuple(shape), data_offset + begin, data_offset + end)
+
+
+def _check_layout(path: str, tensors: dict[str, TensorInfo], data_offset: int, data_size: int) -> None:
+    """The tensors tile the data section: contiguous from 0, no overlap, no gap, no trailing bytes."""
+    position = data_offset
+    for info in sorted(tensors.values(), key=lambda t: (t.start, t.end)):
+        if info.start < position:
+            raise _invalid(path, f"tensor {info.name!r} overlaps the tensor before it")
+        if info.start > position:
+            raise _invalid(path, f"gap of {info.start - position} bytes before tensor {info.name!r}")
+        position = info.end
+    if position != data_offset + data_size:
+        raise _invalid(path, f"{data_offset + data_size - position} bytes after the last tensor")
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import click
 
 from .commands import common
-from .output import emit_json, warn
+from .output import emit_json, say, warn
 
 if TYPE_CHECKING:
     from ..hub import Hub
@@ -39,7 +39,10 @@ def attach(
     as_json: bool,
 ) -> None:
     """Check REFS against the model in --model, then attach them (proving the weights fit) or,
-    with --merge --output OUT, write the base with the LoRA adapters merged, tensor by tensor."""
+    with --merge --output OUT, write the base with the LoRA adapters merged, tensor by tensor.
+
+    REFS are as for install: org/name[@spec], package directories, or PEFT / AdapterHub adapter
+    directories (taken as local/<dir name> 0.0.0)."""
     if merge and not output:
         raise click.UsageError("--merge needs --output OUT")
     if output and not merge:
@@ -47,7 +50,7 @@ def attach(
 
     def show_verdicts(adapters: list[CheckedAdapter]) -> None:  # before anything is downloaded
         for checked in adapters:
-            click.echo(f"{checked.name} {checked.version}: {checked.verdict.kind}")
+            say(f"{checked.name} {checked.version}: {checked.verdict.kind}")
             if checked.verdict.kind != "exact":
                 warn(checked.verdict.message)
 
@@ -64,9 +67,9 @@ def attach(
         return
     if report.merged is not None:
         merged = report.merged
-        click.echo(f"merged {len(report.adapters)} adapter(s) into {merged.merged_tensors} tensors -> {merged.output}")
+        say(f"merged {len(report.adapters)} adapter(s) into {merged.merged_tensors} tensors -> {merged.output}")
     for a in report.attached or []:
-        click.echo(
+        say(
             f"attached {a.adapter}: {a.modules} modules, +{a.parameters:,} parameters "
             f"({a.parameters_share}), e.g. {', '.join(a.examples)}"
         )

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import functools
+import re
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from .._text import plural
 from ..errors import EXIT_INTEGRITY
-from .output import emit_json, human_size, table, warn
+from .output import adapter_warnings, emit_json, human_size, say, table, warn
 
 if TYPE_CHECKING:
     from ..hub import Hub
@@ -24,14 +26,51 @@ def common(func: Callable[..., Any]) -> Callable[..., Any]:
     @click.option("--registry", "registry", metavar="NAME|URL", help="Use only this registry.")
     @click.option("--cache-dir", type=click.Path(file_okay=False), help="Cache directory.")
     @click.option("--offline", is_flag=True, default=None, help="Use only the cache; no network.")
+    @click.option(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="Longest wait on a registry without progress (default 15; ADAPTERS_TIMEOUT).",
+    )
     @functools.wraps(func)
-    def wrapper(*args: Any, registry: str | None, cache_dir: str | None, offline: bool | None, **kw: Any) -> Any:
+    def wrapper(
+        *args: Any, registry: str | None, cache_dir: str | None, offline: bool | None, timeout: float | None, **kw: Any
+    ) -> Any:
         from ..hub import Hub
 
-        with Hub(registry=registry, cache_dir=cache_dir, offline=offline or None) as hub:
+        with adapter_warnings():  # settings warnings (an unknown config.toml key), before the Hub exists
+            hub = Hub(registry=registry, cache_dir=cache_dir, offline=offline or None, timeout=timeout)
+        with hub, adapter_warnings():
             return func(hub, *args, **kw)
 
     return wrapper
+
+
+def local_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--json and --cache-dir, for commands that only touch this machine (the cache, a local registry):
+    registry choice and --offline would mean nothing there."""
+
+    @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
+    @click.option("--cache-dir", type=click.Path(file_okay=False), help="Cache directory.")
+    @functools.wraps(func)
+    def wrapper(*args: Any, cache_dir: str | None, **kw: Any) -> Any:
+        from ..hub import Hub
+
+        with Hub(cache_dir=cache_dir) as hub, adapter_warnings():
+            return func(hub, *args, **kw)
+
+    return wrapper
+
+
+_SPEC_WITHOUT_AT = re.compile(r"([^@\s]+/[^@\s=!<>~]+)\s*((?:===|==|!=|<=|>=|~=|<|>).*)")
+
+
+def check_refs(refs: tuple[str, ...]) -> None:
+    """`acme/x==1.0.0` (pip's spelling) -> a usage error suggesting `acme/x@==1.0.0`."""
+    for ref in refs:
+        m = _SPEC_WITHOUT_AT.fullmatch(ref.strip())
+        if m and "://" not in ref:
+            raise click.UsageError(f"{ref}: the version goes after '@': {m.group(1)}@{m.group(2)}")
 
 
 @click.command()
@@ -49,6 +88,9 @@ def common(func: Callable[..., Any]) -> Callable[..., Any]:
     help="Pick the version trained on this base model directory (exact, else same architecture).",
 )
 @click.option("--strict", is_flag=True, help="With --for-model: require the exact base weights.")
+@click.option(
+    "--reinstall", is_flag=True, help="Re-hash the cached files, fetch any that fail, and rebuild even if installed."
+)
 @common
 def install(
     hub: Hub,
@@ -59,10 +101,50 @@ def install(
     lockfile: str | None,
     for_model: str | None,
     strict: bool,
+    reinstall: bool,
     as_json: bool,
 ) -> None:
-    """Install REFS: org/name[@spec], a package directory, or REGISTRY_URL/org/name."""
+    """Install REFS: org/name[@spec], a package directory, a PEFT or AdapterHub adapter directory
+    (installed as local/<dir name> 0.0.0), or REGISTRY_URL/org/name. A yanked version installs only
+    when pinned (org/name@1.0.0), with a warning."""
+    check_refs(refs)
+    if reinstall and (for_model or frozen or locked):
+        raise click.UsageError("--reinstall takes adapter references (not --for-model, --frozen or --locked)")
     start = time.perf_counter()
+    with adapter_warnings() as warned:
+        results, compatibility = _install(
+            hub, refs, pre, locked, frozen, lockfile, for_model, strict, reinstall, as_json
+        )
+    yanked = {(getattr(w, "name", None), str(getattr(w, "version", ""))) for w in warned}
+    if as_json:
+        data: dict[str, Any] = {
+            "installed": [{**r.to_json(), "yanked": (r.name, r.version) in yanked} for r in results],
+            "downloads": hub.downloader.downloads,
+        }
+        if compatibility is not None:
+            data["compatibility"] = compatibility
+        emit_json(data)
+        return
+    for r in results:
+        state = "already installed" if r.already else "installed"
+        mark = " (yanked)" if (r.name, r.version) in yanked else ""
+        say(f"{state} {r.name} {r.version}{mark} -> {r.path}")
+    say(f"done in {time.perf_counter() - start:.2f}s ({plural(hub.downloader.downloads, 'download')})", err=True)
+
+
+def _install(
+    hub: Hub,
+    refs: tuple[str, ...],
+    pre: bool,
+    locked: bool,
+    frozen: bool,
+    lockfile: str | None,
+    for_model: str | None,
+    strict: bool,
+    reinstall: bool,
+    as_json: bool,
+) -> tuple[list[Installed], dict[str, Any] | None]:
+    """The install variants: --for-model, --frozen, --locked, or references."""
     compatibility: dict[str, Any] | None = None
     results: list[Installed]
     if for_model:
@@ -81,22 +163,13 @@ def install(
     else:
         if not refs:
             raise click.UsageError("give at least one adapter reference (or --frozen / --locked)")
-        results = hub.install(refs, pre=pre)
-    if as_json:
-        data: dict[str, Any] = {"installed": [r.to_json() for r in results], "downloads": hub.downloader.downloads}
-        if compatibility is not None:
-            data["compatibility"] = compatibility
-        emit_json(data)
-        return
-    for r in results:
-        state = "already installed" if r.already else "installed"
-        click.echo(f"{state} {r.name} {r.version} -> {r.path}")
-    click.echo(f"done in {time.perf_counter() - start:.2f}s ({hub.downloader.downloads} downloads)", err=True)
+        results = hub.install(refs, pre=pre, reinstall=reinstall)
+    return results, compatibility
 
 
 @click.command()
 @click.argument("refs", nargs=-1, required=True)
-@common
+@local_options
 def uninstall(hub: Hub, refs: tuple[str, ...], as_json: bool) -> None:
     """Remove installed adapters (all matching versions)."""
     removed = hub.uninstall(refs)
@@ -104,7 +177,7 @@ def uninstall(hub: Hub, refs: tuple[str, ...], as_json: bool) -> None:
         emit_json({"removed": [r.to_json() for r in removed]})
         return
     for r in removed:
-        click.echo(f"removed {r.name} {r.version}")
+        say(f"removed {r.name} {r.version}")
 
 
 @click.command(name="list")
@@ -122,7 +195,7 @@ def list_(as_json: bool, cache_dir: str | None) -> None:
         emit_json({"installed": [i.to_json() for i in items]})
         return
     if not items:
-        click.echo("no adapters installed", err=True)
+        say("no adapters installed", err=True)
         return
     table([[i.name, i.version, i.source] for i in items], ["NAME", "VERSION", "SOURCE"])
 
@@ -132,7 +205,9 @@ def list_(as_json: bool, cache_dir: str | None) -> None:
 @click.option("--pre", is_flag=True, help="Allow pre-release versions.")
 @common
 def info(hub: Hub, ref: str, pre: bool, as_json: bool) -> None:
-    """Show the manifest that REF resolves to."""
+    """Show the manifest REF resolves to: the version install would pick (the highest non-yanked,
+    stable unless --pre), or the one pinned; yanked versions are marked."""
+    check_refs((ref,))
     data = hub.info(ref, pre=pre)
     if as_json:
         emit_json(data.to_json())
@@ -140,18 +215,20 @@ def info(hub: Hub, ref: str, pre: bool, as_json: bool) -> None:
     m = data.manifest
     base = m["base_model"]
     fp = (base.get("fingerprint") or {}).get("content")
-    click.echo(f"{m['name']} {m['version']}  ({m['adapter']['type']})")
+    say(f"{m['name']} {m['version']}  ({m['adapter']['type']})" + ("  YANKED" if data.yanked else ""))
+    if data.yanked:
+        say("  yanked:     yes (installs only when pinned exactly)")
     if m.get("description"):
-        click.echo(f"  {m['description']}")
-    click.echo(f"  source:     {data.source}")
-    click.echo(f"  base model: {base.get('name') or '?'}" + (f"  [{fp}]" if fp else ""))
+        say(f"  {m['description']}")
+    say(f"  source:     {data.source}")
+    say(f"  base model: {base.get('name') or '?'}" + (f"  [{fp}]" if fp else ""))
     modules = (base.get("architecture") or {}).get("modules") or {}
     if modules:
-        click.echo(f"  touches:    {len(modules)} modules")
-    click.echo("  files:      " + ", ".join(f"{f['path']} ({human_size(f['size'])})" for f in m["files"]))
+        say(f"  touches:    {plural(len(modules), 'module')}")
+    say("  files:      " + ", ".join(f"{f['path']} ({human_size(f['size'])})" for f in m["files"]))
     if m.get("dependencies"):
-        click.echo("  depends on: " + ", ".join(f"{d['name']}{d.get('specifier', '')}" for d in m["dependencies"]))
-    click.echo(f"  versions:   {', '.join(data.versions)}")
+        say("  depends on: " + ", ".join(f"{d['name']}{d.get('specifier', '')}" for d in m["dependencies"]))
+    say(f"  versions:   {', '.join(data.versions)}")
 
 
 @click.command()
@@ -160,11 +237,13 @@ def info(hub: Hub, ref: str, pre: bool, as_json: bool) -> None:
     "--for-model",
     "for_model",
     type=click.Path(exists=True, file_okay=False),
-    help="List adapters trained on exactly this base model directory.",
+    help="List adapters trained on exactly this base model directory (every version, newest first).",
 )
+@click.option("--pre", is_flag=True, help="Show pre-releases as the latest version when they are.")
 @common
-def search(hub: Hub, query: str | None, for_model: str | None, as_json: bool) -> None:
-    """Search adapter names, descriptions and tags in every configured registry."""
+def search(hub: Hub, query: str | None, for_model: str | None, pre: bool, as_json: bool) -> None:
+    """Search adapter names, descriptions and tags in every configured registry. Each adapter shows the
+    version `install` would pick (the highest non-yanked, stable unless --pre)."""
     if for_model:
         hits = hub.search_for_model(for_model)
         if query:
@@ -172,82 +251,140 @@ def search(hub: Hub, query: str | None, for_model: str | None, as_json: bool) ->
         if as_json:
             emit_json({"results": [h.to_json() for h in hits]})
         elif not hits:
-            click.echo("no adapters for this base model", err=True)
+            say("no adapters for this base model", err=True)
         else:
-            table([[h.name, h.version, h.type, h.registry] for h in hits], ["NAME", "VERSION", "TYPE", "REGISTRY"])
+            table(
+                [[h.name, h.marked_version, h.type, h.registry] for h in hits], ["NAME", "VERSION", "TYPE", "REGISTRY"]
+            )
         return
-    hits = hub.search(query)
+    hits = hub.search(query, pre=pre)
     if as_json:
         emit_json({"results": [h.to_json() for h in hits]})
         return
     if not hits:
-        click.echo("no matches", err=True)
+        say("no matches", err=True)
         return
     table(
-        [[h.name, h.version, h.type, h.base or "", h.description[:50]] for h in hits],
+        [[h.name, h.marked_version, h.type, h.base or "", h.description[:50]] for h in hits],
         ["NAME", "VERSION", "TYPE", "BASE", "DESCRIPTION"],
     )
 
 
 @click.command()
 @click.argument("path", type=click.Path(file_okay=False))
-@click.option("--name", help="org/name (required for a PEFT directory).")
-@click.option("--version", "version_", metavar="VERSION", help="Version (required for a PEFT directory).")
-@click.option("--base", type=click.Path(file_okay=False), help="Base model directory: records its fingerprint.")
-@common
-def publish(hub: Hub, path: str, name: str | None, version_: str | None, base: str | None, as_json: bool) -> None:
-    """Publish PATH (a package directory or a PEFT LoRA directory)."""
-    result = hub.publish(path, name=name, version=version_, base=base)
+@click.option("--name", help="org/name (required for a PEFT or AdapterHub directory).")
+@click.option("--version", "version_", metavar="VERSION", help="Version (required for a PEFT or AdapterHub directory).")
+@click.option(
+    "--base",
+    type=click.Path(file_okay=False),
+    help="Base model directory: records its fingerprint, model type and Hub id (when known).",
+)
+@click.option("--base-name", metavar="ORG/NAME", help="The base model's Hugging Face Hub id.")
+@click.option("--description", help="One line saying what the adapter does.")
+@click.option("--license", "license_", metavar="SPDX", help="License, e.g. apache-2.0.")
+@click.option("--tag", "tags", multiple=True, help="A search tag (repeat for several; replaces the package's).")
+@click.option("--registry", "target", metavar="NAME|URL", help="The registry to publish to (default: the local one).")
+@local_options
+def publish(
+    hub: Hub,
+    path: str,
+    name: str | None,
+    version_: str | None,
+    base: str | None,
+    base_name: str | None,
+    description: str | None,
+    license_: str | None,
+    tags: tuple[str, ...],
+    target: str | None,
+    as_json: bool,
+) -> None:
+    """Publish PATH (a package directory, or a PEFT or AdapterHub directory) to a local or file:// registry."""
+    result = hub.publish(
+        path,
+        target,
+        name=name,
+        version=version_,
+        base=base,
+        base_name=base_name,
+        description=description,
+        license=license_,
+        tags=tags,
+    )
     if as_json:
         emit_json(result.to_json())
         return
     verb = "published" if result.created else "already published (identical content)"
-    click.echo(f"{verb} {result.name} {result.version} to {result.registry} ({result.url})")
+    where = result.url if result.registry == result.url else f"{result.registry} ({result.url})"
+    say(f"{verb} {result.name} {result.version} to {where}")
 
 
 @click.command()
 @click.argument("ref")
 @click.option("--undo", is_flag=True, help="Un-yank.")
-@common
-def yank(hub: Hub, ref: str, undo: bool, as_json: bool) -> None:
-    """Yank ORG/NAME@VERSION in a local or file:// registry."""
-    result = hub.yank(ref, undo=undo)
+@click.option("--registry", "target", metavar="NAME|URL", help="The registry to yank in (default: the local one).")
+@local_options
+def yank(hub: Hub, ref: str, undo: bool, target: str | None, as_json: bool) -> None:
+    """Yank ORG/NAME@VERSION in a local or file:// registry: install then skips it unless pinned."""
+    result = hub.yank(ref, target, undo=undo)
     if as_json:
         emit_json(result.to_json())
         return
-    click.echo(f"{'yanked' if result.yanked else 'un-yanked'} {result.name} {result.version}")
+    say(f"{'yanked' if result.yanked else 'un-yanked'} {result.name} {result.version}")
 
 
 @click.command()
-@common
-def verify(hub: Hub, as_json: bool) -> None:
-    """Re-hash every installed file against its manifest (exit 4 on any mismatch)."""
-    report = hub.verify()
+@click.option("--repair", is_flag=True, help="Fetch again and rebuild every view that fails (exit 0 when all are).")
+@local_options
+def verify(hub: Hub, repair: bool, as_json: bool) -> None:
+    """Re-hash every installed file and cached blob (exit 4 on any mismatch).
+
+    What fails is moved into the cache's quarantine/ folder and its view marked broken: the next install
+    (or --repair, now) fetches it again."""
+    report = hub.verify(repair=repair)
     if as_json:
         emit_json(report.to_json())
     else:
         for problem in report.problems:
-            click.echo(problem)
-        click.echo(f"checked {report.checked} installed adapters: {len(report.problems)} problems", err=True)
+            say(problem)
+        say(
+            f"checked {plural(report.checked, 'installed adapter')}: {plural(len(report.problems), 'problem')}",
+            err=True,
+        )
+        if report.quarantined:
+            say(f"moved {len(report.quarantined)} corrupt files into {hub.cache.root / 'quarantine'}", err=True)
+        for name in report.repaired:
+            say(f"repaired {name}", err=True)
+        for failure in report.unrepaired:
+            say(failure, err=True)
+        if report.broken and not repair:
+            say("run `adapters verify --repair` (or `adapters install --reinstall NAME`) to fetch them again", err=True)
     if not report.ok:
         raise SystemExit(EXIT_INTEGRITY)
 
 
 @click.command()
-@click.argument("refs", nargs=-1, required=True)
+@click.argument("refs", nargs=-1)
 @click.option("--pre", is_flag=True, help="Allow pre-release versions.")
 @click.option(
     "--lockfile", type=click.Path(dir_okay=False), default=None, help="Where to write (default ./adapters.lock)."
 )
 @common
 def lock(hub: Hub, refs: tuple[str, ...], pre: bool, lockfile: str | None, as_json: bool) -> None:
-    """Resolve REFS and record exact versions, sources and hashes in adapters.lock."""
+    """Resolve REFS and record exact versions, sources and hashes in adapters.lock. Without REFS,
+    re-resolve the requirements the lockfile already records (after a publish or a yank)."""
+    check_refs(refs)
+    if not refs:
+        from ..lockfile import LOCK_FILE, read_lock
+
+        refs = tuple(read_lock(lockfile or LOCK_FILE)["requirements"])
+        if not refs:
+            raise click.UsageError("the lockfile records no requirements: give adapter references")
     locked = hub.lock(refs, lockfile, pre=pre)
     if as_json:
         emit_json(locked.to_json())
         return
     for a in locked.adapters:
-        click.echo(f"locked {a['name']} {a['version']} from {a['source']}")
+        say(f"locked {a['name']} {a['version']} from {a['source']}")
 
 
 # --- registry ------------------------------------------------------------------------------
@@ -269,7 +406,7 @@ def registry_add(name: str, url: str, token: str | None, as_json: bool) -> None:
     if as_json:
         emit_json({"name": spec.name, "url": spec.url})
     else:
-        click.echo(f"added registry {spec.name} ({spec.url})")
+        say(f"added registry {spec.name} ({spec.url})")
 
 
 @registry.command(name="list")
@@ -296,7 +433,7 @@ def registry_remove(name: str, as_json: bool) -> None:
     if as_json:
         emit_json({"removed": name})
     else:
-        click.echo(f"removed registry {name}")
+        say(f"removed registry {name}")
 
 
 # --- cache ---------------------------------------------------------------------------------
@@ -306,17 +443,17 @@ def cache() -> None:
 
 
 @cache.command(name="info")
-@common
+@local_options
 def cache_info(hub: Hub, as_json: bool) -> None:
     """Where the cache is and what it holds."""
     stats = hub.cache.stats()
     if as_json:
         emit_json(stats.to_json())
         return
-    click.echo(f"cache:     {stats.path}")
-    click.echo(f"blobs:     {stats.blobs} ({human_size(stats.blob_bytes)})")
-    click.echo(f"partial:   {stats.partial} ({human_size(stats.partial_bytes)})")
-    click.echo(f"installed: {stats.installed} adapter versions")
+    say(f"cache:     {stats.path}")
+    say(f"blobs:     {stats.blobs} ({human_size(stats.blob_bytes)})")
+    say(f"partial:   {stats.partial} ({human_size(stats.partial_bytes)})")
+    say(f"installed: {plural(stats.installed, 'adapter version')}")
 
 
 @cache.command(name="prune")
@@ -327,7 +464,7 @@ def cache_info(hub: Hub, as_json: bool) -> None:
     show_default=True,
     help="Keep entries used in the last SECONDS (an install may be about to use them).",
 )
-@common
+@local_options
 def cache_prune(hub: Hub, grace: float, as_json: bool) -> None:
     """Remove blobs no installed adapter uses, partial downloads and leftovers."""
     from ..store.install import prune
@@ -336,12 +473,12 @@ def cache_prune(hub: Hub, grace: float, as_json: bool) -> None:
     if as_json:
         emit_json({"removed": removed, "freed_bytes": freed})
     else:
-        click.echo(f"removed {removed} entries, freed {human_size(freed)}")
+        say(f"removed {plural(removed, 'entry', 'entries')}, freed {human_size(freed)}")
 
 
 @cache.command(name="clean")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-@common
+@local_options
 def cache_clean(hub: Hub, yes: bool, as_json: bool) -> None:
     """Remove everything from the cache (installed adapters included)."""
     if not yes and not as_json:
@@ -351,4 +488,4 @@ def cache_clean(hub: Hub, yes: bool, as_json: bool) -> None:
     if as_json:
         emit_json({"cleaned": str(hub.cache.root)})
     else:
-        click.echo(f"cleaned {hub.cache.root}")
+        say(f"cleaned {hub.cache.root}")

@@ -9,7 +9,8 @@ import sys
 import click
 
 from .._version import __version__
-from ..errors import EXIT_ERROR, EXIT_USAGE, AdapterError
+from ..errors import EXIT_ERROR, EXIT_USAGE, AdapterError, storage_error
+from .output import adapter_warnings
 
 # Subcommands, loaded on first use so `adapters --help` imports nothing heavy.
 _COMMANDS = {
@@ -26,6 +27,9 @@ _COMMANDS = {
     "cache": ("commands", "cache"),
     "fingerprint": ("cmd_fingerprint", "fingerprint"),
     "attach": ("cmd_attach", "attach"),
+    "demo": ("cmd_demo", "demo"),
+    "pack": ("cmd_pack", "pack"),
+    "export": ("cmd_pack", "export"),
 }
 _HELP = {
     "install": "Install adapters (and their dependencies) into the cache.",
@@ -41,6 +45,9 @@ _HELP = {
     "cache": "Inspect, prune or clean the cache.",
     "fingerprint": "Fingerprint a local base model directory.",
     "attach": "Check adapters against a local model, then attach or merge them.",
+    "demo": "Run the main job end to end on a shipped adapter (no server, no network).",
+    "pack": "Turn a PEFT or AdapterHub directory into a package directory.",
+    "export": "Write a LoRA package as a PEFT adapter directory.",
 }
 
 
@@ -69,22 +76,62 @@ def cli() -> None:
 
     \b
     Exit codes: 0 ok, 1 other error, 2 usage, 3 not found, 4 integrity failure,
-    5 incompatible with the model, 6 registry unreachable or refused, 7 invalid package.
+    5 incompatible with the model, 6 registry unreachable or refused, 7 invalid package,
+    8 the disk refused (full, read-only, permission denied).
     """
 
 
 def _fail(message: str, code: int, as_json: bool) -> None:
-    click.echo(f"error: {message}", err=True)
+    from .output import safe  # messages quote registry text: escaped for the terminal, exact in JSON
+
+    click.echo(f"error: {safe(message)}", err=True)
     if as_json:
         click.echo(json.dumps({"error": message, "exit_code": code}))
     sys.exit(code)
 
 
+def _internal(exc: Exception, as_json: bool) -> None:
+    if os.environ.get("ADAPTERS_DEBUG"):
+        raise exc
+    message = f"internal error: {type(exc).__name__}: {exc} (set ADAPTERS_DEBUG=1 for a traceback)"
+    _fail(message, EXIT_ERROR, as_json)
+
+
+# Options a user may put before the command (`adapters --json list`): moved after it, where the
+# command's own options are parsed; the value-taking ones carry their value along.
+_GLOBAL_FLAGS = frozenset({"--json", "--offline"})
+_GLOBAL_VALUED = frozenset({"--registry", "--cache-dir", "--timeout"})
+
+
+def hoist_global_options(args: list[str]) -> list[str]:
+    """`--json list` -> `list --json`: leading global options go to the end of the command line (before a
+    `--`, if there is one); anything else stays as typed."""
+    moved: list[str] = []
+    i = 0
+    while i < len(args):
+        arg, _, value = args[i].partition("=")
+        if arg in _GLOBAL_FLAGS and not value:
+            moved.append(args[i])
+            i += 1
+        elif arg in _GLOBAL_VALUED:
+            take = 1 if value else 2
+            moved.extend(args[i : i + take])
+            i += take
+        else:
+            break
+    rest = args[i:]
+    if not moved or not rest:
+        return list(args)
+    end = rest.index("--") if "--" in rest else len(rest)
+    return [*rest[:end], *moved, *rest[end:]]
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else argv
+    args = hoist_global_options(sys.argv[1:] if argv is None else argv)
     as_json = "--json" in args
     try:
-        cli.main(args=args, prog_name="adapters", standalone_mode=False)
+        with adapter_warnings():  # every command's AdapterWarnings as `warning:` lines (list, registry, ...)
+            cli.main(args=args, prog_name="adapters", standalone_mode=False)
     except click.exceptions.Abort:
         _fail("aborted", 130, as_json)
     except click.exceptions.Exit as exc:
@@ -99,9 +146,12 @@ def main(argv: list[str] | None = None) -> None:
         _fail("interrupted", 130, as_json)
     except BrokenPipeError:
         sys.exit(EXIT_ERROR)
+    except OSError as exc:  # a full, read-only or forbidden disk is the user's to fix: one line naming it
+        mapped = storage_error(exc, instead="another location (--cache-dir, or a writable registry)")
+        if mapped is None:
+            _internal(exc, as_json)
+        else:
+            _fail(str(mapped), mapped.exit_code, as_json)
     except Exception as exc:  # a bug, not a user error: still one line unless debugging
-        if os.environ.get("ADAPTERS_DEBUG"):
-            raise
-        message = f"internal error: {type(exc).__name__}: {exc} (set ADAPTERS_DEBUG=1 for a traceback)"
-        _fail(message, EXIT_ERROR, as_json)
+        _internal(exc, as_json)
     sys.exit(0)

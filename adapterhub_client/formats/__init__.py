@@ -21,7 +21,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import IncompatibleError, UsageError
-from .files import ADAPTERHUB, FORMATS, PACKAGE, PEFT, detect_format, find_adapter_dir
+from .files import (
+    ADAPTERHUB,
+    FORMATS,
+    PACKAGE,
+    PEFT,
+    detect_format,
+    find_adapter_dir,
+    verify_listed_files,
+    wrapped_format,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -37,6 +46,7 @@ __all__ = [
     "PACKAGE",
     "PEFT",
     "detect_format",
+    "export_package_peft",
     "export_peft",
     "find_adapter_dir",
     "load_adapter",
@@ -94,6 +104,9 @@ def load_adapter(
     if name is not None and not isinstance(name, str):
         raise UsageError(f"expected an adapter name (a string) or None, got {name!r}")
     fmt, root = detect_format(path, name)
+    if fmt == PACKAGE and wrapped_format(root) == ADAPTERHUB:
+        verify_listed_files(root)  # the package reader checks its own files; this one reads AdapterHub's
+        fmt = ADAPTERHUB
     config, tensors, hint, source_key = _reader(fmt)(model, root, allow_pickle=allow_pickle)
     name = name or _default_name(model, hint)
     try:
@@ -125,3 +138,63 @@ def export_peft(model: nn.Module, adapter: str, out_dir: str | os.PathLike[str])
     from .peft import write_peft
 
     return write_peft(model, adapter, out_dir)
+
+
+def export_package_peft(package_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> Path:
+    """`adapters export --format peft`: a LoRA package directory -> a PEFT directory that
+    ``PeftModel.from_pretrained`` loads, without a model: keys renamed by :mod:`.peft_layout` (which
+    modules are embeddings comes from the manifest), the config by :func:`.peft.config_to_peft`."""
+    from ..errors import InvalidPackageError, UnsupportedAdapterError
+    from ..manifest import MANIFEST_FILE, read_manifest
+    from ..nn.layout import CONV1D, EMBEDDING
+    from ..nn.lora import LoRAConfig
+    from . import peft_layout
+    from .files import input_dir, output_dir
+    from .tensors import load_tensors, save_tensors
+
+    root = input_dir(package_dir)
+    if not (root / MANIFEST_FILE).is_file():
+        raise InvalidPackageError(f"{root}: not a package directory (no {MANIFEST_FILE}); `adapters pack` makes one")
+    manifest = read_manifest(root)
+    adapter = manifest["adapter"]
+    if adapter["type"] != "lora":
+        raise UsageError(f"{manifest['name']}: a {adapter['type']} adapter; PEFT export covers LoRA only")
+    verify_listed_files(root)
+    fmt = adapter["config"].get("format")
+    if fmt == ADAPTERHUB:
+        raise UnsupportedAdapterError(
+            f"{manifest['name']}: an AdapterHub LoRA; export to PEFT covers our own and PEFT-made packages"
+        )
+    out = output_dir(out_dir)
+    if fmt == PEFT:  # the package keeps PEFT's files as they are
+        import shutil
+
+        for name in (peft_layout.CONFIG_FILE, peft_layout.WEIGHTS_FILE):
+            shutil.copyfile(root / name, out / name)
+        return out
+    config = LoRAConfig.from_dict(adapter["config"])
+    if not isinstance(config, LoRAConfig):
+        raise InvalidPackageError(f"{root}: adapter config is not a LoRA config")
+    weights = [f["path"] for f in manifest["files"] if f["path"].endswith(".safetensors")]
+    if len(weights) != 1:
+        raise InvalidPackageError(f"{root}: expected one weights file, found {weights or 'none'}")
+    modules = (manifest["base_model"].get("architecture") or {}).get("modules") or {}
+    tensors = load_tensors(root / weights[0])
+    adapted = {k.rpartition(".")[0] for k in tensors if k.endswith(".lora_A")}
+    peft_tensors = {}
+    for key, t in tensors.items():
+        path = key.rpartition(".")[0]
+        embedding = (modules.get(path) or {}).get("layer") == EMBEDDING
+        peft_tensors[peft_layout.to_peft_key(key, embedding=embedding, wrapped=path in adapted)] = t
+    save_tensors(peft_tensors, out / peft_layout.WEIGHTS_FILE)
+    from .peft import config_to_peft
+
+    fan_in_fan_out = any(m.get("layer") == CONV1D for p, m in modules.items() if p in adapted)
+    data = config_to_peft(config, fan_in_fan_out=fan_in_fan_out, base_model=manifest["base_model"].get("name"))
+    import json
+
+    try:
+        (out / peft_layout.CONFIG_FILE).write_text(json.dumps(data, indent=2) + "\n")
+    except OSError as exc:
+        raise UsageError(f"{out / peft_layout.CONFIG_FILE}: cannot write ({exc.strerror or exc})") from None
+    return out

@@ -169,6 +169,9 @@ def merge_checkpoint(
                 dst.write(src.read())
         if out.exists():
             out.rmdir()  # checked empty above
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(work, 0o777 & ~umask)  # mkdtemp made it 0700: the output is a plain directory
         os.rename(work, out)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)

@@ -3,7 +3,8 @@ caller names (to read from or write to), and telling which format a directory ho
 
 Detection (:func:`detect_format`) is the one rule ``formats.load_adapter`` dispatches on:
 
-* ``manifest.json``                         our package format (it may wrap a PEFT directory);
+* ``manifest.json``                         our package format (it may wrap a PEFT or an AdapterHub
+                                             directory: :func:`wrapped_format`);
 * ``adapter_config.json`` that AdapterHub wrote (:func:`.adapterhub_layout.is_adapterhub_config`);
 * any other ``adapter_config.json``          PEFT (its reader refuses what is not a LoRA);
 * a PEFT adapter saved under a name lives in ``<dir>/<name>/``: :func:`find_adapter_dir` finds it.
@@ -34,6 +35,8 @@ def read_json(path: Path, *, missing: type[Exception] = InvalidPackageError) -> 
         raise missing(f"{path}: no such file") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidPackageError(f"{path}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise InvalidPackageError(f"{path}: JSON nested too deeply") from None
     except OSError as exc:
         raise InvalidPackageError(f"{path}: cannot be read ({exc.strerror or exc})") from None
 
@@ -87,3 +90,31 @@ def detect_format(path: object, name: str | None = None) -> tuple[str, Path]:
             raise InvalidPackageError(f"{config}: expected a JSON object, got {type(meta).__name__}")
         return (ADAPTERHUB if adapterhub_layout.is_adapterhub_config(meta) else PEFT), root
     raise InvalidPackageError(f"{root}: neither {MANIFEST_FILE} nor {peft_layout.CONFIG_FILE} found")
+
+
+def wrapped_format(root: Path) -> str | None:
+    """The format whose files a package directory keeps as they are (``adapter.config.format``:
+    ``peft`` or ``adapterhub``, as ``publish`` / ``pack`` make from such a directory), else None."""
+    data = read_json(root / MANIFEST_FILE)
+    adapter = data.get("adapter") if isinstance(data, dict) else None
+    config = adapter.get("config") if isinstance(adapter, dict) else None
+    fmt = config.get("format") if isinstance(config, dict) else None
+    return fmt if fmt in (PEFT, ADAPTERHUB) else None
+
+
+def verify_listed_files(root: Path) -> None:
+    """Check every file a package's manifest lists against its sha256 and size (before reading any)."""
+    from .._fs import file_digest
+    from ..errors import IntegrityError
+    from ..manifest import read_manifest
+
+    for entry in read_manifest(root)["files"]:
+        target = root / entry["path"]
+        try:
+            sha, size = file_digest(target)
+        except FileNotFoundError:
+            raise InvalidPackageError(f"{target}: listed in the manifest but missing") from None
+        except OSError as exc:
+            raise InvalidPackageError(f"{target}: cannot be read ({exc.strerror or exc})") from None
+        if (sha, size) != (entry["sha256"], entry["size"]):
+            raise IntegrityError(f"{target}: sha256/size do not match the manifest")

@@ -2,8 +2,10 @@
 
 A pickle (``.bin``, ``.pt``, ... : :func:`adapterhub_client._fs.is_pickle_name`) loads only with
 ``allow_pickle=True``, and then as ``torch.load(weights_only=True)``: a file from the internet must
-not run code. Whatever the file holds must be a mapping of names to tensors; anything unreadable is
-an :class:`~..errors.InvalidPackageError` naming the file.
+not run code. A safetensors file's header is validated in full
+(:func:`~..basemodel.safetensors_header.read_header`) before safetensors reads it. Whatever the file
+holds must be a mapping of names to tensors; anything unreadable is an
+:class:`~..errors.InvalidPackageError` naming the file and the reason.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .._fs import is_pickle_name
+from ..basemodel.safetensors_header import read_header
 from ..errors import InvalidPackageError, UsageError
 
 
@@ -35,6 +38,7 @@ def load_tensors(path: Path, *, allow_pickle: bool = False) -> dict[str, torch.T
         except Exception as exc:
             raise InvalidPackageError(f"{path}: cannot read the pickled weights ({_first_line(exc)})") from None
     else:
+        read_header(path)  # the full check first: its errors name the file and the reason
         try:
             data = load_file(str(path))
         except Exception as exc:

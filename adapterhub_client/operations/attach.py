@@ -6,11 +6,12 @@ Importing this module imports no torch; the loading steps do, when they run."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -100,15 +101,36 @@ def base_model_class(model_dir: str | os.PathLike[str]) -> Any:
     try:
         import transformers
     except ImportError:
-        raise UsageError("attaching onto a model directory needs `transformers` (pip install transformers)") from None
+        raise UsageError(
+            "attaching onto a model directory needs transformers: pip install 'adapterhub-client[transformers]'"
+        ) from None
     config = transformers.AutoConfig.from_pretrained(str(model_dir))
     named = (getattr(transformers, a) for a in (config.architectures or []) if hasattr(transformers, a))
     return next(named, transformers.AutoModel)
 
 
 def load_base_model(model_dir: str | os.PathLike[str]) -> Any:
-    """The base model of a directory, loaded with its own transformers class."""
-    return base_model_class(model_dir).from_pretrained(str(model_dir))
+    """The base model of a directory, loaded with its own transformers class; transformers' progress
+    bars and info logs stay off (they would mix into `attach` output, --json included)."""
+    cls = base_model_class(model_dir)
+    with quiet_transformers():
+        return cls.from_pretrained(str(model_dir))
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Transformers (and huggingface_hub) without progress bars or logs below errors, restored after."""
+    from transformers.utils import logging as hf_logging
+
+    bars, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def attach_installed(model: Any, installed: Sequence[Installed]) -> list[Attached]:

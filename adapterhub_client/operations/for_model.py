@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..errors import IncompatibleError, NotFoundError, RegistryError, UsageError
+from ..errors import IncompatibleError, InvalidPackageError, NotFoundError, RegistryError, UsageError
 from ..refs import LocalRef, Requirement, parse_ref
 from ..registry.client import IndexEntry
 from ..resolve import Demand, Resolver, select
@@ -87,15 +87,33 @@ def install_for_model(session: Session, ref: str, model: Any, pre: bool = False,
 
 
 def search_for_model(session: Session, model: Any) -> list[SearchHit]:
-    """Every adapter trained on exactly this model: one reverse-index request per registry."""
+    """Every adapter version trained on exactly this model: one reverse-index request per registry, then
+    each name's index for its yanked versions. By name, newest version first; yanked ones marked."""
+    from ..manifest import parse_version
+
     fp = local_model(session, model).content()  # publishers record the default (blake3) fingerprint
     if fp is None:
         return []
-    hits: list[SearchHit] = []
+    hits: list[tuple[SearchHit, Any]] = []
     for client in session.registries():
         try:
             lines = client.by_base(fp)
         except (RegistryError, NotFoundError):
             continue
-        hits.extend(SearchHit.from_line(line, client.name, base_fingerprint=fp) for line in lines)
-    return hits
+        yanked: dict[str, set[Any]] = {}
+        for name in sorted({str(line.get("name", "")) for line in lines}):
+            try:
+                yanked[name] = {e.version for e in client.entries(name) if e.yanked}
+            except (RegistryError, NotFoundError, InvalidPackageError):
+                yanked[name] = set()
+        for line in lines:
+            try:
+                version = parse_version(str(line.get("version", "")))
+            except InvalidPackageError:
+                continue
+            name = str(line.get("name", ""))
+            hit = SearchHit.from_line(line, client.name, base_fingerprint=fp, yanked=version in yanked.get(name, set()))
+            hits.append((hit, version))
+    unique = {(h.registry, h.name, v): (h, v) for h, v in hits}.values()
+    ordered = sorted(unique, key=lambda hv: hv[1], reverse=True)
+    return [h for h, _ in sorted(ordered, key=lambda hv: hv[0].name)]

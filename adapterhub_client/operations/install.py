@@ -3,15 +3,19 @@ installed view; a view whose blob was pruned meanwhile is fetched and built once
 
 from __future__ import annotations
 
+import shutil
 import sys
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ..errors import NotFoundError, UsageError
+from .._fs import file_digest
+from .._text import human_size
+from ..errors import NotFoundError, StorageError, UsageError, storage_error
 from ..manifest import parse_version
 from ..refs import Requirement, parse_ref
 from ..store import install as views
+from ..store.cache import Cache
 from .resolution import ManifestCheck, RefLike, resolve
 from .results import Installed, Removed, Resolved
 from .session import Session
@@ -21,32 +25,95 @@ FileJob = tuple[Resolved, dict[str, Any]]  # a package and one entry of its mani
 
 
 def install(
-    session: Session, refs: Sequence[RefLike], pre: bool = False, check: ManifestCheck | None = None
+    session: Session,
+    refs: Sequence[RefLike],
+    pre: bool = False,
+    check: ManifestCheck | None = None,
+    reinstall: bool = False,
 ) -> list[Installed]:
-    return install_resolved(session, resolve(session, refs, pre=pre, check=check))
+    return install_resolved(session, resolve(session, refs, pre=pre, check=check), reinstall=reinstall)
 
 
-def install_resolved(session: Session, items: Sequence[Resolved]) -> list[Installed]:
-    """Make every item an installed view (those already installed with this manifest stay)."""
+def install_resolved(session: Session, items: Sequence[Resolved], reinstall: bool = False) -> list[Installed]:
+    """Make every item an installed view (those already installed with this manifest stay, unless
+    `reinstall`: then their cached blobs are re-hashed, the corrupt ones fetched again, and every
+    view rebuilt). A full, read-only or forbidden cache is a StorageError naming the directory."""
     cache = session.cache.ensure()
-    already = {id(i): views.is_installed(cache, i.name, i.version, i.manifest_sha256) for i in items}
-    fetch_files(session, [(i, f) for i in items if not already[id(i)] for f in i.manifest["files"]])
+    try:
+        return _install(session, cache, items, reinstall)
+    except OSError as exc:
+        mapped = storage_error(exc, cache.root)
+        if mapped is None:
+            raise
+        raise mapped from None
+
+
+def _install(session: Session, cache: Cache, items: Sequence[Resolved], reinstall: bool) -> list[Installed]:
+    already = {id(i): not reinstall and views.is_installed(cache, i.name, i.version, i.manifest_sha256) for i in items}
+    jobs = [(i, f) for i in items if not already[id(i)] for f in i.manifest["files"]]
+    if reinstall:
+        rehash_blobs(cache, jobs)
+    fetch_files(session, jobs)
     results = []
     for item in items:
+        build = (cache, item.manifest, item.manifest_bytes, item.source, item.manifest_sha256)
         try:
-            path = views.make_view(cache, item.manifest, item.manifest_bytes, item.source, item.manifest_sha256)
+            path = views.make_view(*build, force=reinstall)
         except views.BlobMissingError:  # pruned meanwhile by another process: fetch again, once
             fetch_files(session, [(item, f) for f in item.manifest["files"]])
-            path = views.make_view(cache, item.manifest, item.manifest_bytes, item.source, item.manifest_sha256)
+            path = views.make_view(*build, force=reinstall)
         results.append(Installed(item.name, item.version, path, item.source, item.manifest_sha256, already[id(item)]))
     return results
 
 
+def rehash_blobs(cache: Cache, jobs: list[FileJob]) -> None:
+    """`--reinstall`: every cached blob these files use is hashed again; a corrupt one goes into quarantine,
+    so that it is fetched again (a sound one is the very bytes a download would give)."""
+    for sha in {f["sha256"] for _, f in jobs}:
+        blob = cache.blob_path(sha)
+        if blob.is_file() and file_digest(blob)[0] != sha:
+            cache.quarantine(blob, f"blob {sha}", "failed its re-hash on install --reinstall")
+
+
+def _drop_wrong_sizes(cache: Cache, jobs: list[FileJob]) -> None:
+    """A cached blob of the wrong size (truncated, appended to) is quarantined: a stat, no hashing."""
+    for _, f in jobs:
+        blob = cache.blob_path(f["sha256"])
+        try:
+            size = blob.stat().st_size
+        except FileNotFoundError:
+            continue
+        if size != f["size"]:
+            cache.quarantine(blob, f"blob {f['sha256']}", f"{size} bytes where the manifest lists {f['size']}")
+
+
+def check_free_space(cache: Cache, missing: list[FileJob]) -> None:
+    """Refuse before downloading what cannot fit (bytes still to fetch, less what partial files hold)."""
+    needed = 0
+    for _, f in {f["sha256"]: (i, f) for i, f in missing}.values():
+        try:
+            have = cache.partial_path(f["sha256"]).stat().st_size
+        except OSError:
+            have = 0
+        needed += max(0, f["size"] - have)
+    try:
+        free = shutil.disk_usage(cache.root).free
+    except OSError:
+        return
+    if needed > free:
+        raise StorageError(
+            f"no space left for {human_size(needed)} of downloads on {cache.root} ({human_size(free)} free); "
+            "free some space or choose another --cache-dir"
+        )
+
+
 def fetch_files(session: Session, jobs: list[FileJob]) -> None:
     """Download the blobs the cache lacks (each once), in parallel, with one progress bar on a TTY."""
+    _drop_wrong_sizes(session.cache, jobs)
     missing = [(i, f) for i, f in jobs if not session.cache.touch(f["sha256"])]
     if not missing:
         return
+    check_free_space(session.cache, missing)
     bar = None
     if session.progress:
         from tqdm import tqdm

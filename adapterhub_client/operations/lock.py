@@ -6,13 +6,14 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .. import lockfile
 from ..errors import IntegrityError, LockMismatchError
 from ..lockfile import LockData, LockEntry
 from ..registry.transport import local_package_dir
 from .install import install_resolved
-from .resolution import resolve, resolve_local, resolved_entry
+from .resolution import manifest_bytes, resolve, resolve_local, resolved_entry
 from .results import Installed, Locked, Resolved
 from .session import Session
 
@@ -50,9 +51,45 @@ def install_locked(
 
 
 def install_frozen(session: Session, path: PathLike | None = None) -> list[Installed]:
-    """`--frozen`: install exactly the lockfile, without consulting any index."""
+    """`--frozen`: install exactly the lockfile, without consulting any index; every file the lock
+    lists must be the manifest's (path, size, sha256) before anything is downloaded."""
     current = lockfile.read_lock(path or lockfile.LOCK_FILE)
-    return install_resolved(session, [resolve_pinned(session, pinned) for pinned in current["adapters"]])
+    items = [resolve_pinned(session, pinned) for pinned in current["adapters"]]
+    for pinned, item in zip(current["adapters"], items, strict=True):
+        check_locked_files(pinned, item)
+    return install_resolved(session, items)
+
+
+def check_locked_files(pinned: LockEntry, item: Resolved) -> None:
+    """The lock's file list equals the manifest's; IntegrityError (exit 4) naming the first file that differs."""
+    where = f"{pinned['name']} {pinned['version']}"
+    locked = {f["path"]: (f["size"], f["sha256"]) for f in pinned["files"]}
+    listed = {f["path"]: (f["size"], f["sha256"]) for f in item.manifest["files"]}
+    for file_path in sorted(locked.keys() | listed.keys()):
+        if file_path not in listed:
+            raise IntegrityError(f"{where}: the lockfile lists {file_path}, which the manifest does not")
+        if file_path not in locked:
+            raise IntegrityError(f"{where}: the manifest lists {file_path}, which the lockfile does not")
+        if locked[file_path] != listed[file_path]:
+            (size, sha), (want_size, want_sha) = locked[file_path], listed[file_path]
+            raise IntegrityError(
+                f"{where}: {file_path} is locked as sha256 {sha[:12]}… ({size} bytes) but the manifest has "
+                f"{want_sha[:12]}… ({want_size} bytes); run `adapters lock` again if the change is intended"
+            )
+
+
+def resolve_record(session: Session, record: dict[str, Any]) -> Resolved:
+    """What an install record names (`verify --repair`): its source and manifest sha256, re-resolved."""
+    name, version, source, sha = (str(record.get(k, "")) for k in ("name", "version", "source", "manifest_sha256"))
+    if local_package_dir(source) is not None:
+        return resolve_pinned(session, _pin(name, version, source, sha, 0))
+    client = session.client_for_url(source)
+    raw = manifest_bytes(session, client.pinned(name, version, {"sha256": sha, "size": 0}))
+    return resolved_entry(session, client.pinned(name, version, {"sha256": sha, "size": len(raw)}))
+
+
+def _pin(name: str, version: str, source: str, sha: str, size: int) -> LockEntry:
+    return {"name": name, "version": version, "source": source, "manifest": {"sha256": sha, "size": size}, "files": []}
 
 
 def resolve_pinned(session: Session, pinned: LockEntry) -> Resolved:

@@ -1,14 +1,17 @@
-"""`adapters publish` and `adapters yank`: writing to a directory registry (local or file://)."""
+"""`adapters publish` and `adapters yank` (writing to a directory registry, local or file://), and the
+package conversions `adapters pack` and `adapters export`."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..config import RegistrySpec
 from ..errors import UsageError
+from ..manifest import canonical_name
 from ..refs import Requirement, parse_ref
-from .results import Published, Yanked
+from .results import Exported, Packed, Published, Yanked
 from .session import Session
 
 PathLike = str | os.PathLike[str]
@@ -26,8 +29,15 @@ def publish(
     name: str | None = None,
     version: str | None = None,
     base: PathLike | None = None,
+    *,
+    base_name: str | None = None,
+    description: str | None = None,
+    license: str | None = None,
+    tags: Sequence[str] = (),
 ) -> Published:
-    """Validate the package (ours or PEFT; `base` records a base model's fingerprint), then publish it."""
+    """Validate the package (ours, PEFT or AdapterHub; `base` records a base model's fingerprint, Hub id
+    and model_type; `base_name` names the base by its Hub id), then publish it. The name is stored in
+    its canonical form, so `Acme/Sentiment` and `acme/sentiment` are one package."""
     from ..formats.pack import prepare_package
     from ..registry.publish import publish_directory
 
@@ -37,7 +47,11 @@ def publish(
         version=version,
         base=None if base is None else Path(base),
         fingerprint_cache=session.cache.fingerprints_dir,
+        fields={"description": description, "license": license},
+        base_name=base_name,
+        tags=tags,
     )
+    manifest["name"] = canonical_name(manifest["name"])
     spec = _target(session, registry)
     root = session.client(spec).local_root
     if root is None:
@@ -59,3 +73,45 @@ def yank(session: Session, ref: str, registry: str | None = None, undo: bool = F
         raise UsageError(f"yanking on {spec.url} is not supported: edit the index where it is hosted")
     set_yanked(root, parsed.name, str(parsed.pinned), not undo)
     return Yanked(parsed.name, str(parsed.pinned), not undo)
+
+
+def pack(
+    session: Session,
+    directory: PathLike,
+    output: PathLike,
+    *,
+    name: str | None = None,
+    version: str | None = None,
+    base: PathLike | None = None,
+) -> Packed:
+    """A PEFT or AdapterHub directory -> a package directory in `output` (see formats.pack.pack_directory)."""
+    from ..formats.pack import pack_directory
+
+    out, manifest = pack_directory(
+        directory,
+        output,
+        name=name,
+        version=version,
+        base=base,
+        fingerprint_cache=session.cache.fingerprints_dir,
+    )
+    return Packed(
+        manifest["name"],
+        manifest["version"],
+        out,
+        manifest["adapter"]["config"].get("format", ""),
+        manifest["adapter"]["type"],
+        [f["path"] for f in manifest["files"]],
+    )
+
+
+def export(package_dir: PathLike, output: PathLike, fmt: str = "peft") -> Exported:
+    """A LoRA package directory -> `fmt`'s layout (only PEFT's so far)."""
+    from ..formats import PEFT, export_package_peft
+    from ..manifest import read_manifest
+
+    if fmt != PEFT:
+        raise UsageError(f"--format {fmt!r}: only 'peft' is supported")
+    out = export_package_peft(package_dir, output)
+    manifest = read_manifest(package_dir)
+    return Exported(manifest["name"], manifest["version"], out, fmt)

@@ -3,11 +3,16 @@ what is installed (`list`)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import warnings
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from .results import Info, InstalledAdapter, SearchHit
 
 if TYPE_CHECKING:
+    from packaging.version import Version
+
+    from ..registry.client import IndexEntry, RegistryClient
     from ..store.cache import Cache
     from .session import Session
 
@@ -16,7 +21,8 @@ if TYPE_CHECKING:
 
 
 def info(session: Session, ref: str, pre: bool = False) -> Info:
-    """The manifest `ref` resolves to, with every listed version of its name (one index request)."""
+    """The manifest `ref` resolves to (by the rule install uses), whether that version is yanked, and
+    every listed version of its name (one index request)."""
     from ..refs import LocalRef, Requirement
     from ..resolve import Resolver
     from .resolution import parse, resolve_local, resolved_entry
@@ -27,40 +33,91 @@ def info(session: Session, ref: str, pre: bool = False) -> Info:
         return Info(item.manifest, item.source, [item.version])
     assert isinstance(parsed, Requirement)
     resolver = Resolver(session.provider({parsed.name: parsed.registry_url} if parsed.registry_url else {}), pre)
-    item = resolved_entry(session, resolver.resolve([parsed])[parsed.name])
+    entry = resolver.resolve([parsed])[parsed.name]
+    item = resolved_entry(session, entry)
     entries = sorted(resolver.entries(parsed.name), key=lambda e: e.version)
     versions = [f"{e.version}{' (yanked)' if e.yanked else ''}" for e in entries]
-    return Info(item.manifest, item.source, versions, item.manifest_sha256)
+    return Info(item.manifest, item.source, versions, item.manifest_sha256, yanked=entry.yanked)
 
 
-def search(session: Session, query: str | None = None) -> list[SearchHit]:
-    """The latest version of each adapter whose name, description or tags contain `query`.
+def _skipped(client: RegistryClient, exc: Exception) -> None:
+    from ..errors import AdapterWarning
 
-    A name listed by several registries is reported from the first one (as resolution would pick it)."""
+    warnings.warn(AdapterWarning(f"search skipped registry {client.name} ({client.url}): {exc}"), stacklevel=3)
+
+
+def _entries(client: RegistryClient, name: str) -> list[IndexEntry] | None:
+    """The index entries of `name` in `client`, or None when they cannot be read (offline, gone)."""
+    from ..errors import InvalidPackageError, NotFoundError, RegistryError
+
+    try:
+        return client.entries(name)
+    except NotFoundError:
+        return None
+    except (RegistryError, InvalidPackageError) as exc:
+        _skipped(client, exc)
+        return None
+
+
+def search(session: Session, query: str | None = None, pre: bool = False) -> list[SearchHit]:
+    """For each adapter whose name, description or tags contain `query`: the version `install` would
+    pick (:func:`~..resolve.latest`: the highest non-yanked, stable unless `pre`), else the newest listed
+    one, marked yanked or pre-release. A name listed by several registries is reported from the first
+    one (as resolution would pick it); a registry that cannot be read is skipped with an AdapterWarning."""
     from ..errors import InvalidPackageError, NotFoundError, RegistryError
     from ..manifest import parse_version
+    from ..resolve import latest, newest_first
 
-    latest: dict[str, SearchHit] = {}
     needle = (query or "").lower()
+    owner: dict[str, tuple[RegistryClient, list[Mapping[str, Any]]]] = {}
     for client in session.registries():
         try:
             lines = client.search_lines()
-        except (RegistryError, NotFoundError):
+        except (RegistryError, NotFoundError, InvalidPackageError) as exc:
+            _skipped(client, exc)
             continue
         for line in lines:
-            hit = SearchHit.from_line(line, client.name)
-            if not hit.name:
+            name = line.get("name")
+            if not isinstance(name, str) or not name:
                 continue
-            if needle and needle not in " ".join([hit.name, hit.description, *hit.tags]).lower():
+            if name not in owner:
+                owner[name] = (client, [])
+            if owner[name][0] is client:
+                owner[name][1].append(line)
+    hits: list[SearchHit] = []
+    for name in sorted(owner):
+        client, listed = owner[name]
+        entries = _entries(client, name)
+        yanked = False
+        if entries:
+            shown = latest(entries, pre) or newest_first(entries)[0]
+            version, yanked = shown.version, shown.yanked
+        else:  # no index to consult (offline, say): the newest line the search file lists
+            parsed = []
+            for served in listed:
+                try:
+                    parsed.append((parse_version(str(served.get("version", ""))), served))
+                except InvalidPackageError:
+                    continue
+            if not parsed:
                 continue
-            try:
-                version = parse_version(hit.version)
-            except InvalidPackageError:
-                continue
-            current = latest.get(hit.name)
-            if current is None or (current.registry == client.name and parse_version(current.version) < version):
-                latest[hit.name] = hit
-    return sorted(latest.values(), key=lambda h: h.name)
+            version = max(parsed, key=lambda p: p[0])[0]
+        chosen = next((ln for ln in reversed(listed) if _version_of(ln) == version), listed[-1])
+        hit = SearchHit.from_line(chosen, client.name, version=str(version), yanked=yanked)
+        if needle and needle not in " ".join([hit.name, hit.description, *hit.tags]).lower():
+            continue
+        hits.append(hit)
+    return hits
+
+
+def _version_of(line: Mapping[str, Any]) -> Version | None:
+    from ..errors import InvalidPackageError
+    from ..manifest import parse_version
+
+    try:
+        return parse_version(str(line.get("version", "")))
+    except InvalidPackageError:
+        return None
 
 
 def installed(cache: Cache) -> list[InstalledAdapter]:

@@ -5,12 +5,13 @@ validated before any other file of its package is touched."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from .._fs import sha256_bytes
-from ..errors import InvalidPackageError, OfflineMissError, UsageError
+from ..errors import IntegrityError, InvalidPackageError, OfflineMissError, UsageError
 from ..manifest import MANIFEST_FILE, canonical_name, dumps_manifest
 from ..refs import HubRef, LocalRef, Ref, Requirement, parse_ref
 from ..registry.client import IndexEntry
@@ -67,25 +68,41 @@ def resolved_entry(session: Session, entry: IndexEntry) -> Resolved:
 
 
 def manifest_bytes(session: Session, entry: IndexEntry) -> bytes:
-    """The manifest blob of `entry`: from the cache, else from its registry (then cached)."""
+    """The manifest blob of `entry`: from the cache, re-hashed on every read (it is small), else from its
+    registry (then cached). A cached copy that fails its hash is quarantined and fetched again."""
     sha = entry.manifest_sha256
     blob = session.cache.blob_path(sha)
+    tampered = False
     if blob.is_file():
-        return blob.read_bytes()
+        raw = blob.read_bytes()
+        if sha256_bytes(raw) == sha:
+            return raw
+        tampered = True
+        with contextlib.suppress(OSError):  # a cache we may not write: use the registry's copy, uncached
+            session.cache.quarantine(blob, f"blob {sha} (manifest of {entry.name} {entry.version})", "failed its hash")
     if session.offline and not entry.registry.reads_locally:
+        if tampered:
+            raise IntegrityError(
+                f"the cached manifest of {entry.name} {entry.version} does not match its sha256 (quarantined); "
+                "offline, it cannot be fetched again"
+            )
         raise OfflineMissError(f"offline: the manifest of {entry.name} {entry.version} is not in the cache")
     raw = entry.registry.read_blob(sha)
-    session.cache.ensure().put_bytes(raw, sha)
+    if not blob.exists():
+        session.cache.ensure().put_bytes(raw, sha)
     return raw
 
 
 def resolve_local(session: Session, path: Path) -> Resolved:
-    """A local package directory; sizes and hashes are computed if the manifest lacks them."""
-    from ..formats.pack import prepare_package
+    """A local package directory, or a raw PEFT / AdapterHub directory (its manifest derived in memory,
+    named `local/<dir name>` 0.0.0); sizes and hashes are computed if the manifest lacks them."""
+    from ..formats.pack import prepare_package, raw_format
 
-    if not (path / MANIFEST_FILE).is_file():
-        raise InvalidPackageError(f"{path}: no {MANIFEST_FILE} (publish or save the adapter as a package first)")
-    manifest = prepare_package(path, fingerprint_cache=session.cache.fingerprints_dir)
+    if not (path / MANIFEST_FILE).is_file() and raw_format(path) is None:
+        raise InvalidPackageError(
+            f"{path}: not an adapter: no {MANIFEST_FILE}, and not a PEFT or AdapterHub adapter directory"
+        )
+    manifest = prepare_package(path, fingerprint_cache=session.cache.fingerprints_dir, raw_defaults=True)
     canonical = dumps_manifest(manifest)
     return Resolved(
         canonical_name(manifest["name"]),

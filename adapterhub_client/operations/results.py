@@ -26,12 +26,14 @@ __all__ = [
     "CacheStats",
     "CheckedAdapter",
     "Fingerprinted",
+    "Exported",
     "Info",
     "Installed",
     "InstalledAdapter",
     "Locked",
     "Merged",
     "ModelInstall",
+    "Packed",
     "Published",
     "Removed",
     "Resolved",
@@ -153,9 +155,15 @@ class Info:
     source: str
     versions: list[str]  # ascending, "1.5.0 (yanked)" for yanked ones
     manifest_sha256: str | None = None  # None for a local package directory (not published)
+    yanked: bool = False  # the resolved version is yanked (only a pinned reference resolves to one)
 
     def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"manifest": self.manifest, "source": self.source, "versions": self.versions}
+        data: dict[str, Any] = {
+            "manifest": self.manifest,
+            "source": self.source,
+            "versions": self.versions,
+            "yanked": self.yanked,
+        }
         if self.manifest_sha256 is not None:
             data["manifest_sha256"] = self.manifest_sha256
         return data
@@ -174,13 +182,37 @@ class SearchHit:
     base: str | None = None
     base_fingerprint: str | None = None  # set for `search --for-model` hits
     line: Mapping[str, Any] = dataclasses.field(default_factory=dict, repr=False, compare=False)  # as served
+    yanked: bool = False
+
+    @property
+    def prerelease(self) -> bool:
+        from packaging.version import InvalidVersion, Version
+
+        try:
+            return Version(self.version).is_prerelease
+        except InvalidVersion:
+            return False
+
+    @property
+    def marked_version(self) -> str:
+        """The version as tables show it: `1.0.0`, `1.1.0 (yanked)`, `2.0.0rc1 (pre-release)`."""
+        return self.version + (" (yanked)" if self.yanked else " (pre-release)" if self.prerelease else "")
 
     @classmethod
-    def from_line(cls, line: Mapping[str, Any], registry: str, base_fingerprint: str | None = None) -> SearchHit:
+    def from_line(
+        cls,
+        line: Mapping[str, Any],
+        registry: str,
+        base_fingerprint: str | None = None,
+        *,
+        version: str | None = None,
+        yanked: bool = False,
+    ) -> SearchHit:
+        """A hit from a served line; `version` (what the index says install picks) overrides the line's."""
         tags = line.get("tags")
         return cls(
             str(line.get("name", "")),
-            str(line.get("version", "")),
+            version if version is not None else str(line.get("version", "")),
             registry,
             str(line.get("type") or ""),
             str(line.get("description") or ""),
@@ -188,11 +220,12 @@ class SearchHit:
             line.get("base") if isinstance(line.get("base"), str) else None,
             base_fingerprint,
             dict(line),
+            yanked,
         )
 
     def to_json(self) -> dict[str, Any]:
-        """The index line as the registry served it, plus where it came from."""
-        data = {**self.line, "registry": self.registry}
+        """The index line as the registry served it, plus where it came from and the version's state."""
+        data = {**self.line, "registry": self.registry, "version": self.version, "yanked": self.yanked}
         if self.base_fingerprint is not None:
             data["base_fingerprint"] = self.base_fingerprint
         return data
@@ -201,15 +234,29 @@ class SearchHit:
 @dataclasses.dataclass(frozen=True)
 class VerifyReport:
     checked: int  # installed views re-hashed
-    problems: list[str]
+    problems: list[str]  # what was found wrong (with --repair: before repairing)
     incomplete_views: list[str]  # leftovers of interrupted installs in tmp/
+    quarantined: list[str] = dataclasses.field(default_factory=list)  # where corrupt files were moved
+    broken: list[str] = dataclasses.field(default_factory=list)  # "name version" of views that failed
+    repaired: list[str] = dataclasses.field(default_factory=list)  # --repair: views fetched and rebuilt
+    unrepaired: list[str] = dataclasses.field(default_factory=list)  # --repair: what is still wrong
+    repair: bool = False  # whether --repair ran (then ok means: everything repaired)
 
     @property
     def ok(self) -> bool:
-        return not self.problems
+        return not (self.unrepaired if self.repair else self.problems)
 
     def to_json(self) -> dict[str, Any]:
-        return {"checked": self.checked, "problems": self.problems, "incomplete_views": self.incomplete_views}
+        data: dict[str, Any] = {
+            "checked": self.checked,
+            "problems": self.problems,
+            "incomplete_views": self.incomplete_views,
+            "quarantined": self.quarantined,
+            "broken": self.broken,
+        }
+        if self.repair:
+            data.update(repaired=self.repaired, unrepaired=self.unrepaired)
+        return data
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,6 +267,28 @@ class Published(_Record):
     url: str
     manifest_sha256: str
     created: bool  # False: the identical content was already published
+
+
+@dataclasses.dataclass(frozen=True)
+class Packed(_Record):
+    """`adapters pack`: a PEFT or AdapterHub directory written as a package directory."""
+
+    name: str
+    version: str
+    output: Path
+    format: str  # the files it keeps as they are: peft | adapterhub
+    type: str  # lora | bottleneck
+    files: list[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class Exported(_Record):
+    """`adapters export`: a package written in another library's format."""
+
+    name: str
+    version: str
+    output: Path
+    format: str  # peft
 
 
 @dataclasses.dataclass(frozen=True)
@@ -279,7 +348,8 @@ class Attached:
             "name": self.name,
             "modules": self.modules,
             "parameters": self.parameters,
-            "parameters_share": self.parameters_share,
+            "total_parameters": self.total_parameters,
+            "parameters_fraction": self.parameters / self.total_parameters if self.total_parameters else 0.0,
             "examples": list(self.examples),
         }
 

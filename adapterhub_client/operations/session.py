@@ -38,7 +38,12 @@ class Session:
         if key not in self._http:
             from ..net import make_client  # deferred: httpx, only when something is remote
 
-            self._http[key] = make_client(spec.token, spec.url) if spec is not None and key else make_client()
+            timeout = self.settings.timeout
+            self._http[key] = (
+                make_client(spec.token, spec.url, timeout=timeout)
+                if spec is not None and key
+                else make_client(timeout=timeout)
+            )
         return self._http[key]
 
     def default_http(self) -> httpx.Client:

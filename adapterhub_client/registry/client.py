@@ -19,7 +19,13 @@ from ..manifest import canonical_name, loads_manifest, parse_version, validate_s
 from . import layout
 from .transport import Transport
 
-MAX_INDEX_BYTES = 64 * 1024 * 1024
+# The most bytes read of each kind of registry file (decompressed, counted while streaming; REGISTRY.md
+# lists them). A file past its limit is refused (InvalidPackageError, exit 7) before it is read whole.
+MAX_CONFIG_BYTES = 1024 * 1024  # config.json: a few keys
+MAX_INDEX_BYTES = 16 * 1024 * 1024  # one name's sparse-index file: tens of thousands of versions
+MAX_MANIFEST_BYTES = 8 * 1024 * 1024  # one manifest blob (its index line gives the exact size)
+MAX_SEARCH_BYTES = 64 * 1024 * 1024  # search.jsonl: one line per adapter of the registry
+MAX_BASE_INDEX_BYTES = 16 * 1024 * 1024  # one base model's reverse-index file
 CONFIG_MAX_AGE = 600.0  # config.json rarely changes: revalidate it at most every 10 minutes
 
 
@@ -85,7 +91,9 @@ class RegistryClient:
     @cached_property
     def config(self) -> dict[str, Any]:
         try:
-            raw = self.transport.get(layout.CONFIG_PATH, max_age=CONFIG_MAX_AGE)
+            raw = self.transport.get(
+                layout.CONFIG_PATH, limit=MAX_CONFIG_BYTES, what="registry config", max_age=CONFIG_MAX_AGE
+            )
         except OfflineMissError:
             raise
         except NotFoundError:
@@ -114,9 +122,7 @@ class RegistryClient:
         """Every version of `name` (canonical) listed here; NotFoundError if none."""
         self.config  # noqa: B018 - fail early with a clear message on a non-registry URL
         path = layout.index_path(name)
-        raw = self.transport.get(path)
-        if len(raw) > MAX_INDEX_BYTES:
-            raise InvalidPackageError(f"{self.transport.location(path)}: index file too large")
+        raw = self.transport.get(path, limit=MAX_INDEX_BYTES, what="index file")
         where = self.transport.location(path)
         entries: list[IndexEntry] = []
         for item in parse_jsonl(raw, where):
@@ -126,9 +132,9 @@ class RegistryClient:
             entries.append(IndexEntry(item, parse_version(item["version"], where), self))
         return entries
 
-    def read_blob(self, sha256: str) -> bytes:
-        """A whole (small) blob such as a manifest, verified against its digest."""
-        raw = self.transport.get_url(self.blob_url(sha256))
+    def read_blob(self, sha256: str, limit: int = MAX_MANIFEST_BYTES) -> bytes:
+        """A whole (small) blob such as a manifest, at most `limit` bytes, verified against its digest."""
+        raw = self.transport.get_url(self.blob_url(sha256), limit=limit, what="manifest")
         if sha256_bytes(raw) != sha256:
             raise IntegrityError(f"blob {sha256} from {self.name}: content does not match its sha256")
         return raw
@@ -146,14 +152,14 @@ class RegistryClient:
         """Entries of the reverse index for one base-model fingerprint (one request)."""
         path = layout.base_index_path(fingerprint)
         try:
-            raw = self.transport.get(path)
+            raw = self.transport.get(path, limit=MAX_BASE_INDEX_BYTES, what="reverse index file")
         except NotFoundError:
             return []
         return list(parse_jsonl(raw, self.transport.location(path)))
 
     def search_lines(self) -> list[dict[str, Any]]:
         try:
-            raw = self.transport.get(layout.SEARCH_PATH)
+            raw = self.transport.get(layout.SEARCH_PATH, limit=MAX_SEARCH_BYTES, what="search file")
         except NotFoundError:
             return []
         return list(parse_jsonl(raw, self.transport.location(layout.SEARCH_PATH)))

@@ -2,6 +2,12 @@
 
 Order matters for readers that never lock: blobs first, then the manifest blob, then the
 index line. A reader sees either nothing or a complete version.
+
+Stale temp files: every writer of `blobs/` and `index/` (publish, yank) holds the registry's
+`.publish.lock` while it writes, so any `.tmp-*` file found there while holding that lock belongs to
+a writer that is gone (killed mid-copy). `clean_stale_temps` removes those; every publish runs it, and
+so will `registry build`. Temps older than STALE_TEMP_SECONDS are removed even without the lock
+(a network file system may not honour it).
 """
 
 from __future__ import annotations
@@ -12,16 +18,55 @@ import time
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
-from .._fs import atomic_write, file_digest, sha256_bytes, write_blob
-from ..errors import AdapterError, InvalidPackageError, NotFoundError
+from .._fs import TEMP_PREFIX, atomic_write, file_digest, sha256_bytes, write_blob
+from ..errors import AdapterError, InvalidPackageError, NotFoundError, storage_error
 from ..manifest import canonical_name, dumps_manifest, parse_version
 from . import layout
 from .client import parse_jsonl
 
 # Fields that may differ between two publishes of the same content.
 _VOLATILE = ("created", "tool")
+LOCK_FILE = ".publish.lock"
+STALE_TEMP_SECONDS = 3600.0  # without the lock: a temp this old has no live writer
+_WRITTEN_DIRS = ("blobs", "index")  # where publish and yank write through temp files
+
+
+def clean_stale_temps(root: Path, *, locked: bool = False) -> tuple[int, int]:
+    """Remove temp files killed writers left under blobs/ and index/; (files removed, bytes freed).
+
+    `locked`: the caller holds `.publish.lock`, so every temp is stale; otherwise the lock is taken
+    (waiting at most a second) and, if it is busy, only temps older than STALE_TEMP_SECONDS go."""
+    if not locked:
+        lock = FileLock(str(root / LOCK_FILE))
+        try:
+            lock.acquire(timeout=1)
+        except (Timeout, OSError):  # busy, or a registry we cannot lock: the age rule alone
+            return _remove_temps(root, time.time() - STALE_TEMP_SECONDS)
+        try:
+            return _remove_temps(root, None)
+        finally:
+            lock.release()
+    return _remove_temps(root, None)
+
+
+def _remove_temps(root: Path, older_than: float | None) -> tuple[int, int]:
+    removed = freed = 0
+    for sub in _WRITTEN_DIRS:
+        for dirpath, _, files in os.walk(root / sub):
+            for name in files:
+                if not name.startswith(TEMP_PREFIX):
+                    continue
+                path = Path(dirpath) / name
+                try:
+                    stat = path.stat()
+                    if older_than is None or stat.st_mtime < older_than:
+                        path.unlink()
+                        removed, freed = removed + 1, freed + stat.st_size
+                except FileNotFoundError:
+                    continue
+    return removed, freed
 
 
 def _same_content(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -52,7 +97,8 @@ def ensure_registry(root: Path, name: str | None = None) -> None:
             root.mkdir(parents=True, exist_ok=True)
             atomic_write(config, json.dumps(data, indent=2) + "\n")
         except OSError as exc:
-            raise AdapterError(f"cannot create a registry at {root}: {exc.strerror or exc}") from None
+            mapped = storage_error(exc, root, instead="another registry (--registry)")
+            raise mapped or AdapterError(f"cannot create a registry at {root}: {exc.strerror or exc}") from None
 
 
 def index_entry(manifest: dict[str, Any], manifest_bytes: bytes) -> dict[str, Any]:
@@ -75,12 +121,24 @@ def index_entry(manifest: dict[str, Any], manifest_bytes: bytes) -> dict[str, An
 
 
 def publish_directory(root: Path, package_dir: Path, manifest: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-    """Publish a validated, completed manifest and its files. Returns (index entry, created)."""
+    """Publish a validated, completed manifest and its files. Returns (index entry, created).
+    A full, read-only or forbidden registry directory is a StorageError naming it."""
+    try:
+        return _publish_directory(root, package_dir, manifest)
+    except OSError as exc:
+        mapped = storage_error(exc, root, instead="another registry (--registry)")
+        if mapped is None:
+            raise
+        raise mapped from None
+
+
+def _publish_directory(root: Path, package_dir: Path, manifest: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     name = canonical_name(manifest["name"])
     version = parse_version(manifest["version"])
     manifest_bytes = dumps_manifest(manifest)
     ensure_registry(root)
-    with FileLock(str(root / ".publish.lock")):
+    with FileLock(str(root / LOCK_FILE)):
+        clean_stale_temps(root, locked=True)
         index_file = root / layout.index_path(name)
         existing = list(parse_jsonl(index_file.read_bytes(), str(index_file))) if index_file.exists() else []
         for item in existing:
@@ -130,7 +188,7 @@ def set_yanked(root: Path, name: str, version: str, yanked: bool = True) -> None
     """The one edit the index allows: flip `yanked` on one line (atomic rewrite)."""
     name = canonical_name(name)
     wanted = parse_version(version)
-    with FileLock(str(root / ".publish.lock")):
+    with FileLock(str(root / LOCK_FILE)):
         index_file = root / layout.index_path(name)
         if not index_file.exists():
             raise NotFoundError(f"{name} is not in registry {root}")

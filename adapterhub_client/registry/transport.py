@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urljoin, urlsplit
 
 from .._fs import atomic_write, sha256_bytes
-from ..errors import NotFoundError, OfflineMissError, RegistryError, UsageError
+from .._text import human_size
+from ..errors import InvalidPackageError, NotFoundError, OfflineMissError, RegistryError, UsageError
 
 if TYPE_CHECKING:
     import httpx
@@ -35,14 +36,15 @@ class Transport:
         """The registry directory when the registry is one on this machine (publishing writes there)."""
         return None
 
-    def get(self, path: str, *, max_age: float = 0) -> bytes:
-        """The file's bytes; NotFoundError if absent; RegistryError if unreachable.
+    def get(self, path: str, *, limit: int, what: str, max_age: float = 0) -> bytes:
+        """The file's bytes; NotFoundError if absent; RegistryError if unreachable; InvalidPackageError
+        (naming `what`, the kind of file) past `limit` bytes, counted while reading (decompressed).
 
         `max_age`: a cached copy younger than this many seconds is used without asking.
         """
         raise NotImplementedError
 
-    def get_url(self, url: str) -> bytes:
+    def get_url(self, url: str, *, limit: int, what: str) -> bytes:
         """An absolute URL (blobs may live elsewhere, e.g. on a CDN); never cached here."""
         raise NotImplementedError
 
@@ -55,6 +57,10 @@ class Transport:
 
 def file_url_to_path(url: str) -> Path:
     parts = urlsplit(url)
+    if "@" in parts.netloc:
+        from ..net import TOKEN_HINT, redact
+
+        raise UsageError(f"refusing {redact(url)}: no credentials inside a registry URL; {TOKEN_HINT}")
     if parts.netloc not in ("", "localhost"):
         raise UsageError(f"file URL with a host is not supported: {url}")
     return Path(unquote(parts.path))  # POSIX file URLs; urllib.request costs 25 ms to import
@@ -83,6 +89,15 @@ def open_transport(
     raise UsageError(f"unsupported registry URL {url!r} (file://, http:// on loopback, https://)")
 
 
+def _read_capped(path: Path, limit: int, what: str) -> bytes:
+    """A local file's bytes, refused past `limit` (without reading more than one byte beyond it)."""
+    with open(path, "rb") as fh:
+        raw = fh.read(limit + 1)
+    if len(raw) > limit:
+        raise InvalidPackageError(f"{path}: {what} larger than its {human_size(limit)} limit ({limit} bytes)")
+    return raw
+
+
 class FileTransport(Transport):
     def __init__(self, url: str) -> None:
         self.url = url if url.endswith("/") else url + "/"
@@ -96,20 +111,20 @@ class FileTransport(Transport):
     def local_root(self) -> Path | None:
         return self.root
 
-    def get(self, path: str, *, max_age: float = 0) -> bytes:
+    def get(self, path: str, *, limit: int, what: str, max_age: float = 0) -> bytes:
         try:
-            return (self.root / path).read_bytes()
+            return _read_capped(self.root / path, limit, what)
         except (FileNotFoundError, NotADirectoryError):
             raise NotFoundError(f"{self.location(path)} not found") from None
         except OSError as exc:
             raise RegistryError(f"cannot read {self.root / path}: {exc}") from None
 
-    def get_url(self, url: str) -> bytes:
+    def get_url(self, url: str, *, limit: int, what: str) -> bytes:
         if not url.startswith("file:"):
             raise RegistryError(f"a file:// registry cannot point at {url}")
         path = file_url_to_path(url)
         try:
-            return path.read_bytes()
+            return _read_capped(path, limit, what)
         except (FileNotFoundError, NotADirectoryError):
             raise NotFoundError(f"{url} not found") from None
 
@@ -125,8 +140,8 @@ class HttpTransport(Transport):
         key = sha256_bytes(self.url.encode())[:16]
         self.cache_root = cache_dir / "http" / key
 
-    def get(self, path: str, *, max_age: float = 0) -> bytes:
-        from ..net import with_retries
+    def get(self, path: str, *, limit: int, what: str, max_age: float = 0) -> bytes:
+        from ..net import get_bytes
 
         # One cache file per path holds "<validator header>\n<body>" (ETag, else Last-Modified,
         # else nothing), so validator and body are replaced together, atomically.
@@ -148,32 +163,33 @@ class HttpTransport(Transport):
         elif cached is not None and validator.startswith("lm:"):
             headers["If-Modified-Since"] = validator[len("lm:") :]
         url = self.location(path)
-        response = with_retries(f"GET {path}", url, lambda: self.client.get(url, headers=headers))
-        if response.status_code == 304 and cached is not None:
+        answer = get_bytes(self.client, url, what, limit=limit, headers=headers)
+        if answer.status == 304 and cached is not None:
             os.utime(cache_file)  # revalidated: fresh again
             return cached
-        if response.status_code == 404:
-            raise NotFoundError(f"{url} not found")
-        if response.status_code in (401, 403):
-            raise RegistryError(f"{url}: access refused (HTTP {response.status_code}); check the token")
-        if response.status_code != 200:
-            raise RegistryError(f"{url}: unexpected HTTP {response.status_code}")
-        content = response.content
-        etag, modified = response.headers.get("ETag"), response.headers.get("Last-Modified")
+        _check_status(answer.status, url)
+        etag, modified = answer.headers.get("ETag"), answer.headers.get("Last-Modified")
         validator = f"etag:{etag}" if etag else f"lm:{modified}" if modified else ""
         if "\n" not in validator:  # kept for offline use even when the host sends no validator
-            atomic_write(cache_file, validator.encode("latin-1") + b"\n" + content)
-        return content
+            atomic_write(cache_file, validator.encode("latin-1") + b"\n" + answer.body)
+        return answer.body
 
-    def get_url(self, url: str) -> bytes:
-        from ..net import check_url, with_retries
+    def get_url(self, url: str, *, limit: int, what: str) -> bytes:
+        from ..net import check_url, get_bytes
 
         check_url(url)
         if self.offline:
             raise OfflineMissError(f"offline: {url} is not in the cache")
-        response = with_retries(f"GET {url}", url, lambda: self.client.get(url))
-        if response.status_code == 404:
-            raise NotFoundError(f"{url} not found")
-        if response.status_code != 200:
-            raise RegistryError(f"{url}: unexpected HTTP {response.status_code}")
-        return response.content
+        answer = get_bytes(self.client, url, what, limit=limit)
+        _check_status(answer.status, url)
+        return answer.body
+
+
+def _check_status(status: int, url: str) -> None:
+    """A one-line error for any answer but 200 (`url` is credential-free: `check_url` refuses others)."""
+    if status == 404:
+        raise NotFoundError(f"{url} not found")
+    if status in (401, 403):
+        raise RegistryError(f"{url}: access refused (HTTP {status}); check the token")
+    if status != 200:
+        raise RegistryError(f"{url}: unexpected HTTP {status}")

@@ -7,6 +7,9 @@
 <cache>/installed/<org>/<name>/<ver>/ installed view: manifest.json + files (hard links)
 <cache>/http/<registry>/...           index files with their ETag, for revalidation
 <cache>/fingerprints/                 per-file base-model fingerprints (basemodel.fingerprint)
+<cache>/quarantine/<when>-<name>/     what `verify` (or a re-hash on read) found corrupt, moved aside with
+                                      note.json (what, where from, why, when); `cache prune` keeps it as
+                                      evidence, `cache clean` removes it
 """
 
 from __future__ import annotations
@@ -18,16 +21,19 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .._fs import sha256_bytes, write_blob
-from ..errors import AdapterError, IntegrityError
+from .._fs import atomic_write, sha256_bytes, write_blob
+from ..errors import AdapterError, IntegrityError, storage_error
 
 RECORD_FILE = ".install.json"  # in each installed view: what was installed, from where, when
 FINGERPRINTS = "fingerprints"  # the one name of the fingerprint cache's folder under a cache root
-SUBDIRS = ("blobs", "partial", "locks", "installed", "tmp", "http", FINGERPRINTS)
+QUARANTINE = "quarantine"
+QUARANTINE_NOTE = "note.json"
+SUBDIRS = ("blobs", "partial", "locks", "installed", "tmp", "http", FINGERPRINTS, QUARANTINE)
 CACHEDIR_TAG = (
     "Signature: 8a477f597d28d172789f06886806bc55\n"
     "# This file is a cache directory tag created by adapterhub-client.\n"
@@ -73,15 +79,14 @@ class Cache:
 
     # --- layout -----------------------------------------------------------------
     def ensure(self) -> Cache:
-        from .._fs import atomic_write
-
         try:
             if not (self.root / "CACHEDIR.TAG").exists():
                 atomic_write(self.root / "CACHEDIR.TAG", CACHEDIR_TAG)
             for sub in ("blobs/sha256", "partial", "locks", "installed", "tmp"):
                 (self.root / sub).mkdir(parents=True, exist_ok=True)  # http/, fingerprints/ on demand
         except OSError as exc:
-            raise AdapterError(f"cannot use the cache directory {self.root}: {exc.strerror or exc}") from None
+            mapped = storage_error(exc, self.root)
+            raise mapped or AdapterError(f"cannot use the cache directory {self.root}: {exc.strerror or exc}") from None
         return self
 
     @property
@@ -170,6 +175,20 @@ class Cache:
             for blob in sorted(shard.iterdir()):
                 if len(blob.name) == 64:
                     yield blob.name, blob
+
+    def quarantine(self, path: Path, what: str, reason: str) -> Path:
+        """Move a corrupt file or view aside (same file system: a rename) with a note, never deleting evidence.
+
+        Returns where it now lies; `what` says what it was ("blob <sha>", "view <name> <version>")."""
+        folder = self.root / QUARANTINE
+        folder.mkdir(parents=True, exist_ok=True)
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        box = Path(tempfile.mkdtemp(dir=folder, prefix=f"{when.replace(':', '')}-{path.name[:64]}-"))
+        moved = box / path.name
+        os.rename(path, moved)
+        note = {"what": what, "from": str(path), "path": str(moved), "reason": reason, "when": when}
+        atomic_write(box / QUARANTINE_NOTE, json.dumps(note, indent=2) + "\n")
+        return moved
 
     def remove_blob(self, sha256: str) -> None:
         self.blob_path(sha256).unlink(missing_ok=True)

@@ -4,6 +4,8 @@ Each blob is fetched under its own file lock, so N processes asking for the same
 download it once. Bytes go to `partial/<hex>.part`, hashed as they stream; a killed
 process leaves only that partial file, which the next run re-hashes and resumes with an
 HTTP Range request. Only a file whose size and sha256 match is renamed into `blobs/`.
+A partial file's old bytes are not verified until the end: when a resumed download does not
+match, the partial file is discarded and the blob fetched once more from byte 0.
 """
 
 from __future__ import annotations
@@ -74,7 +76,13 @@ class Downloader:
             if url.startswith("file:"):
                 digest, have = self._copy_local(url, part, size, label)
             else:
-                digest, have = self._download_http(url, part, size, label, progress, client)
+                digest, have, resumed = self._download_http(url, part, size, label, progress, client)
+                if resumed and (have != size or digest != sha256):
+                    # the bytes kept from an earlier try were bad: start over once, from byte 0
+                    part.unlink(missing_ok=True)
+                    if progress:
+                        progress(-have)
+                    digest, have, _ = self._download_http(url, part, size, label, progress, client)
             if have != size or digest != sha256:
                 part.unlink(missing_ok=True)
                 raise IntegrityError(
@@ -103,8 +111,10 @@ class Downloader:
 
     def _download_http(
         self, url: str, part: Path, size: int, label: str, progress: Progress | None, client: httpx.Client | None
-    ) -> tuple[str, int]:
-        from ..net import Retry, check_url, raise_for_retry, retrying
+    ) -> tuple[str, int, bool]:
+        """(sha256, length, resumed): `resumed` when bytes already on disk (from an earlier run, or an
+        earlier try of this one) make part of the result."""
+        from ..net import Retry, check_url, client_timeout, iter_body, raise_for_retry, redact, retrying
 
         check_url(url)
         if client is None:
@@ -112,17 +122,21 @@ class Downloader:
             client = self.client_factory()
         http = client
         h, have = _hash_existing(part, size)
+        resumed = have > 0
         if progress and have:
             progress(have)
 
         def attempt() -> None:
             """One GET (a Range request when bytes are already on disk); every byte read is kept."""
-            nonlocal h, have
-            headers = {"Range": f"bytes={have}-"} if have else {}
+            nonlocal h, have, resumed
+            # identity: a compressed answer to a Range request would not be the blob's bytes
+            headers = {"Accept-Encoding": "identity"}
+            if have:
+                headers["Range"] = f"bytes={have}-"
             with http.stream("GET", url, headers=headers) as response:
                 status = response.status_code
                 if status == 404:
-                    raise NotFoundError(f"{label}: {url} not found")
+                    raise NotFoundError(f"{label}: {redact(url)} not found")
                 raise_for_retry(response)
                 if status == 200 and have:
                     have = 0  # the server ignored Range: start over
@@ -131,12 +145,13 @@ class Downloader:
                     start = _content_range_start(response.headers.get("Content-Range", ""))
                     if start != have:
                         raise Retry(f"bad Content-Range {response.headers.get('Content-Range')!r}")
+                    resumed = resumed or have > 0
                 elif status != 200:
-                    raise RegistryError(f"{label}: unexpected HTTP {status} from {url}")
+                    raise RegistryError(f"{label}: unexpected HTTP {status} from {redact(url)}")
                 with open(part, "r+b" if have else "wb") as out:
                     out.seek(have)
                     out.truncate()
-                    for chunk in response.iter_bytes():  # as received: a drop keeps every byte read
+                    for chunk in iter_body(response):  # as received: a drop keeps every byte read
                         have += len(chunk)
                         if have > size:
                             raise IntegrityError(f"{label}: server sent more than the {size} bytes listed")
@@ -149,11 +164,11 @@ class Downloader:
 
         def give_up(exc: Exception, tries: int) -> Exception:
             reason = f"{type(exc).__name__}: {exc}"
-            return RegistryError(f"{label}: download from {url} failed after {tries} tries ({reason})")
+            return RegistryError(f"{label}: download from {redact(url)} failed after {tries} tries ({reason})")
 
         if size == 0 or have < size:  # a complete partial file needs no request
-            retrying(f"GET {url}", url, attempt, give_up=give_up)
-        return h.hexdigest(), have
+            retrying(label, url, attempt, give_up=give_up, timeout=client_timeout(http))
+        return h.hexdigest(), have, resumed
 
 
 def _content_range_start(value: str) -> int:

@@ -1,6 +1,11 @@
 """Installed views: `installed/<org>/<name>/<version>/` = manifest.json + the files, hard-linked
 from verified blobs. A view is built in `tmp/` and renamed into place, so it is either
-complete or absent."""
+complete or absent. A view `verify` found corrupt keeps its place but is marked broken in its
+install record: no install treats it as installed, and the rebuild moves it into quarantine.
+
+`ADAPTERS_TEST_PAUSE_AT=<point>` stops the process (SIGSTOP) at a named point, so that kill tests
+can SIGKILL it exactly there: `view-rename` (the view is built in tmp/, nothing renamed yet) and
+`view-swapped` (an older view was moved aside, the new one is not yet in place)."""
 
 from __future__ import annotations
 
@@ -8,19 +13,29 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .._fs import sha256_file
+from .._fs import atomic_write, sha256_file
 from ..errors import AdapterError, InvalidPackageError
 from ..manifest import MANIFEST_FILE, canonical_name, check_relative_path
 from .cache import RECORD_FILE, Cache
 
+BROKEN = "broken"  # key of an install record: set by `verify` on a view that failed its re-hash
+PAUSE_ENV = "ADAPTERS_TEST_PAUSE_AT"
+
 
 class BlobMissingError(Exception):
     """A blob disappeared between download and linking (a concurrent `cache prune`)."""
+
+
+def pause_point(name: str) -> None:
+    """A kill test's hook: stop this process here when ADAPTERS_TEST_PAUSE_AT names this point."""
+    if os.environ.get(PAUSE_ENV) == name:
+        os.kill(os.getpid(), signal.SIGSTOP)
 
 
 def view_dir(cache: Cache, name: str, version: str) -> Path:
@@ -36,9 +51,18 @@ def read_record(cache: Cache, name: str, version: str) -> dict[str, Any] | None:
 
 
 def is_installed(cache: Cache, name: str, version: str, manifest_sha256: str | None = None) -> bool:
-    """A complete view exists (and, given `manifest_sha256`, it holds exactly that manifest)."""
+    """A complete, sound view exists (and, given `manifest_sha256`, it holds exactly that manifest)."""
     record = read_record(cache, name, version)
-    return record is not None and (manifest_sha256 is None or record.get("manifest_sha256") == manifest_sha256)
+    if record is None or record.get(BROKEN):
+        return False
+    return manifest_sha256 is None or record.get("manifest_sha256") == manifest_sha256
+
+
+def mark_broken(view: Path, record: dict[str, Any], problems: list[str]) -> None:
+    """Record in the view's install record that it failed verification, so the next install rebuilds it."""
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    marked = {**record, BROKEN: {"since": when, "problems": problems}}
+    atomic_write(view / RECORD_FILE, json.dumps(marked, indent=2) + "\n")
 
 
 def _link_or_copy(blob: Path, target: Path) -> None:
@@ -52,14 +76,22 @@ def _link_or_copy(blob: Path, target: Path) -> None:
         os.chmod(target, 0o444)
 
 
-def make_view(cache: Cache, manifest: dict[str, Any], manifest_bytes: bytes, source: str, manifest_sha256: str) -> Path:
-    """Build the view aside and rename it into place; a view of other content is replaced."""
+def make_view(
+    cache: Cache,
+    manifest: dict[str, Any],
+    manifest_bytes: bytes,
+    source: str,
+    manifest_sha256: str,
+    force: bool = False,
+) -> Path:
+    """Build the view aside and rename it into place; a view of other content (or any, with `force`) is
+    replaced, and a view marked broken goes into quarantine rather than away."""
     name, version = canonical_name(manifest["name"]), manifest["version"]
     final = view_dir(cache, name, version)
-    if is_installed(cache, name, version, manifest_sha256):
+    if not force and is_installed(cache, name, version, manifest_sha256):
         return final
     with cache.lock(f"install-{name.replace('/', '--')}-{version}"):
-        if is_installed(cache, name, version, manifest_sha256):
+        if not force and is_installed(cache, name, version, manifest_sha256):
             return final
         tmp = cache.tmp_dir("view-")
         try:
@@ -81,15 +113,30 @@ def make_view(cache: Cache, manifest: dict[str, Any], manifest_bytes: bytes, sou
                     raise BlobMissingError(f["sha256"])
                 _link_or_copy(cache.blob_path(f["sha256"]), tmp / f["path"])
             final.parent.mkdir(parents=True, exist_ok=True)
+            os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700; a view is as readable as any file
+            pause_point("view-rename")
             if final.exists():  # another content for this version, or a broken older view: swap it out
-                graveyard = cache.tmp_dir("replaced-")
-                os.rename(final, graveyard / "view")
-                remove_tree(graveyard)
+                old = read_record(cache, name, version)
+                if old is not None and old.get(BROKEN):
+                    cache.quarantine(final, f"view {name} {version}", "replaced after it failed verification")
+                    pause_point("view-swapped")
+                else:
+                    graveyard = cache.tmp_dir("replaced-")
+                    os.rename(final, graveyard / "view")
+                    pause_point("view-swapped")
+                    remove_tree(graveyard)
             os.rename(tmp, final)
         except BaseException:
             remove_tree(tmp)
             raise
     return final
+
+
+def _umask() -> int:
+    """The process umask (read by setting and restoring it: there is no getter)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def remove_tree(path: Path) -> None:
@@ -119,14 +166,21 @@ def read_view_manifest(view: Path) -> dict[str, Any]:
 def verify_view(cache: Cache, view: Path, record: dict[str, Any]) -> list[str]:
     """Re-hash an installed view: its manifest against the install record, every listed file
     against the manifest, and nothing else present."""
+    return check_view(view, record)[0]
+
+
+def check_view(view: Path, record: dict[str, Any]) -> tuple[list[str], list[tuple[Path, dict[str, Any]]]]:
+    """(problems, listed files whose content is wrong) of one view; the second tells `verify` which
+    blobs may be corrupt too (a view file is a hard link to its blob)."""
     manifest_file = view / MANIFEST_FILE
     try:
         if sha256_file(manifest_file) != record.get("manifest_sha256"):
-            return [f"{manifest_file}: does not match the installed manifest sha256"]
+            return [f"{manifest_file}: does not match the installed manifest sha256"], []
         manifest = read_view_manifest(view)
     except (OSError, ValueError) as exc:
-        return [f"{view}: unreadable manifest ({exc})"]
+        return [f"{view}: unreadable manifest ({exc})"], []
     problems: list[str] = []
+    bad: list[tuple[Path, dict[str, Any]]] = []
     listed = {MANIFEST_FILE, RECORD_FILE}
     for f in manifest.get("files", []):
         target = view / f["path"]
@@ -134,11 +188,14 @@ def verify_view(cache: Cache, view: Path, record: dict[str, Any]) -> list[str]:
         if not target.is_file():
             problems.append(f"{target}: missing")
         elif target.stat().st_size != f["size"] or sha256_file(target) != f["sha256"]:
-            problems.append(f"{target}: content does not match sha256 {f['sha256'][:12]}…")
+            problems.append(f"{target}: content does not match sha256 {f['sha256']}")
+            bad.append((target, f))
     present = (str(p.relative_to(view)) for p in view.rglob("*") if p.is_file())
     extra = sorted(rel for rel in present if rel not in listed)
     problems.extend(f"{view / e}: not part of the package" for e in extra)
-    return problems
+    if not problems and record.get(BROKEN):
+        problems.append(f"{view}: marked broken by an earlier verify (run `adapters verify --repair`)")
+    return problems, bad
 
 
 def prune(cache: Cache, grace_seconds: float = 600.0) -> tuple[int, int]:

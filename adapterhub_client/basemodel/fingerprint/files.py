@@ -54,7 +54,7 @@ def _indexed_shards(root: Path, indexes: list[Path]) -> list[str]:
         try:
             weight_map = json.loads(index.read_text())["weight_map"]
             names.update(str(v) for v in weight_map.values())
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
             raise InvalidPackageError(f"{index}: malformed safetensors index (no 'weight_map')") from None
     unsafe = sorted(n for n in names if Path(n).is_absolute() or ".." in Path(n).parts)
     if unsafe:
@@ -69,7 +69,7 @@ def read_model_type(root: str | os.PathLike[str]) -> str | None:
     """`model_type` from the directory's config.json; None when absent or unreadable (it is only shown)."""
     try:
         value = json.loads((Path(root) / "config.json").read_text()).get("model_type")
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         return None
     return value if isinstance(value, str) else None
 
