@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -102,19 +103,26 @@ def wrapped_format(root: Path) -> str | None:
     return fmt if fmt in (PEFT, ADAPTERHUB) else None
 
 
-def verify_listed_files(root: Path) -> None:
-    """Check every file a package's manifest lists against its sha256 and size (before reading any)."""
+def verify_listed_file(root: Path, entry: Mapping[str, Any]) -> Path:
+    """One file a package's manifest lists, checked against its sha256 and size before it is read."""
     from .._fs import file_digest
     from ..errors import IntegrityError
+
+    target = root / entry["path"]
+    try:
+        sha, size = file_digest(target)
+    except FileNotFoundError:
+        raise InvalidPackageError(f"{target}: listed in the manifest but missing") from None
+    except OSError as exc:
+        raise InvalidPackageError(f"{target}: cannot be read ({exc.strerror or exc})") from None
+    if (sha, size) != (entry["sha256"], entry["size"]):
+        raise IntegrityError(f"{target}: sha256/size do not match the manifest")
+    return target
+
+
+def verify_listed_files(root: Path) -> None:
+    """Check every file a package's manifest lists against its sha256 and size (before reading any)."""
     from ..manifest import read_manifest
 
     for entry in read_manifest(root)["files"]:
-        target = root / entry["path"]
-        try:
-            sha, size = file_digest(target)
-        except FileNotFoundError:
-            raise InvalidPackageError(f"{target}: listed in the manifest but missing") from None
-        except OSError as exc:
-            raise InvalidPackageError(f"{target}: cannot be read ({exc.strerror or exc})") from None
-        if (sha, size) != (entry["sha256"], entry["size"]):
-            raise IntegrityError(f"{target}: sha256/size do not match the manifest")
+        verify_listed_file(root, entry)

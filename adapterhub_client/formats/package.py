@@ -22,14 +22,14 @@ import torch
 from torch import nn
 
 from .._fs import is_pickle_name
-from ..errors import AdapterConfigError, IntegrityError, InvalidPackageError, UnsupportedAdapterError
-from ..manifest import complete_package, file_digest, new_manifest, read_manifest, write_manifest
+from ..errors import AdapterConfigError, InvalidPackageError, UnsupportedAdapterError
+from ..manifest import complete_package, new_manifest, read_manifest, write_manifest
 from ..nn import bottleneck, lora  # noqa: F401  (registers the built-in kinds with AdapterConfig)
 from ..nn.base import AdapterConfig, adapter_state, check_model
 from ..nn.model import adapter_tensors, list_adapters
 from ..nn.targets import base_of, get_module, kind_of
 from . import peft, peft_layout
-from .files import output_dir
+from .files import output_dir, verify_listed_file
 from .tensors import load_tensors, pickle_refused, save_tensors
 
 WEIGHTS_FILE = "adapter.safetensors"
@@ -99,19 +99,6 @@ def save_package(
     return out
 
 
-def _verify(root: Path, entry: dict[str, Any]) -> Path:
-    target = root / entry["path"]
-    try:
-        sha, size = file_digest(target)
-    except FileNotFoundError:
-        raise InvalidPackageError(f"{target}: listed in the manifest but missing") from None
-    except OSError as exc:
-        raise InvalidPackageError(f"{target}: cannot be read ({exc.strerror or exc})") from None
-    if sha != entry["sha256"] or size != entry["size"]:
-        raise IntegrityError(f"{target}: sha256/size do not match the manifest")
-    return target
-
-
 def read_package(
     path: str | os.PathLike[str],
     *,
@@ -130,7 +117,7 @@ def read_package(
     if adapter["config"].get("format") == "peft":
         for p in entries:
             if p == peft_layout.CONFIG_FILE or p.startswith("adapter_model."):
-                _verify(root, entries[p])
+                verify_listed_file(root, entries[p])
         config, tensors = peft.read_peft(root, allow_pickle=allow_pickle)
         return config, tensors, manifest["name"]
     try:
@@ -146,7 +133,7 @@ def read_package(
     files = weights or pickled
     if len(files) != 1:
         raise InvalidPackageError(f"{root}: expected one weights file, found {files or 'none'}")
-    target = _verify(root, entries[files[0]])
+    target = verify_listed_file(root, entries[files[0]])
     return config, load_tensors(target, allow_pickle=allow_pickle), manifest["name"]
 
 
