@@ -117,12 +117,9 @@ def parse_ref(text: str) -> Ref:
             raise _too_long(text, MAX_REF_CHARS)
         scheme, _, rest = text.partition("://")
         if "@" in rest.split("/", 1)[0]:  # user info in the authority: never echoed back
-            from .net import redact
+            from .net import TOKEN_HINT, redact
 
-            raise UsageError(
-                f"credentials inside a URL are not accepted ({redact(text)}): give a token with --token, "
-                "`token = ...` in config.toml or ADAPTERS_TOKEN"
-            )
+            raise UsageError(f"refusing {redact(text)}: no credentials inside a URL; {TOKEN_HINT}")
         if scheme not in ("file", "http", "https"):
             raise UsageError(f"unsupported URL scheme {scheme!r} in {text!r}")
         rest, _, spec = rest.partition("@")
