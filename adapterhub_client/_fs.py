@@ -3,7 +3,8 @@
 * :func:`atomic_write` - small files (configs, index lines, lockfiles): temp file + rename.
 * :func:`write_blob` - a content-addressed file (bytes or a copy of a file), fsynced, read-only,
   renamed into place: readers see the whole blob or none.
-* :func:`sha256_file` / :func:`file_digest` / :func:`sha256_bytes` - the one way to hash.
+* :func:`sha256_file` / :func:`file_digest` / :func:`sha256_bytes` / :func:`hash_into` (a running hash,
+  for resumed downloads) - the one way to hash.
 * :func:`is_pickle_name` - the one list of pickle suffixes, compared case-insensitively.
 """
 
@@ -31,6 +32,12 @@ def is_pickle_name(name: str | os.PathLike[str]) -> bool:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def hash_into(path: str | os.PathLike[str], h: hashlib._Hash) -> int:
+    """Feed a file's bytes into a running hash (a resumable download continues it); return the size."""
+    with open(path, "rb") as fh:
+        return _hash_stream(fh, h)
 
 
 def _hash_stream(fh: BinaryIO, h: hashlib._Hash) -> int:

@@ -29,7 +29,6 @@ import sys
 import warnings
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from .errors import AdapterWarning, NotFoundError, UsageError
 
@@ -126,11 +125,9 @@ def read_config_file(path: Path) -> dict[str, Any]:
 
 def refuse_credentials(url: str, where: str) -> None:
     """A registry URL with user info (`https://user:pw@host/`) is refused, without printing it."""
-    try:
-        netloc = urlsplit(url).netloc if "://" in url else ""
-    except ValueError:
-        return  # not a URL: the caller's own checks say what is wrong
-    if "@" in netloc:
+    from ._urls import has_credentials
+
+    if has_credentials(url):
         from .net import TOKEN_HINT, redact  # deferred: httpx, only on this error
 
         raise UsageError(f"{where}: refusing {redact(url)}: no credentials inside a registry URL; {TOKEN_HINT}")

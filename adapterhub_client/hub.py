@@ -224,6 +224,10 @@ class Hub:
         CLI exits 4 on any). `repair`: then fetch again and rebuild every broken view."""
         return _verify.repair(self.session) if repair else _verify.verify(self.cache)
 
+    def prune(self, grace_seconds: float = 600.0) -> tuple[int, int]:
+        """Remove cached blobs no installed adapter uses and leftovers; (entries removed, bytes freed)."""
+        return _verify.prune(self.cache, grace_seconds)
+
     # --- publishing ---------------------------------------------------------------------
     def publish(
         self,

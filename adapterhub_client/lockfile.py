@@ -76,7 +76,7 @@ def read_lock(path: str | os.PathLike[str]) -> LockData:
         raise NotFoundError(f"no lockfile at {path} (run `adapters lock REF...` first)") from None
     try:
         data = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise InvalidPackageError(f"{path}: not valid JSON") from None
     validate_schema(data, "lockfile", str(path))
     return cast(LockData, data)

@@ -20,12 +20,13 @@ from collections.abc import Callable, Generator, Iterable, Iterator
 from datetime import timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import httpcore
 import httpx
 
 from ._text import human_size
+from ._urls import has_credentials, redact
 from ._version import __version__
 from .errors import InvalidPackageError, RegistryError, UsageError
 
@@ -42,25 +43,6 @@ TOKEN_HINT = (
     "give a token with `adapters registry add NAME URL --token T`, `token = ...` in config.toml or ADAPTERS_TOKEN"
 )
 T = TypeVar("T")
-
-
-def redact(url: str) -> str:
-    """`url` fit for a message or a log: user info (`user:password@`) replaced by `***@`."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
-
-
-def has_credentials(url: str) -> bool:
-    """Whether `url` carries user info (`user:password@host`)."""
-    try:
-        return "@" in urlsplit(url).netloc
-    except ValueError:
-        return False
 
 
 def is_loopback(host: str | None) -> bool:
@@ -338,6 +320,9 @@ def retrying(
             _current.deadline = deadline
             try:
                 return attempt()
+            except (httpx.TooManyRedirects, httpx.DecodingError, httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+                # not worth a retry: the server (or a redirect) keeps sending the same broken answer
+                raise RegistryError(f"{what}: {redact(url)}: {type(exc).__name__}: {redact(str(exc))}") from None
             except (httpx.TransportError, Retry) as exc:
                 failures += 1
                 unreachable += isinstance(exc, _UNREACHABLE)

@@ -116,7 +116,9 @@ def parse_ref(text: str) -> Ref:
         if len(text) > MAX_REF_CHARS:
             raise _too_long(text, MAX_REF_CHARS)
         scheme, _, rest = text.partition("://")
-        if "@" in rest.split("/", 1)[0]:  # user info in the authority: never echoed back
+        from ._urls import has_credentials
+
+        if has_credentials(text):  # user info: never echoed back
             from .net import TOKEN_HINT, redact
 
             raise UsageError(f"refusing {redact(text)}: no credentials inside a URL; {TOKEN_HINT}")

@@ -33,7 +33,7 @@ from safetensors.numpy import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from adapterhub_client.basemodel import fingerprint as fp
-from benchmarks._util import timed
+from benchmarks._util import print_table, timed
 
 
 def make_checkpoint(root: Path, total_mb: int, shards: int) -> int:
@@ -154,14 +154,21 @@ def main() -> None:
             f"checkpoint: {file_bytes / 1e6:.0f} MB in {len(files)} file(s), {nbytes / 1e6:.0f} MB of tensors; "
             f"{args.repeat} interleaved rounds; page cache warm"
         )
-        print(f"{'measure':<48} {'time':>10} {'GB/s':>7} {'vs sha256':>10}")
-        for label, seconds, size, ratio in rows:
-            gbps = size / seconds / 1e9
-            print(f"{label:<48} {seconds * 1000:>8.1f}ms {gbps:>7.2f} {ratio:>9.2f}x")
-        print(f"{'cached re-check (fingerprint_dir, cache warm)':<48} {cached * 1000:>8.2f}ms")
-        print(f"{'architecture fingerprint (headers only)':<48} {arch * 1000:>8.2f}ms")
-        label = f"architecture fingerprint, {sparse_bytes / 2**30:.0f} GiB sparse file"
-        print(f"{label:<48} {arch_sparse * 1000:>8.2f}ms")
+        table = [
+            [label, f"{seconds * 1000:.1f} ms", f"{size / seconds / 1e9:.2f}", f"{ratio:.2f}x"]
+            for label, seconds, size, ratio in rows
+        ]
+        table += [
+            ["cached re-check (fingerprint_dir, cache warm)", f"{cached * 1000:.2f} ms", "", ""],
+            ["architecture fingerprint (headers only)", f"{arch * 1000:.2f} ms", "", ""],
+            [
+                f"architecture fingerprint, {sparse_bytes / 2**30:.0f} GiB sparse file",
+                f"{arch_sparse * 1000:.2f} ms",
+                "",
+                "",
+            ],
+        ]
+        print_table("Fingerprints", table, ["measure", "time", "GB/s", "vs sha256"])
 
 
 if __name__ == "__main__":

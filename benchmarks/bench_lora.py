@@ -31,6 +31,7 @@ warnings.filterwarnings("ignore")
 import torch  # noqa: E402
 
 import adapterhub_client as ah  # noqa: E402
+from benchmarks._util import print_table  # noqa: E402
 from tests import models  # noqa: E402
 
 LLAMA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -185,12 +186,7 @@ def main() -> None:
         rows += bench_load(max(5, args.rounds // 2))
     if "forward" in only:
         rows += bench_forward(args.rounds)
-    widths = [max(len(r[i]) for r in rows + [("benchmark", "measured", "ours/PEFT")]) for i in range(3)]
-    line = lambda r: " | ".join(c.ljust(w) for c, w in zip(r, widths))
-    print(line(("benchmark", "measured", "ours/PEFT")))
-    print("-+-".join("-" * w for w in widths))
-    for r in rows:
-        print(line(r))
+    print_table("LoRA: ours vs PEFT", [list(r) for r in rows], ["benchmark", "measured", "ours/PEFT"])
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .output import emit_json, say, warn
+from .output import emit_json, say, table, warn
 
 if TYPE_CHECKING:
     from ..demo.run import Step
@@ -39,10 +39,8 @@ def demo(home: str | None, keep: bool, as_json: bool) -> None:
     if not report.real_base:
         warn("predictions come from a random base: install adapterhub-client[demo] for the real one")
     say()
-    say(f"{'label':<5}  {'before':<6}  {'after':<6}  message")
-    for e in report.examples:
-        text = e.text if len(e.text) <= 70 else e.text[:67] + "..."
-        say(f"{e.label:<5}  {e.before:<6}  {e.after:<6}  {text}")
+    rows = [[e.label, e.before, e.after, e.text if len(e.text) <= 70 else e.text[:67] + "..."] for e in report.examples]
+    table(rows, ["label", "before", "after", "message"])
     n = len(report.examples)
     held = report.held_out
     say()

@@ -351,7 +351,10 @@ def verify(hub: Hub, repair: bool, as_json: bool) -> None:
             err=True,
         )
         if report.quarantined:
-            say(f"moved {len(report.quarantined)} corrupt files into {hub.cache.root / 'quarantine'}", err=True)
+            say(
+                f"moved {plural(len(report.quarantined), 'corrupt file')} into {hub.cache.root / 'quarantine'}",
+                err=True,
+            )
         for name in report.repaired:
             say(f"repaired {name}", err=True)
         for failure in report.unrepaired:
@@ -373,12 +376,6 @@ def lock(hub: Hub, refs: tuple[str, ...], pre: bool, lockfile: str | None, as_js
     """Resolve REFS and record exact versions, sources and hashes in adapters.lock. Without REFS,
     re-resolve the requirements the lockfile already records (after a publish or a yank)."""
     check_refs(refs)
-    if not refs:
-        from ..lockfile import LOCK_FILE, read_lock
-
-        refs = tuple(read_lock(lockfile or LOCK_FILE)["requirements"])
-        if not refs:
-            raise click.UsageError("the lockfile records no requirements: give adapter references")
     locked = hub.lock(refs, lockfile, pre=pre)
     if as_json:
         emit_json(locked.to_json())
@@ -467,9 +464,7 @@ def cache_info(hub: Hub, as_json: bool) -> None:
 @local_options
 def cache_prune(hub: Hub, grace: float, as_json: bool) -> None:
     """Remove blobs no installed adapter uses, partial downloads and leftovers."""
-    from ..store.install import prune
-
-    removed, freed = prune(hub.cache, grace)
+    removed, freed = hub.prune(grace)
     if as_json:
         emit_json({"removed": removed, "freed_bytes": freed})
     else:

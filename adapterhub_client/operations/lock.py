@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import lockfile
-from ..errors import IntegrityError, LockMismatchError
+from ..errors import IntegrityError, LockMismatchError, UsageError
 from ..lockfile import LockData, LockEntry
 from ..registry.transport import local_package_dir
 from .install import install_resolved
@@ -32,6 +32,11 @@ def lock_data(refs: Sequence[str], items: Sequence[Resolved]) -> LockData:
 
 
 def lock(session: Session, refs: Sequence[str], path: PathLike | None = None, pre: bool = False) -> Locked:
+    """Resolve `refs` and write the lockfile; without refs, re-lock the requirements it records."""
+    if not refs:
+        refs = list(lockfile.read_lock(path or lockfile.LOCK_FILE)["requirements"])
+        if not refs:
+            raise UsageError("the lockfile records no requirements: give adapter references")
     data = lock_data(refs, resolve(session, refs, pre=pre))
     written = lockfile.write_lock(path or lockfile.LOCK_FILE, data)
     return Locked(Path(written), data)

@@ -100,3 +100,9 @@ def repair(session: Session) -> VerifyReport:
         unrepaired=unrepaired,
         repair=True,
     )
+
+
+def prune(cache: Cache, grace_seconds: float = 600.0) -> tuple[int, int]:
+    """`adapters cache prune`: blobs no installed view uses, stale partials and leftovers; the
+    quarantine stays (it is evidence). Returns (entries removed, bytes freed)."""
+    return views.prune(cache, grace_seconds)

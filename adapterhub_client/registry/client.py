@@ -68,7 +68,7 @@ def parse_jsonl(raw: bytes, where: str) -> Iterator[dict[str, Any]]:
             continue
         try:
             item = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise InvalidPackageError(f"{where} line {lineno}: malformed index line (not JSON)") from None
         if not isinstance(item, dict):
             raise InvalidPackageError(f"{where} line {lineno}: malformed index line (not an object)")
@@ -104,7 +104,7 @@ class RegistryClient:
         where = self.transport.location(layout.CONFIG_PATH)
         try:
             data = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise InvalidPackageError(f"{where}: not valid JSON") from None
         validate_schema(data, "registry-config", where)
         return data

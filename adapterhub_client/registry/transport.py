@@ -127,6 +127,8 @@ class FileTransport(Transport):
             return _read_capped(path, limit, what)
         except (FileNotFoundError, NotADirectoryError):
             raise NotFoundError(f"{url} not found") from None
+        except OSError as exc:  # a directory where a blob should be, unreadable, ...
+            raise RegistryError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 class HttpTransport(Transport):

@@ -11,6 +11,7 @@ match, the partial file is discarded and the blob fetched once more from byte 0.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     import httpx
 
 from .._fs import HASH_CHUNK as CHUNK
+from .._fs import hash_into
 from ..errors import IntegrityError, NotFoundError, OfflineMissError, RegistryError
 from .cache import Cache
 
@@ -29,18 +31,13 @@ def _hash_existing(part: Path, size: int) -> tuple[hashlib._Hash, int]:
     """The running hash of a partial download and its length, so the transfer can resume (a
     running hash, not a digest: `_fs` hashes whole files only)."""
     h = hashlib.sha256()
-    have = 0
     try:
         if part.stat().st_size > size:
             part.unlink()
             return h, 0
-        with open(part, "rb") as fh:
-            while chunk := fh.read(CHUNK):
-                h.update(chunk)
-                have += len(chunk)
+        return h, hash_into(part, h)
     except FileNotFoundError:
-        pass
-    return h, have
+        return hashlib.sha256(), 0
 
 
 class Downloader:
@@ -107,6 +104,10 @@ class Downloader:
                     have += len(chunk)
         except FileNotFoundError:
             raise NotFoundError(f"{label}: the registry has no blob at {source}") from None
+        except OSError as exc:
+            if exc.filename is not None and os.fspath(exc.filename) == os.fspath(source):  # the registry's side
+                raise RegistryError(f"{label}: cannot read {source} ({exc.strerror or exc})") from None
+            raise  # our side (the cache's disk): errors.storage_error names it
         return h.hexdigest(), have
 
     def _download_http(

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .._fs import atomic_write, sha256_file
-from ..errors import AdapterError, InvalidPackageError
+from ..errors import AdapterError, InvalidPackageError, NotFoundError
 from ..manifest import MANIFEST_FILE, canonical_name, check_relative_path
 from .cache import RECORD_FILE, Cache
 
@@ -28,8 +28,16 @@ BROKEN = "broken"  # key of an install record: set by `verify` on a view that fa
 PAUSE_ENV = "ADAPTERS_TEST_PAUSE_AT"
 
 
-class BlobMissingError(Exception):
-    """A blob disappeared between download and linking (a concurrent `cache prune`)."""
+class BlobMissingError(NotFoundError):
+    """A blob disappeared between download and linking (a concurrent `cache prune`); install fetches
+    it once more, and says so if it vanishes again."""
+
+    def __init__(self, sha256: str) -> None:
+        super().__init__(
+            f"blob {sha256} left the cache while it was being installed (a concurrent "
+            "`adapters cache prune`?); run the install again"
+        )
+        self.sha256 = sha256
 
 
 def pause_point(name: str) -> None:

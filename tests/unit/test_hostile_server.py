@@ -291,3 +291,86 @@ def test_a_retry_after_past_the_timeout_fails_at_once_saying_so(cli, served):
     r = cli("install", "acme/big", "--registry", served.registry_url, "--timeout", "2")
     assert r.code == 6 and "asks to retry in 20s" in r.err and "--timeout" in r.err
     assert len(served.requests_for(r"/config\.json$")) == 1
+
+
+@pytest.mark.parametrize("password", ["s3cr#et", "s3cr?et", "s3cr/et", "p@ss"])
+def test_passwords_with_url_delimiters_are_refused_and_hidden(cli, password):
+    """urlsplit ends the host part at the first / ? #: user info is found on the raw text instead."""
+    for args in (
+        ("install", f"https://user:{password}@example.com/acme/x"),
+        ("registry", "add", "x", f"https://user:{password}@example.com/"),
+        ("search", "foo", "--registry", f"https://user:{password}@example.com/"),
+    ):
+        r = cli(*args)
+        assert r.code == 2, (args, r.err)
+        assert password not in r.out + r.err and "***@" in r.err, (args, r.err)
+
+
+def test_versions_after_an_at_sign_are_not_taken_for_credentials():
+    for url in ("https://example.com/registry/acme/x@1.0", "https://example.com:8443/r/acme/x@>=1,<2"):
+        assert not net.has_credentials(url) and net.redact(url) == url
+
+
+# --- found by review: broken answers that were internal errors --------------------------------------------
+def _file_registry(cli, package, tmp_path) -> Path:
+    reg = tmp_path / "reg"
+    assert cli("publish", str(package("acme/big", "1.0.0")), "--registry", reg.as_uri()).code == 0
+    return reg
+
+
+@pytest.mark.parametrize("victim", ["index", "search", "config", "lockfile"])
+def test_deeply_nested_json_from_a_registry_or_lockfile_is_an_invalid_file(cli, package, tmp_path, victim):
+    reg = _file_registry(cli, package, tmp_path)
+    deep = "[" * 100_000 + "]" * 100_000 + "\n"
+    if victim == "index":
+        (reg / layout.index_path("acme/big")).write_text(deep)
+        r = cli("install", "acme/big", "--registry", reg.as_uri())
+    elif victim == "search":
+        (reg / "search.jsonl").write_text(deep)
+        r = cli("search", "big", "--registry", reg.as_uri())
+    elif victim == "config":
+        (reg / "config.json").write_text(deep)
+        r = cli("install", "acme/big", "--registry", reg.as_uri())
+    else:
+        lock = tmp_path / "adapters.lock"
+        lock.write_text(deep)
+        r = cli("install", "--frozen", "--lockfile", str(lock))
+    if victim == "search":  # search skips a registry it cannot read, and says so
+        assert r.code == 0 and "warning: search skipped registry" in r.err, r.err
+    else:
+        assert r.code == 7, (r.code, r.err)
+    assert "internal error" not in r.err
+
+
+def test_a_directory_where_a_blob_should_be_is_a_registry_error(cli, package, tmp_path):
+    reg = _file_registry(cli, package, tmp_path)
+    blobs = sorted((reg / "blobs").rglob("*"), key=lambda p: p.stat().st_size if p.is_file() else 0)
+    weights = blobs[-1]  # the largest file: the weights, not the manifest
+    weights.chmod(0o644)
+    weights.unlink()
+    weights.mkdir()
+    r = cli("install", "acme/big", "--registry", reg.as_uri())
+    assert r.code == 6 and "internal error" not in r.err, (r.code, r.err)
+
+
+def test_a_redirect_loop_is_a_registry_error(cli):
+    import http.server
+    import threading
+
+    class Loop(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(302)
+            self.send_header("Location", self.path + "x")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Loop)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        r = cli("install", "acme/x", "--registry", f"http://127.0.0.1:{server.server_address[1]}/r/")
+    finally:
+        server.shutdown()
+    assert r.code == 6 and "TooManyRedirects" in r.err and "internal error" not in r.err, (r.code, r.err)
