@@ -25,7 +25,7 @@ MANIFEST_FILE = "manifest.json"
 # Names an installed view keeps for itself: a package may not list them.
 RESERVED_PATHS = frozenset({MANIFEST_FILE, ".install.json"})
 SCHEMA_VERSION = 1
-MAX_MANIFEST_BYTES = 16 * 1024 * 1024
+MAX_MANIFEST_BYTES = 8 * 1024 * 1024  # publish, local installs and registry reads: one limit
 # One path component, in UTF-8 bytes: the limit of every common file system (NAME_MAX).
 MAX_COMPONENT_BYTES = 255
 # Always used with fullmatch: `$` would also match before a final newline.

@@ -12,7 +12,7 @@ from typing import Any
 
 from .._fs import sha256_bytes
 from ..errors import IntegrityError, InvalidPackageError, OfflineMissError, UsageError
-from ..manifest import MANIFEST_FILE, canonical_name, dumps_manifest
+from ..manifest import MANIFEST_FILE, MAX_MANIFEST_BYTES, canonical_name, dumps_manifest
 from ..refs import HubRef, LocalRef, Ref, Requirement, parse_ref
 from ..registry.client import IndexEntry
 from ..resolve import Resolver, dependency_requirement
@@ -87,7 +87,9 @@ def manifest_bytes(session: Session, entry: IndexEntry) -> bytes:
                 "offline, it cannot be fetched again"
             )
         raise OfflineMissError(f"offline: the manifest of {entry.name} {entry.version} is not in the cache")
-    raw = entry.registry.read_blob(sha)
+    raw = entry.registry.read_blob(
+        sha, limit=min(entry.manifest_size, MAX_MANIFEST_BYTES)
+    )  # no byte past the listed size
     if not blob.exists():
         session.cache.ensure().put_bytes(raw, sha)
     return raw

@@ -15,7 +15,7 @@ from packaging.version import Version
 from .._fs import sha256_bytes
 from ..config import RegistrySpec
 from ..errors import IntegrityError, InvalidPackageError, NotFoundError, OfflineMissError, RegistryError
-from ..manifest import canonical_name, loads_manifest, parse_version, validate_schema
+from ..manifest import MAX_MANIFEST_BYTES, canonical_name, loads_manifest, parse_version, validate_schema
 from . import layout
 from .transport import Transport
 
@@ -23,7 +23,6 @@ from .transport import Transport
 # lists them). A file past its limit is refused (InvalidPackageError, exit 7) before it is read whole.
 MAX_CONFIG_BYTES = 1024 * 1024  # config.json: a few keys
 MAX_INDEX_BYTES = 16 * 1024 * 1024  # one name's sparse-index file: tens of thousands of versions
-MAX_MANIFEST_BYTES = 8 * 1024 * 1024  # one manifest blob (its index line gives the exact size)
 MAX_SEARCH_BYTES = 64 * 1024 * 1024  # search.jsonl: one line per adapter of the registry
 MAX_BASE_INDEX_BYTES = 16 * 1024 * 1024  # one base model's reverse-index file
 CONFIG_MAX_AGE = 600.0  # config.json rarely changes: revalidate it at most every 10 minutes

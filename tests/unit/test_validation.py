@@ -271,3 +271,14 @@ def test_no_os_error_leaks_for_a_long_component_in_a_local_package(package):
     with pytest.raises(InvalidPackageError, match="255 bytes"):
         complete_package(pkg, data)
     assert os.path.isdir(pkg)
+
+
+def test_a_manifest_over_the_one_limit_is_refused_at_publish(cli, package, home):
+    """Publish, local installs and registry reads share MAX_MANIFEST_BYTES (8 MiB): publishing one that
+    every later install would refuse is refused up front."""
+    from adapterhub_client.manifest import MAX_MANIFEST_BYTES
+
+    pkg = package("acme/huge", "1.0.0", extra={"description": "x" * (MAX_MANIFEST_BYTES + 1)})
+    r = cli("publish", str(pkg))
+    assert r.code == 7 and "manifest" in r.err, (r.code, r.err[:300])
+    assert not (home / "registry" / layout.index_path("acme/huge")).exists()
