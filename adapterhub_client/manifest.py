@@ -34,7 +34,7 @@ VALID_NAME = (
     "'org/name', each part 1-64 ASCII letters, digits, '.', '_' or '-', "
     "starting and ending with a letter or digit (e.g. 'acme/sentiment-lora')"
 )
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1: no file name needs them
 
 
 @cache

@@ -18,9 +18,10 @@ import click
 
 from .._text import format_table, human_size  # noqa: F401 (human_size re-exported)
 
-# C0 (tab and newline included: one record stays one line), DEL, C1, and the bidi embeddings,
-# overrides and isolates; ESC is C0, so every ESC-based sequence (CSI, OSC, ...) is neutralised.
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# C0 (tab and newline included: one record stays one line), DEL, C1, the bidi marks, embeddings,
+# overrides and isolates, and the Unicode line/paragraph separators; ESC is C0, so every ESC-based
+# sequence (CSI, OSC, ...) is neutralised.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 def _escape(match: re.Match[str]) -> str:

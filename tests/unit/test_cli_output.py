@@ -19,6 +19,8 @@ def test_safe_escapes_controls_and_bidi_and_keeps_text():
     assert safe("plain é ü 中") == "plain é ü 中"
     assert safe(HOSTILE) == "nice \\x1b]0;pwned\\x07 adapter \\x1b[2J\\x9b1m \\u202egnp.exe"
     assert safe("a\nb\tc\x7f") == "a\\x0ab\\x09c\\x7f"
+    # bidi marks and the Unicode line separators move or split text as surely as the overrides do
+    assert safe("x\u200ey\u200fz\u061c\u2028\u2029") == "x\\u200ey\\u200fz\\u061c\\u2028\\u2029"
 
 
 def test_hostile_description_base_and_tags_are_escaped_for_people_exact_in_json(cli, package, home):

@@ -282,3 +282,9 @@ def test_a_manifest_over_the_one_limit_is_refused_at_publish(cli, package, home)
     r = cli("publish", str(pkg))
     assert r.code == 7 and "manifest" in r.err, (r.code, r.err[:300])
     assert not (home / "registry" / layout.index_path("acme/huge")).exists()
+
+
+@pytest.mark.parametrize("char", ["\x1b", "\x7f", "\x85", "\x9b"])
+def test_file_paths_with_c0_del_or_c1_characters_are_refused(char):
+    with pytest.raises(InvalidPackageError):
+        check_relative_path(f"weights/a{char}b.safetensors", "manifest")
