@@ -22,20 +22,20 @@ def minilm():
     return AutoModel.from_pretrained(str(get_model_path())).eval()
 
 
-def tiny_bert():
-    """2-layer BERT without pooler, hidden 32 (seeded)."""
+def tiny_bert(vocab: int = 96, positions: int = 64, pooler: bool = False):
+    """2-layer BERT, hidden 32 (seeded); without a pooler unless asked."""
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(0)
     cfg = BertConfig(
-        vocab_size=96,
+        vocab_size=vocab,
         hidden_size=32,
         num_hidden_layers=2,
         num_attention_heads=4,
         intermediate_size=64,
-        max_position_embeddings=64,
+        max_position_embeddings=positions,
     )
-    return BertModel(cfg, add_pooling_layer=False).eval()
+    return BertModel(cfg, add_pooling_layer=pooler).eval()
 
 
 def tiny_gpt2(seed: int = 0, lm_head: bool = False):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -133,21 +133,36 @@ def _peft_modules(weights: Path, fan_in_fan_out: bool) -> dict[str, dict[str, An
         (a_shapes if which == "A" else b_shapes)[module] = tuple(info.shape)
         if embedding:
             embeddings.add(module)
+    default = CONV1D if fan_in_fan_out else LINEAR
+    return _lora_modules(
+        weights, a_shapes, b_shapes, lambda m: EMBEDDING if m in embeddings else default, "LoRA tensors"
+    )
+
+
+def _lora_modules(
+    weights: Path,
+    a_shapes: dict[str, tuple[int, ...]],
+    b_shapes: dict[str, tuple[int, ...]],
+    layer_of: Callable[[str], str],
+    what: str,
+) -> dict[str, dict[str, Any]]:
+    """The manifest's module table from each module's lora_A [r, in] and lora_B [out, r] shapes.
+
+    The adapter file does not tell the base's dtype (PEFT keeps LoRA in fp32 on half bases): unknown
+    until --base fills it in."""
     modules: dict[str, dict[str, Any]] = {}
     for module, a in a_shapes.items():
         b = b_shapes.get(module)
         if b is None or len(a) != 2 or len(b) != 2:
             raise InvalidPackageError(f"{weights}: module {module!r} has lora_A without a matching lora_B")
-        layer = EMBEDDING if module in embeddings else CONV1D if fan_in_fan_out else LINEAR
-        # The adapter file does not tell the base's dtype (PEFT keeps LoRA in fp32 on half bases):
-        # unknown until --base fills it in.
+        layer = layer_of(module)
         modules[module] = {
             "shape": weight_shape(layer, out_features=b[0], in_features=a[1]),
             "dtype": None,
             "layer": layer,
         }
     if not modules:
-        raise InvalidPackageError(f"{weights}: no LoRA tensors found")
+        raise InvalidPackageError(f"{weights}: no {what} found")
     return modules
 
 
@@ -162,19 +177,9 @@ def _adapterhub_lora_modules(weights: Path) -> dict[str, dict[str, Any]]:
         param = rest.rpartition(".")[2]
         if sep and param in ("lora_A", "lora_B"):
             (a_shapes if param == "lora_A" else b_shapes)[module] = tuple(info.shape)
-    modules: dict[str, dict[str, Any]] = {}
-    for module, a in a_shapes.items():
-        b = b_shapes.get(module)
-        if b is None or len(a) != 2 or len(b) != 2:
-            raise InvalidPackageError(f"{weights}: module {module!r} has lora_A without a matching lora_B")
-        modules[module] = {
-            "shape": weight_shape(LINEAR, out_features=b[0], in_features=a[1]),
-            "dtype": None,
-            "layer": LINEAR,
-        }
-    if not modules:
-        raise InvalidPackageError(f"{weights}: no AdapterHub LoRA tensors (<module>.loras.<name>.lora_A) found")
-    return modules
+    return _lora_modules(
+        weights, a_shapes, b_shapes, lambda _: LINEAR, "AdapterHub LoRA tensors (<module>.loras.<name>.lora_A)"
+    )
 
 
 def is_adapterhub_dir(path: str | os.PathLike[str]) -> bool:

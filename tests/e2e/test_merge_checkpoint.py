@@ -12,19 +12,8 @@ from tests import models
 
 
 def tiny_bert_square():
-    from transformers import BertConfig, BertModel
-
-    torch.manual_seed(0)
     # vocab == hidden == max positions: every embedding is square, so only the recorded layout tells
-    config = BertConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        vocab_size=32,
-        max_position_embeddings=32,
-    )
-    return BertModel(config).eval()
+    return models.tiny_bert(vocab=32, positions=32, pooler=True)
 
 
 CASES = {
