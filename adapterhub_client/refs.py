@@ -8,7 +8,9 @@ file:///srv/registry/org/name@~=1.0
 https://host/registry/org/name@>=1
                            a registry URL followed by the name: the last two path
                            segments are `org/name`, the rest is the registry root
-hf://org/repo@rev          a Hugging Face Hub repository (revision optional)
+hf://org/repo[@REV][:sub]  a Hugging Face Hub repository: REV a branch, tag or commit sha, or PEP 440
+                           specifiers over the repo's version tags (`v1.2.0`); `:sub` a subfolder
+ah:task/subtask[@org]      an AdapterHub identifier (resolved for a base model name and an architecture)
 """
 
 from __future__ import annotations
@@ -64,11 +66,55 @@ class LocalRef:
 
 @dataclasses.dataclass(frozen=True)
 class HubRef:
+    """A Hugging Face Hub repository: at a revision (branch, tag, commit) or over its version tags."""
+
     repo: str
-    revision: str | None = None
+    revision: str | None = None  # None: the default branch ("main")
+    subfolder: str | None = None
+    specifier: SpecifierSet | None = None  # set for `@>=1.2,<2`: picks among the `v<version>` tags
+
+    def __str__(self) -> str:
+        at = f"@{self.specifier}" if self.specifier is not None else (f"@{self.revision}" if self.revision else "")
+        return f"hf://{self.repo}{at}" + (f":{self.subfolder}" if self.subfolder else "")
 
 
-Ref = Requirement | LocalRef | HubRef
+@dataclasses.dataclass(frozen=True)
+class AdapterHubRef:
+    """An AdapterHub identifier `ah:task/subtask[@org]`, as the `adapters` library accepts it."""
+
+    text: str  # what follows `ah:`
+
+
+Ref = Requirement | LocalRef | HubRef | AdapterHubRef
+
+# Hugging Face Hub ids and revisions, as the Hub accepts them (full match; `--` and `..` refused).
+_HUB_PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
+_HUB_REPO = re.compile(rf"{_HUB_PART}/{_HUB_PART}")
+_HUB_REVISION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,199}")
+_HUB_SUBFOLDER = re.compile(r"[A-Za-z0-9._-]{1,100}(?:/[A-Za-z0-9._-]{1,100}){0,7}")
+_HUB_FORM = "expected hf://org/repo[@revision or version range][:subfolder]"
+
+
+def parse_hub_ref(text: str) -> HubRef:
+    """`hf://org/repo[@REV][:subfolder]`; REV with an operator (`>=1.2,<2`) is a version range over tags."""
+    body = text[len("hf://") :]
+    body, colon, subfolder = body.partition(":")
+    repo, at, rev = body.partition("@")
+    if not _HUB_REPO.fullmatch(repo) or "--" in repo or ".." in repo:
+        raise UsageError(f"invalid Hub reference {shown(text)}: {_HUB_FORM}")
+    if colon and (not _HUB_SUBFOLDER.fullmatch(subfolder) or any(p in (".", "..") for p in subfolder.split("/"))):
+        raise UsageError(f"invalid Hub reference {shown(text)}: bad subfolder {shown(subfolder)}")
+    if at and not rev.strip():
+        raise UsageError(f"invalid Hub reference {shown(text)}: empty revision after '@'")
+    rev = rev.strip()
+    if rev and _OPERATOR.match(rev):
+        try:
+            return HubRef(repo, None, subfolder or None, SpecifierSet(rev))
+        except InvalidSpecifier:
+            raise UsageError(f"invalid Hub reference {shown(text)}: {rev!r} is not a PEP 440 specifier") from None
+    if rev and (not _HUB_REVISION.fullmatch(rev) or ".." in rev or rev.endswith(("/", ".lock"))):
+        raise UsageError(f"invalid Hub reference {shown(text)}: bad revision {shown(rev)}")
+    return HubRef(repo, rev or None, subfolder or None)
 
 
 def parse_requirement(text: str, registry_url: str | None = None) -> Requirement:
@@ -108,10 +154,13 @@ def parse_ref(text: str) -> Ref:
     if len(text) > MAX_PATH_CHARS:
         raise _too_long(text, MAX_PATH_CHARS)
     if text.startswith("hf://"):
-        repo, _, rev = text[len("hf://") :].partition("@")
-        if repo.count("/") != 1:
-            raise UsageError(f"invalid Hub reference {text!r}: expected hf://org/repo[@revision]")
-        return HubRef(repo, rev or None)
+        if len(text) > MAX_REF_CHARS:
+            raise _too_long(text, MAX_REF_CHARS)
+        return parse_hub_ref(text)
+    if text.startswith("ah:"):
+        if len(text) > MAX_REF_CHARS:
+            raise _too_long(text, MAX_REF_CHARS)
+        return AdapterHubRef(text[len("ah:") :])
     if "://" in text:
         if len(text) > MAX_REF_CHARS:
             raise _too_long(text, MAX_REF_CHARS)

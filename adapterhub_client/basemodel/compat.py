@@ -2,7 +2,8 @@
 
 Owns FINGERPRINT.md § Verdicts:
 
-- exact: the content fingerprint matches (same weights).
+- exact: the content fingerprint matches (same weights), or the base's weight files have the recorded
+  sha256s (known without hashing for a Hugging Face cache snapshot, whose blobs are named by them).
 - architecture: every module the adapter touches exists with the recorded shape and dtype, but the
   weights differ or the manifest records no content fingerprint.
 - incompatible: a touched module is missing or has another shape or dtype.
@@ -114,7 +115,7 @@ def check_compat(
     the unquantized base, so pass the unquantized model."""
     local = LocalModel.of(model, cache_dir)
     recorded = dict(base_model.get("fingerprint") or {})
-    recorded.pop("files", None)
+    recorded_files = recorded.pop("files", None) or {}
     modules = (base_model.get("architecture") or {}).get("modules") or {}
     name = base_model.get("name") or "the base model"
     found: dict[str, Any] = {"architecture": local.architecture}
@@ -141,6 +142,16 @@ def check_compat(
                 rewrite,
             )
 
+    if recorded_files:
+        # Same weight files, same weights. Free for a Hugging Face cache snapshot and for files hashed
+        # before; hashing the files is worth it only when no content fingerprint can decide instead.
+        local_files = local.file_sha256(may_hash=not recorded.get("content"))
+        if local_files is not None:
+            found["files"] = local_files
+            if sorted(local_files.values()) == sorted(recorded_files.values()):
+                message = f"{local.source} is {name}: same weight files{quant_note}"
+                return Verdict(EXACT, message, [], {**recorded, "files": recorded_files}, found, rewrite)
+
     if recorded.get("content"):
         algorithm = algorithm_of(recorded["content"])
         content = local.content(algorithm)
@@ -152,6 +163,8 @@ def check_compat(
             content_note = "weights differ from the recorded base"
         else:
             content_note = f"cannot compare weights here ({algorithm!r} fingerprints are not available)"
+    elif recorded_files:
+        content_note = "its weight files differ from the recorded base's"
     else:
         content_note = "the manifest records no content fingerprint"
 

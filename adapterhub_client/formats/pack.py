@@ -121,26 +121,31 @@ def _peft_modules(weights: Path, fan_in_fan_out: bool) -> dict[str, dict[str, An
     """Base weight shape and layout of every module a PEFT LoRA file touches."""
     from ..basemodel.safetensors_header import read_header
 
-    header = read_header(weights)
+    shapes = {key: list(info.shape) for key, info in read_header(weights).tensors.items()}
+    return peft_modules_from_shapes(shapes, fan_in_fan_out, str(weights))
+
+
+def peft_modules_from_shapes(
+    shapes: Mapping[str, Sequence[int]], fan_in_fan_out: bool, where: str
+) -> dict[str, dict[str, Any]]:
+    """The module table from a PEFT file's tensor shapes (its header: local, or read over HTTP)."""
     a_shapes: dict[str, tuple[int, ...]] = {}
     b_shapes: dict[str, tuple[int, ...]] = {}
     embeddings: set[str] = set()
-    for key, info in header.tensors.items():
+    for key, shape in shapes.items():
         factor = peft_layout.lora_factor(key)
         if factor is None:
             continue
         module, which, embedding = factor
-        (a_shapes if which == "A" else b_shapes)[module] = tuple(info.shape)
+        (a_shapes if which == "A" else b_shapes)[module] = tuple(shape)
         if embedding:
             embeddings.add(module)
     default = CONV1D if fan_in_fan_out else LINEAR
-    return _lora_modules(
-        weights, a_shapes, b_shapes, lambda m: EMBEDDING if m in embeddings else default, "LoRA tensors"
-    )
+    return _lora_modules(where, a_shapes, b_shapes, lambda m: EMBEDDING if m in embeddings else default, "LoRA tensors")
 
 
 def _lora_modules(
-    weights: Path,
+    weights: str | Path,
     a_shapes: dict[str, tuple[int, ...]],
     b_shapes: dict[str, tuple[int, ...]],
     layer_of: Callable[[str], str],
@@ -170,15 +175,20 @@ def _adapterhub_lora_modules(weights: Path) -> dict[str, dict[str, Any]]:
     """Base weight shape of every module an AdapterHub LoRA file touches (`<module>.loras.<name>.lora_A`)."""
     from ..basemodel.safetensors_header import read_header
 
+    shapes = {key: list(info.shape) for key, info in read_header(weights).tensors.items()}
+    return adapterhub_lora_modules_from_shapes(shapes, str(weights))
+
+
+def adapterhub_lora_modules_from_shapes(shapes: Mapping[str, Sequence[int]], where: str) -> dict[str, dict[str, Any]]:
     a_shapes: dict[str, tuple[int, ...]] = {}
     b_shapes: dict[str, tuple[int, ...]] = {}
-    for key, info in read_header(weights).tensors.items():
+    for key, shape in shapes.items():
         module, sep, rest = key.partition(adapterhub_layout.LORA_MARK)
         param = rest.rpartition(".")[2]
         if sep and param in ("lora_A", "lora_B"):
-            (a_shapes if param == "lora_A" else b_shapes)[module] = tuple(info.shape)
+            (a_shapes if param == "lora_A" else b_shapes)[module] = tuple(shape)
     return _lora_modules(
-        weights, a_shapes, b_shapes, lambda _: LINEAR, "AdapterHub LoRA tensors (<module>.loras.<name>.lora_A)"
+        where, a_shapes, b_shapes, lambda _: LINEAR, "AdapterHub LoRA tensors (<module>.loras.<name>.lora_A)"
     )
 
 
@@ -201,8 +211,6 @@ def adapterhub_manifest(directory: Path, name: str, version: str) -> dict[str, A
     if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
         raise InvalidPackageError(f"{where}: no 'config' object; not an AdapterHub adapter")
     arch = meta["config"].get("architecture") or "bottleneck"
-    if arch not in ("bottleneck", "lora"):
-        raise InvalidPackageError(f"{where}: AdapterHub architecture {arch!r} is not supported (bottleneck and lora)")
     weights = directory / adapterhub_layout.SAFE_WEIGHTS_FILE
     if not weights.is_file():
         if (directory / adapterhub_layout.PICKLE_FILE).is_file():
@@ -211,18 +219,60 @@ def adapterhub_manifest(directory: Path, name: str, version: str) -> dict[str, A
                 f"as {adapterhub_layout.SAFE_WEIGHTS_FILE} (save_adapter(..., use_safetensors=True))"
             )
         raise InvalidPackageError(f"{directory}: no {adapterhub_layout.SAFE_WEIGHTS_FILE}")
-    modules = _adapterhub_lora_modules(weights) if arch == "lora" else {}
-    base_name = meta.get("model_name")
-    files = [adapterhub_layout.SAFE_WEIGHTS_FILE, adapterhub_layout.CONFIG_FILE]
-    files += ["README.md"] if (directory / "README.md").is_file() else []
+    shapes = None
+    if arch == "lora":
+        from ..basemodel.safetensors_header import read_header
+
+        shapes = {key: list(info.shape) for key, info in read_header(weights).tensors.items()}
+    present = [p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file()]
+    return adapterhub_manifest_from(meta, shapes, present, name, version, str(where))
+
+
+def adapterhub_files(present: Sequence[str]) -> list[str]:
+    """The files of an AdapterHub adapter a reader needs, of those present: weights (safetensors first),
+    config, the prediction head's config and weights, the card."""
+    have = set(present)
+    weights = adapterhub_layout.SAFE_WEIGHTS_FILE if adapterhub_layout.SAFE_WEIGHTS_FILE in have else None
+    if weights is None and adapterhub_layout.PICKLE_FILE in have:
+        weights = adapterhub_layout.PICKLE_FILE
+    files = [f for f in (weights, adapterhub_layout.CONFIG_FILE) if f]
+    head_files = [f for f in getattr(adapterhub_layout, "HEAD_FILES", ("head_config.json",)) if f in have]
+    head_weights = [
+        f for f in getattr(adapterhub_layout, "HEAD_WEIGHT_FILES", ("pytorch_model_head.bin",)) if f in have
+    ]
+    return files + head_files + head_weights[:1] + (["README.md"] if "README.md" in have else [])
+
+
+def adapterhub_manifest_from(
+    meta: Mapping[str, Any],
+    shapes: Mapping[str, Sequence[int]] | None,
+    present: Sequence[str],
+    name: str,
+    version: str,
+    where: str,
+) -> dict[str, Any]:
+    """The manifest of an AdapterHub adapter from its `adapter_config.json`, its weights' tensor shapes
+    (LoRA only; None for a pickle) and the names of the files present."""
+    config = meta.get("config")
+    if not isinstance(config, dict):
+        raise InvalidPackageError(f"{where}: no 'config' object; not an AdapterHub adapter")
+    arch = config.get("architecture") or "bottleneck"
+    if arch not in ("bottleneck", "lora"):
+        raise InvalidPackageError(f"{where}: AdapterHub architecture {arch!r} is not supported (bottleneck and lora)")
+    files = adapterhub_files(present)
+    if adapterhub_layout.CONFIG_FILE not in files or len(files) < 2:
+        raise InvalidPackageError(
+            f"{where}: no {adapterhub_layout.SAFE_WEIGHTS_FILE} or {adapterhub_layout.PICKLE_FILE}"
+        )
+    modules = adapterhub_lora_modules_from_shapes(shapes, where) if arch == "lora" and shapes is not None else {}
     model_type = meta.get("model_type")
     return new_manifest(
         name,
         version,
         "lora" if arch == "lora" else "bottleneck",
-        {"format": ADAPTERHUB, **meta["config"]},
+        {"format": ADAPTERHUB, **config},
         {
-            "name": portable_base_name(base_name),
+            "name": portable_base_name(meta.get("model_name")),
             "architecture": {"model_type": model_type if isinstance(model_type, str) else None, "modules": modules},
         },
         files,
@@ -235,11 +285,7 @@ def peft_manifest(directory: Path, name: str, version: str) -> dict[str, Any]:
     cfg = _read_json(directory / PEFT_CONFIG)
     if not isinstance(cfg, dict):
         raise InvalidPackageError(f"{directory / PEFT_CONFIG}: expected a JSON object")
-    if str(cfg.get("peft_type", "")).upper() != "LORA":
-        raise InvalidPackageError(
-            f"{directory / PEFT_CONFIG}: field 'peft_type': only LORA adapters can be published, "
-            f"not {cfg.get('peft_type')!r}"
-        )
+    check_peft_lora(cfg, str(directory / PEFT_CONFIG))
     weights = directory / PEFT_WEIGHTS
     if not weights.is_file():
         if (directory / peft_layout.PICKLE_FILE).is_file():
@@ -247,7 +293,32 @@ def peft_manifest(directory: Path, name: str, version: str) -> dict[str, Any]:
                 f"{directory}: only a pickle {peft_layout.PICKLE_FILE} is present; save with safe_serialization=True"
             )
         raise InvalidPackageError(f"{directory}: no {PEFT_WEIGHTS}")
-    modules = _peft_modules(weights, bool(cfg.get("fan_in_fan_out")))
+    from ..basemodel.safetensors_header import read_header
+
+    shapes = {key: list(info.shape) for key, info in read_header(weights).tensors.items()}
+    present = [PEFT_WEIGHTS, PEFT_CONFIG] + (["README.md"] if (directory / "README.md").is_file() else [])
+    return peft_manifest_from(cfg, shapes, present, name, version, str(weights))
+
+
+def check_peft_lora(cfg: Mapping[str, Any], where: str) -> None:
+    if str(cfg.get("peft_type", "")).upper() != "LORA":
+        raise InvalidPackageError(
+            f"{where}: field 'peft_type': only LORA adapters can be published, not {cfg.get('peft_type')!r}"
+        )
+
+
+def peft_manifest_from(
+    cfg: Mapping[str, Any],
+    shapes: Mapping[str, Sequence[int]],
+    present: Sequence[str],
+    name: str,
+    version: str,
+    where: str,
+) -> dict[str, Any]:
+    """The manifest of a PEFT LoRA adapter from its config, its weights' tensor shapes and the names of
+    the files present (weights, config, card)."""
+    check_peft_lora(cfg, where)
+    modules = peft_modules_from_shapes(shapes, bool(cfg.get("fan_in_fan_out")), where)
     config = {
         "format": PEFT,
         "r": cfg.get("r", 8),
@@ -262,7 +333,7 @@ def peft_manifest(directory: Path, name: str, version: str) -> dict[str, Any]:
         "alpha_pattern": cfg.get("alpha_pattern") or {},
         "modules_to_save": cfg.get("modules_to_save"),
     }
-    files = [PEFT_WEIGHTS, PEFT_CONFIG] + (["README.md"] if (directory / "README.md").is_file() else [])
+    files = [PEFT_WEIGHTS, PEFT_CONFIG] + (["README.md"] if "README.md" in present else [])
     return new_manifest(
         name,
         version,

@@ -126,6 +126,13 @@ def fetch_files(session: Session, jobs: list[FileJob]) -> None:
     def fetch(job: FileJob) -> None:
         item, f = job
         label = f"{item.name} {item.version}: {f['path']}"
+        if item.hub is not None:
+            from .hub_source import fetch_hub_file
+
+            fetch_hub_file(session, item, f)
+            if update is not None:
+                update(f["size"])
+            return
         if item.local_dir is not None:
             url, client = (item.local_dir / f["path"]).resolve().as_uri(), None
         else:

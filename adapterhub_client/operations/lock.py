@@ -86,7 +86,7 @@ def check_locked_files(pinned: LockEntry, item: Resolved) -> None:
 def resolve_record(session: Session, record: dict[str, Any]) -> Resolved:
     """What an install record names (`verify --repair`): its source and manifest sha256, re-resolved."""
     name, version, source, sha = (str(record.get(k, "")) for k in ("name", "version", "source", "manifest_sha256"))
-    if local_package_dir(source) is not None:
+    if local_package_dir(source) is not None or source.startswith("hf://"):
         return resolve_pinned(session, _pin(name, version, source, sha, 0))
     client = session.client_for_url(source)
     raw = manifest_bytes(session, client.pinned(name, version, {"sha256": sha, "size": 0}))
@@ -100,6 +100,14 @@ def _pin(name: str, version: str, source: str, sha: str, size: int) -> LockEntry
 def resolve_pinned(session: Session, pinned: LockEntry) -> Resolved:
     """One lockfile entry: a local package directory (re-hashed) or a registry entry built from the pin."""
     source, sha = pinned["source"], pinned["manifest"]["sha256"]
+    from .hub_source import hub_ref_of_source, resolve_hub
+
+    hub_ref = hub_ref_of_source(source)
+    if hub_ref is not None:  # pinned to a commit: the manifest derived from it must be the locked one
+        item = resolve_hub(session, hub_ref)
+        if item.manifest_sha256 != sha:
+            raise IntegrityError(f"{pinned['name']} {pinned['version']}: {source} no longer matches the lockfile")
+        return item
     local = local_package_dir(source)
     if local is not None:
         item = resolve_local(session, local)

@@ -13,21 +13,23 @@ from typing import Any
 from .._fs import sha256_bytes
 from ..errors import IntegrityError, InvalidPackageError, OfflineMissError, UsageError
 from ..manifest import MANIFEST_FILE, MAX_MANIFEST_BYTES, canonical_name, dumps_manifest
-from ..refs import HubRef, LocalRef, Ref, Requirement, parse_ref
+from ..refs import AdapterHubRef, HubRef, LocalRef, Ref, Requirement, parse_ref
 from ..registry.client import IndexEntry
 from ..resolve import Resolver, dependency_requirement
 from .results import Resolved
 from .session import Session
 
 ManifestCheck = Callable[[dict[str, Any]], None]
-RefLike = str | Requirement | LocalRef
+RefLike = str | Requirement | LocalRef | HubRef
 
 
 def parse(ref: RefLike) -> Ref:
-    """A reference as typed, or already parsed; Hugging Face Hub references are refused for now."""
+    """A reference as typed, or already parsed; AdapterHub ids need a base model name (see adapterhub_ref)."""
     parsed = parse_ref(ref) if isinstance(ref, str) else ref
-    if isinstance(parsed, HubRef):
-        raise UsageError(f"hf://{parsed.repo}: Hugging Face Hub sources are not supported yet")
+    if isinstance(parsed, AdapterHubRef):
+        raise UsageError(
+            f"ah:{parsed.text}: an AdapterHub identifier needs the base model: add --base-name NAME or --for-model DIR"
+        )
     return parsed
 
 
@@ -43,6 +45,10 @@ def resolve(
         parsed = parse(ref)
         if isinstance(parsed, LocalRef):
             resolved.append(resolve_local(session, parsed.path))
+        elif isinstance(parsed, HubRef):
+            from .hub_source import resolve_hub
+
+            resolved.append(resolve_hub(session, parsed))
         else:
             assert isinstance(parsed, Requirement)
             requirements.append(parsed)
@@ -122,6 +128,8 @@ def root_index(items: Sequence[Resolved], ref: str) -> int:
     parsed = parse_ref(ref)
     for i, item in enumerate(items):
         if isinstance(parsed, LocalRef) and item.local_dir == parsed.path:
+            return i
+        if isinstance(parsed, HubRef) and item.hub is not None and item.hub.repo == parsed.repo:
             return i
         if isinstance(parsed, Requirement) and item.name == parsed.name:
             return i

@@ -26,6 +26,7 @@ __all__ = [
     "CacheStats",
     "CheckedAdapter",
     "Fingerprinted",
+    "HubSource",
     "Exported",
     "Info",
     "Installed",
@@ -60,6 +61,16 @@ class _Record:
         return {f.name: _machine(getattr(self, f.name)) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
 
 
+@dataclasses.dataclass(frozen=True)
+class HubSource:
+    """Where a package from the Hugging Face Hub lives: a repo at a commit (and a subfolder)."""
+
+    repo: str
+    commit: str
+    subfolder: str | None
+    revision: str  # as asked (branch, tag, sha) or the version tag a range picked
+
+
 @dataclasses.dataclass
 class Resolved:
     """One pinned version: where it comes from and its (verified) manifest."""
@@ -72,6 +83,7 @@ class Resolved:
     manifest_sha256: str
     entry: IndexEntry | None = None  # set when it comes from a registry index
     local_dir: Path | None = None  # set when it is a package directory on this machine
+    hub: HubSource | None = None  # set when it comes from a Hugging Face Hub repo
 
     def to_json(self) -> dict[str, Any]:
         return {

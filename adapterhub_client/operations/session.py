@@ -17,6 +17,8 @@ from ..store.download import Downloader
 if TYPE_CHECKING:
     import httpx
 
+    from ..registry.hf import HubClient
+
 
 class Session:
     def __init__(self, settings: Settings, progress: bool | None = None) -> None:
@@ -26,6 +28,7 @@ class Session:
         self.downloader = Downloader(self.cache, self.default_http, settings.offline)
         self._clients: dict[str, RegistryClient] = {}
         self._http: dict[str | None, httpx.Client] = {}
+        self._hub: HubClient | None = None
 
     @property
     def offline(self) -> bool:
@@ -48,6 +51,14 @@ class Session:
 
     def default_http(self) -> httpx.Client:
         return self.http_client(None)
+
+    def hub(self) -> HubClient:
+        """The Hugging Face Hub client (HF_ENDPOINT, HF_TOKEN, HF_HUB_CACHE, offline as read now)."""
+        if self._hub is None:
+            from ..registry.hf import HubClient, hub_settings
+
+            self._hub = HubClient(hub_settings(self.offline), timeout=self.settings.timeout)
+        return self._hub
 
     def client(self, spec: RegistrySpec) -> RegistryClient:
         """The registry client for `spec` (one per URL)."""

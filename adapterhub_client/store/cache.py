@@ -7,6 +7,9 @@
 <cache>/installed/<org>/<name>/<ver>/ installed view: manifest.json + files (hard links)
 <cache>/http/<registry>/...           index files with their ETag, for revalidation
 <cache>/fingerprints/                 per-file base-model fingerprints (basemodel.fingerprint)
+<cache>/hub/<org>--<repo>/<commit>[--<subfolder>].json
+                                      the manifest derived from a Hugging Face repo at a commit (its sha256
+                                      and size; the blob is in blobs/): the same manifest every time, offline
 <cache>/quarantine/<when>-<name>/     what `verify` (or a re-hash on read) found corrupt, moved aside with
                                       note.json (what, where from, why, when); `cache prune` keeps it as
                                       evidence, `cache clean` removes it
@@ -33,7 +36,7 @@ RECORD_FILE = ".install.json"  # in each installed view: what was installed, fro
 FINGERPRINTS = "fingerprints"  # the one name of the fingerprint cache's folder under a cache root
 QUARANTINE = "quarantine"
 QUARANTINE_NOTE = "note.json"
-SUBDIRS = ("blobs", "partial", "locks", "installed", "tmp", "http", FINGERPRINTS, QUARANTINE)
+SUBDIRS = ("blobs", "partial", "locks", "installed", "tmp", "http", "hub", FINGERPRINTS, QUARANTINE)
 CACHEDIR_TAG = (
     "Signature: 8a477f597d28d172789f06886806bc55\n"
     "# This file is a cache directory tag created by adapterhub-client.\n"
@@ -160,6 +163,39 @@ class Cache:
         os.chmod(source, 0o444)
         os.replace(source, target)
         return target
+
+    def adopt_file(self, source: Path, sha256: str, size: int, what: str) -> Path:
+        """Make another cache's file (the Hugging Face cache's) a blob without a second copy where the
+        file system allows: a hard link, else a copy; hashed first either way, visible only if it matches."""
+        target = self.blob_path(sha256)
+        if target.is_file():
+            return target
+        real = Path(os.path.realpath(source))
+        tmp = self.root / "tmp" / f"adopt-{sha256}-{os.getpid()}-{time.monotonic_ns()}"
+        try:
+            os.link(real, tmp)
+        except OSError:  # another file system, or links refused: copy
+            shutil.copyfile(real, tmp)
+        try:
+            from .._fs import file_digest
+
+            got, got_size = file_digest(tmp)
+            if got_size != size or got != sha256:
+                raise IntegrityError(
+                    f"{what}: {got_size} bytes with sha256 {got[:12]}…, expected {size} bytes with sha256 "
+                    f"{sha256[:12]}…; nothing was installed"
+                )
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, target)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        return target
+
+    def hub_pointer_path(self, repo: str, commit: str, subfolder: str | None) -> Path:
+        """Where the manifest derived from a Hugging Face repo at `commit` is recorded."""
+        name = commit + (f"--{subfolder.replace('/', '--')}" if subfolder else "")
+        return self.root / "hub" / repo.replace("/", "--") / f"{name}.json"
 
     def put_bytes(self, data: bytes, sha256: str) -> Path:
         """Store a small verified blob (a manifest) atomically and read-only."""

@@ -217,8 +217,10 @@ def test_usage_errors_are_one_line(cli):
     assert r.code == 2
     r = cli("install", "not a ref!!")
     assert r.code == 2 and r.err.count("error:") == 1
-    r = cli("info", "hf://org/repo")
-    assert r.code == 2
+    r = cli("info", "hf://org-only")  # not org/repo
+    assert r.code == 2 and "hf://org/repo" in r.err
+    r = cli("info", "hf://org/repo@>=1,,2")
+    assert r.code == 2 and "PEP 440" in r.err
 
 
 def test_install_local_package_directory_with_several_files(cli, package):

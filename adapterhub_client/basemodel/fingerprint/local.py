@@ -8,8 +8,10 @@ per algorithm. The cache directory for directories is the caller's; None keeps n
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
 from ...errors import NotFoundError
@@ -36,6 +38,7 @@ class LocalModel:
     model_type: str | None = None
     _content: Callable[[str], str] | None = field(default=None, repr=False)
     _content_memo: dict[str, str] = field(default_factory=dict, repr=False)
+    _file_sha256: Callable[[bool], dict[str, str] | None] | None = field(default=None, repr=False)
 
     @classmethod
     def from_dir(cls, path: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None) -> LocalModel:
@@ -47,7 +50,17 @@ class LocalModel:
             result: str = fingerprint_dir(path, cache_dir, algorithm=algorithm, file_digests=False)["content"]
             return result
 
-        return cls(str(path), weights, architecture_fingerprint(weights), read_model_type(root), content)
+        def file_sha256(may_hash: bool) -> dict[str, str] | None:
+            return weight_file_sha256(root, files, cache_dir, may_hash)
+
+        return cls(
+            str(path),
+            weights,
+            architecture_fingerprint(weights),
+            read_model_type(root),
+            content,
+            _file_sha256=file_sha256,
+        )
 
     @classmethod
     def from_module(cls, model: nn.Module) -> LocalModel:
@@ -82,6 +95,12 @@ class LocalModel:
             self._content_memo[algorithm] = self._content(algorithm)
         return self._content_memo.get(algorithm)
 
+    def file_sha256(self, may_hash: bool = False) -> dict[str, str] | None:
+        """{weight file: sha256} when known without reading tensors: a Hugging Face cache names an LFS
+        blob by its sha256, the fingerprint cache remembers earlier hashes; with `may_hash` the rest are
+        hashed (and remembered). None when unknown (a module, or a file we may not hash)."""
+        return self._file_sha256(may_hash) if self._file_sha256 is not None else None
+
     def module_weights(self, module_paths: Iterable[str]) -> dict[str, TensorSpec]:
         """{path: {"shape", "dtype"}} of `<path>.weight` for each path: what a manifest's
         base_model.architecture.modules records. Raises NotFoundError for a path without a weight."""
@@ -92,3 +111,38 @@ class LocalModel:
                 raise NotFoundError(f"{self.source}: no weight '{path}.weight'")
             out[path] = {"shape": list(w["shape"]), "dtype": canonical_dtype(w["dtype"])}
         return out
+
+
+_SHA256_NAME = re.compile(r"[0-9a-f]{64}")
+
+
+def weight_file_sha256(
+    root: Path, files: list[str], cache_dir: str | os.PathLike[str] | None, may_hash: bool
+) -> dict[str, str] | None:
+    """Each weight file's sha256: from a Hugging Face cache blob name (free), the fingerprint cache, or
+    (with `may_hash`) by hashing the file, then remembered in the fingerprint cache."""
+    from ..._fs import file_digest
+    from .cache import FingerprintCache, empty_entry
+    from .scan import file_identity
+
+    cache = FingerprintCache(cache_dir) if cache_dir is not None else None
+    out: dict[str, str] = {}
+    for rel in files:
+        path = root / rel
+        real = os.path.realpath(path)
+        if path.is_symlink() and _SHA256_NAME.fullmatch(os.path.basename(real)):
+            out[rel] = os.path.basename(real)
+            continue
+        identity = file_identity(path)
+        entry = cache.get(real, identity) if cache is not None else empty_entry(identity)
+        if entry["sha256"]:
+            out[rel] = entry["sha256"]
+            continue
+        if not may_hash:
+            return None
+        out[rel] = entry["sha256"] = file_digest(path)[0]
+        if cache is not None:
+            cache.put(real, entry)
+    if cache is not None:
+        cache.flush()
+    return out

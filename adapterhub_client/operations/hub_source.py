@@ -1,0 +1,199 @@
+"""Hugging Face Hub repositories as packages: `hf://org/repo[@rev][:sub]` -> a verified manifest, from
+metadata alone, then files through huggingface_hub into our content-addressed store.
+
+What a repo holds decides its manifest:
+- our `manifest.json` (a repo we published): used as is; its files must be the listing's;
+- a PEFT LoRA (`adapter_config.json` with `peft_type` + `adapter_model.safetensors`): derived from the
+  config and the safetensors header (a ranged read), sizes and LFS sha256s from the listing;
+- an AdapterHub adapter (`adapter_config.json` nesting `config`): derived likewise (heads included).
+The base model a PEFT config names gets its weight files' sha256s from the base repo's listing, so a
+local copy of that base checks `exact` without hashing a tensor.
+
+A derived manifest is recorded per (repo, commit, subfolder) in the cache, so the same commit gives the
+same manifest every time (lockfile pins hold, offline installs work).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from .._fs import sha256_bytes
+from ..errors import InvalidPackageError, NotFoundError, OfflineMissError, RegistryError
+from ..manifest import MANIFEST_FILE, canonical_name, dumps_manifest, loads_manifest, validate_manifest
+from ..refs import HubRef
+from ..registry.hf import HubClient, HubFile, HubRevision
+from .results import HubSource, Resolved
+from .session import Session
+
+PEFT_CONFIG = "adapter_config.json"
+PEFT_WEIGHTS = "adapter_model.safetensors"
+FALLBACK_VERSION = "0.0.0"  # a repo revision without a `v<version>` tag
+_NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+SHOWN_FILES = 8
+
+
+def hub_ref_of_source(source: str) -> HubRef | None:
+    """The reference an install record or lockfile source names (`hf://org/repo@<commit>[:sub]`)."""
+    if not source.startswith("hf://"):
+        return None
+    from ..refs import parse_hub_ref
+
+    return parse_hub_ref(source)
+
+
+def package_name(repo: str) -> str:
+    """The package name of a repo without our manifest: its Hub id, each part made valid (64 chars)."""
+    parts = [(_NAME_CHARS.sub("-", p)[:64].strip("._-") or "adapter") for p in repo.split("/", 1)]
+    return canonical_name("/".join(parts))
+
+
+def resolve_hub(session: Session, ref: HubRef) -> Resolved:
+    """Pin `ref` to a commit and give its manifest (derived once per commit, then read from the cache)."""
+    client = session.hub()
+    revision = client.resolve(ref)
+    source = f"hf://{ref.repo}@{revision.commit}" + (f":{ref.subfolder}" if ref.subfolder else "")
+    pointer = session.cache.hub_pointer_path(ref.repo, revision.commit, ref.subfolder)
+    raw = _recorded(session, pointer)
+    files: list[HubFile] | None = None
+    if raw is None:
+        files = client.files(ref.repo, revision.commit, ref.subfolder)
+        raw = dumps_manifest(derive_manifest(client, revision, ref.subfolder, files))
+        sha = sha256_bytes(raw)
+        cache = session.cache.ensure()
+        cache.put_bytes(raw, sha)
+        from .._fs import atomic_write
+
+        atomic_write(pointer, json.dumps({"sha256": sha, "size": len(raw), "revision": revision.revision}) + "\n")
+    manifest = validate_manifest(json.loads(raw), f"manifest of {source}")
+    hub = HubSource(ref.repo, revision.commit, ref.subfolder, revision.revision)
+    return Resolved(
+        canonical_name(manifest["name"]),
+        manifest["version"],
+        source,
+        manifest,
+        raw,
+        sha256_bytes(raw),
+        hub=hub,
+    )
+
+
+def _recorded(session: Session, pointer: Any) -> bytes | None:
+    """The manifest recorded for this commit, re-hashed (it is small); None if absent or damaged."""
+    try:
+        record = json.loads(pointer.read_text())
+        blob = session.cache.blob_path(str(record["sha256"]))
+        raw: bytes = blob.read_bytes()
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return raw if sha256_bytes(raw) == record["sha256"] else None
+
+
+def derive_manifest(
+    client: HubClient, revision: HubRevision, subfolder: str | None, files: list[HubFile]
+) -> dict[str, Any]:
+    """The manifest of a repo at a commit, from its listing and small reads."""
+    where = f"hf://{revision.repo}@{revision.revision}" + (f":{subfolder}" if subfolder else "")
+    by_path = {f.path: f for f in files}
+    version = revision.version or FALLBACK_VERSION
+
+    def small(path: str) -> bytes:
+        return client.read_small(revision.repo, revision.commit, by_path[path], subfolder)
+
+    if MANIFEST_FILE in by_path:
+        manifest = loads_manifest(small(MANIFEST_FILE), f"{where}: {MANIFEST_FILE}")
+        _check_listed(manifest, by_path, where)
+        return manifest
+    if PEFT_CONFIG not in by_path:
+        shown = ", ".join(sorted(by_path)[:SHOWN_FILES]) or "no files"
+        raise InvalidPackageError(
+            f"{where}: not an adapter repo: no {MANIFEST_FILE} and no {PEFT_CONFIG} (found: {shown})"
+        )
+    try:
+        config = json.loads(small(PEFT_CONFIG))
+    except (ValueError, RecursionError):
+        raise InvalidPackageError(f"{where}: {PEFT_CONFIG} is not valid JSON") from None
+    from ..formats import adapterhub_layout, pack, peft_layout
+
+    name = package_name(revision.repo)
+    if peft_layout.is_peft_config(config):
+        if PEFT_WEIGHTS not in by_path:
+            shown = ", ".join(sorted(by_path)[:SHOWN_FILES])
+            raise InvalidPackageError(f"{where}: a PEFT adapter without {PEFT_WEIGHTS} (found: {shown})")
+        shapes = client.tensor_shapes(revision.repo, revision.commit, by_path[PEFT_WEIGHTS], subfolder)
+        manifest = pack.peft_manifest_from(config, shapes, list(by_path), name, version, f"{where}: {PEFT_WEIGHTS}")
+        _record_base_files(client, manifest)
+    elif adapterhub_layout.is_adapterhub_config(config):
+        weights = by_path.get(adapterhub_layout.SAFE_WEIGHTS_FILE)
+        is_lora = isinstance(config.get("config"), dict) and config["config"].get("architecture") == "lora"
+        ah_shapes = (
+            client.tensor_shapes(revision.repo, revision.commit, weights, subfolder)
+            if weights is not None and is_lora
+            else None
+        )
+        manifest = pack.adapterhub_manifest_from(
+            config, ah_shapes, list(by_path), name, version, f"{where}: {PEFT_CONFIG}"
+        )
+    else:
+        raise InvalidPackageError(
+            f"{where}: {PEFT_CONFIG} is neither PEFT's (no 'peft_type') nor AdapterHub's (no 'config')"
+        )
+    manifest.pop("created", None)  # derived: the same commit gives the same bytes
+    manifest["files"] = [_file_entry(client, revision, subfolder, by_path[f["path"]]) for f in manifest["files"]]
+    return validate_manifest(manifest, f"manifest derived from {where}")
+
+
+def _file_entry(client: HubClient, revision: HubRevision, subfolder: str | None, file: HubFile) -> dict[str, Any]:
+    """A manifest file entry: an LFS file's sha256 from the listing, a small git file's from its bytes."""
+    if file.sha256 is not None:
+        return {"path": file.path, "size": file.size, "sha256": file.sha256}
+    data = client.read_small(revision.repo, revision.commit, file, subfolder)
+    return {"path": file.path, "size": len(data), "sha256": sha256_bytes(data)}
+
+
+def _check_listed(manifest: dict[str, Any], by_path: dict[str, HubFile], where: str) -> None:
+    """Our manifest in a repo: every file it lists is there, with its size (and LFS sha256)."""
+    for entry in manifest["files"]:
+        found = by_path.get(entry["path"])
+        if found is None:
+            raise InvalidPackageError(f"{where}: {MANIFEST_FILE} lists {entry['path']}, which the repo lacks")
+        if found.size != entry["size"] or (found.sha256 is not None and found.sha256 != entry["sha256"]):
+            raise InvalidPackageError(f"{where}: {entry['path']} differs from what {MANIFEST_FILE} records")
+
+
+def _record_base_files(client: HubClient, manifest: dict[str, Any]) -> None:
+    """The base repo's weight files' sha256s (metadata only), when the base is a Hub repo we can read."""
+    base = manifest["base_model"]
+    name = base.get("name")
+    if not name:
+        return
+    try:
+        revision = client.resolve(HubRef(name, base.get("revision") or None))
+        listing = client.files(name, revision.commit)
+    except (NotFoundError, OfflineMissError, RegistryError, InvalidPackageError):
+        return  # unknown base: compat falls back to module shapes
+    weights = base_weight_files({f.path: f for f in listing})
+    if weights:
+        base["revision"] = base.get("revision") or revision.commit
+        base["fingerprint"] = {"files": weights}
+
+
+def base_weight_files(by_path: dict[str, HubFile]) -> dict[str, str]:
+    """The weight files transformers would load from a repo listing (model.safetensors, else every
+    top-level *.safetensors), by their LFS sha256."""
+    top = {p: f for p, f in by_path.items() if "/" not in p and p.endswith(".safetensors") and f.sha256}
+    if "model.safetensors" in top:
+        top = {"model.safetensors": top["model.safetensors"]}
+    return {p: str(f.sha256) for p, f in sorted(top.items())}
+
+
+def fetch_hub_file(session: Session, item: Resolved, entry: dict[str, Any]) -> None:
+    """One file of a Hub package into our store: through huggingface_hub's cache (never downloaded twice),
+    hashed, then hard-linked (else copied) as a blob; a mismatch is IntegrityError and nothing is visible."""
+    assert item.hub is not None
+    hub = item.hub
+    path = session.hub().download(hub.repo, hub.commit, entry["path"], hub.subfolder)
+    session.cache.ensure().adopt_file(
+        path, entry["sha256"], int(entry["size"]), f"hf://{hub.repo}@{hub.commit[:12]}: {entry['path']}"
+    )
