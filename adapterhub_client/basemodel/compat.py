@@ -142,7 +142,9 @@ def check_compat(
                 rewrite,
             )
 
+    files_note = "the manifest records no content fingerprint"
     if recorded_files:
+        files_note = "the manifest records only the base's weight-file sha256s, not comparable here"
         # Same weight files, same weights. Free for a Hugging Face cache snapshot and for files hashed
         # before; hashing the files is worth it only when no content fingerprint can decide instead.
         local_files = local.file_sha256(may_hash=not recorded.get("content"))
@@ -151,6 +153,7 @@ def check_compat(
             if sorted(local_files.values()) == sorted(recorded_files.values()):
                 message = f"{local.source} is {name}: same weight files{quant_note}"
                 return Verdict(EXACT, message, [], {**recorded, "files": recorded_files}, found, rewrite)
+            files_note = "its weight files differ from the recorded base's"
 
     if recorded.get("content"):
         algorithm = algorithm_of(recorded["content"])
@@ -163,10 +166,8 @@ def check_compat(
             content_note = "weights differ from the recorded base"
         else:
             content_note = f"cannot compare weights here ({algorithm!r} fingerprints are not available)"
-    elif recorded_files:
-        content_note = "its weight files differ from the recorded base's"
     else:
-        content_note = "the manifest records no content fingerprint"
+        content_note = files_note
 
     if modules:
         return Verdict(
