@@ -25,6 +25,7 @@ _LAZY = {
     "Exported": "adapterhub_client.operations.results",
     "Fingerprinted": "adapterhub_client.operations.results",
     "HubSource": "adapterhub_client.operations.results",
+    "AdapterHubOptions": "adapterhub_client.operations.results",
     "Info": "adapterhub_client.operations.results",
     "Installed": "adapterhub_client.operations.results",
     "InstalledAdapter": "adapterhub_client.operations.results",
@@ -110,6 +111,7 @@ if TYPE_CHECKING:
         unmerge_adapters,
     )
     from .operations.results import (
+        AdapterHubOptions,
         AttachCheck,
         Attached,
         AttachReport,
@@ -149,6 +151,7 @@ __all__ = [
     "Exported",
     "Fingerprinted",
     "HubSource",
+    "AdapterHubOptions",
     "Hub",
     "IncompatibleError",
     "Info",

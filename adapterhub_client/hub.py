@@ -23,6 +23,7 @@ from .operations import resolution as _resolution
 from .operations import verify as _verify
 from .operations.resolution import ManifestCheck, RefLike
 from .operations.results import (
+    AdapterHubOptions,
     AttachCheck,
     AttachReport,
     CheckedAdapter,
@@ -67,11 +68,16 @@ class Hub:
         settings: Settings | None = None,
         progress: bool | None = None,
         timeout: float | None = None,
+        adapterhub: AdapterHubOptions | None = None,
     ) -> None:
+        """`adapterhub`: how `ah:task/subtask@org` identifiers resolve (base model name, architecture,
+        version, source "hub" or "archive"); by default the base name comes from the model checked."""
         settings = settings or load_settings(
             registry=registry, cache_dir=cache_dir, offline=offline, token=token, timeout=timeout
         )
         self.session = Session(settings, progress)
+        if adapterhub is not None:
+            self.session.adapterhub = adapterhub
 
     # --- what the session holds ----------------------------------------------------------
     @property
@@ -153,10 +159,13 @@ class Hub:
         """Resolve `refs` and check every manifest against `model` before any weight is downloaded."""
         return _attach.check_for_attach(self.session, refs, model, strict=strict)
 
-    def attach(self, model: Any, ref: str, name: str | None = None, strict: bool = False) -> str:
+    def attach(
+        self, model: Any, ref: str, name: str | None = None, strict: bool = False, allow_pickle: bool = False
+    ) -> str:
         """Check `ref` against `model`, install it if needed, attach it; return the adapter's name
-        (default: `operations.attach.adapter_name`). An architecture-only match warns (strict: refused)."""
-        return _attach.attach(self.session, model, ref, name=name, strict=strict)
+        (default: `operations.attach.adapter_name`). An architecture-only match warns (strict: refused).
+        Pickled weights (AdapterHub's .bin) load only with `allow_pickle`, then with weights_only=True."""
+        return _attach.attach(self.session, model, ref, name=name, strict=strict, allow_pickle=allow_pickle)
 
     def attach_dir(
         self,
@@ -167,6 +176,7 @@ class Hub:
         check_only: bool = False,
         merge_to: PathLike | None = None,
         on_checked: Callable[[list[CheckedAdapter]], None] | None = None,
+        allow_pickle: bool = False,
     ) -> AttachReport:
         """`adapters attach`: check, then attach onto the base in `model_dir` or merge into a copy of it.
         `on_checked` receives the verdicts as soon as they are known, before any weight is downloaded."""
@@ -178,6 +188,7 @@ class Hub:
             check_only=check_only,
             merge_to=merge_to,
             on_checked=on_checked,
+            allow_pickle=allow_pickle,
         )
 
     # --- install ------------------------------------------------------------------------

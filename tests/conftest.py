@@ -17,7 +17,7 @@ from hypothesis import settings
 from tests.pkgs import make_package
 
 # Fixtures shared by every tier, registered here (not imported by name in test modules).
-pytest_plugins = ["tests.httpserver", "tests.basemodels"]
+pytest_plugins = ["tests.httpserver", "tests.basemodels", "tests.hubfake"]
 
 # No per-example deadline: a loaded 2-core CI machine must not turn slow examples into failures.
 settings.register_profile("default", deadline=None)
@@ -50,6 +50,9 @@ def _isolate(mp: pytest.MonkeyPatch, root: Path, keep_cache_dir: bool = False) -
     mp.setenv("HF_HOME", str(root / "hf-home"))
     mp.setenv("HF_HUB_CACHE", str(root / "hf-home" / "hub"))
     mp.setenv("HF_HUB_OFFLINE", "1")  # no test reaches the Hub: models come from disk
+    hf_constants = sys.modules.get("huggingface_hub.constants")
+    if hf_constants is not None:  # read once at import: keep the loaded library offline too
+        mp.setattr(hf_constants, "HF_HUB_OFFLINE", True)
     if cache_dir:
         mp.setenv("ADAPTERS_CACHE_DIR", cache_dir)
 

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .commands import common
+from .commands import adapterhub_options, common
 from .output import emit_json, say, warn
 
 if TYPE_CHECKING:
@@ -27,7 +27,9 @@ if TYPE_CHECKING:
 @click.option("--strict", is_flag=True, help="Require the exact base weights (refuse same-architecture matches).")
 @click.option("--merge", is_flag=True, help="Merge the LoRA adapters into a copy of the checkpoint.")
 @click.option("--output", type=click.Path(file_okay=False), help="Where --merge writes the merged checkpoint.")
+@click.option("--allow-pickle", is_flag=True, help="Load pickled weights (with weights_only=True); refused by default.")
 @common
+@adapterhub_options
 def attach(
     hub: Hub,
     refs: tuple[str, ...],
@@ -36,13 +38,15 @@ def attach(
     strict: bool,
     merge: bool,
     output: str | None,
+    allow_pickle: bool,
     as_json: bool,
 ) -> None:
     """Check REFS against the model in --model, then attach them (proving the weights fit) or,
     with --merge --output OUT, write the base with the LoRA adapters merged, tensor by tensor.
 
-    REFS are as for install: org/name[@spec], package directories, or PEFT / AdapterHub adapter
-    directories (taken as local/<dir name> 0.0.0)."""
+    REFS are as for install: org/name[@spec], hf://org/repo[@rev], ah:task/subtask[@org] (for the
+    model's name, or --base-name), package directories, or PEFT / AdapterHub adapter directories
+    (taken as local/<dir name> 0.0.0)."""
     if merge and not output:
         raise click.UsageError("--merge needs --output OUT")
     if output and not merge:
@@ -61,6 +65,7 @@ def attach(
         check_only=check_only,
         merge_to=output,
         on_checked=None if as_json else show_verdicts,
+        allow_pickle=allow_pickle,
     )
     if as_json:
         emit_json(report.to_json())

@@ -62,6 +62,37 @@ def local_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def adapterhub_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--base-name / --architecture / --source: how `ah:task/subtask@org` identifiers resolve. Put it
+    under @common (it receives the Hub first)."""
+
+    @click.option(
+        "--base-name",
+        "ah_base",
+        metavar="MODEL",
+        help="For ah: identifiers: the base model's name as AdapterHub knows it (e.g. bert-base-uncased).",
+    )
+    @click.option(
+        "--architecture", "ah_arch", metavar="NAME", help="For ah: identifiers: pfeiffer, houlsby, seq_bn, ..."
+    )
+    @click.option(
+        "--source",
+        "ah_source",
+        type=click.Choice(["hub", "archive"]),
+        default="hub",
+        show_default=True,
+        help="For ah: identifiers: the Hugging Face repo it moved to, or AdapterHub's archived zip.",
+    )
+    @functools.wraps(func)
+    def wrapper(hub: Hub, *args: Any, ah_base: str | None, ah_arch: str | None, ah_source: str, **kw: Any) -> Any:
+        from ..operations.results import AdapterHubOptions
+
+        hub.session.adapterhub = AdapterHubOptions(base_name=ah_base, architecture=ah_arch, source=ah_source)
+        return func(hub, *args, **kw)
+
+    return wrapper
+
+
 _SPEC_WITHOUT_AT = re.compile(r"([^@\s]+/[^@\s=!<>~]+)\s*((?:===|==|!=|<=|>=|~=|<|>).*)")
 
 
@@ -92,6 +123,7 @@ def check_refs(refs: tuple[str, ...]) -> None:
     "--reinstall", is_flag=True, help="Re-hash the cached files, fetch any that fail, and rebuild even if installed."
 )
 @common
+@adapterhub_options
 def install(
     hub: Hub,
     refs: tuple[str, ...],
@@ -204,6 +236,7 @@ def list_(as_json: bool, cache_dir: str | None) -> None:
 @click.argument("ref")
 @click.option("--pre", is_flag=True, help="Allow pre-release versions.")
 @common
+@adapterhub_options
 def info(hub: Hub, ref: str, pre: bool, as_json: bool) -> None:
     """Show the manifest REF resolves to: the version install would pick (the highest non-yanked,
     stable unless --pre), or the one pinned; yanked versions are marked."""
@@ -372,6 +405,7 @@ def verify(hub: Hub, repair: bool, as_json: bool) -> None:
     "--lockfile", type=click.Path(dir_okay=False), default=None, help="Where to write (default ./adapters.lock)."
 )
 @common
+@adapterhub_options
 def lock(hub: Hub, refs: tuple[str, ...], pre: bool, lockfile: str | None, as_json: bool) -> None:
     """Resolve REFS and record exact versions, sources and hashes in adapters.lock. Without REFS,
     re-resolve the requirements the lockfile already records (after a publish or a yank)."""

@@ -38,12 +38,25 @@ def adapter_name(package_name: str) -> str:
 def check_for_attach(session: Session, refs: Sequence[str], model: Any, strict: bool = False) -> AttachCheck:
     """Resolve `refs` and check every manifest against `model` before any weight is downloaded."""
     verdicts: list[Verdict] = []
+    use_model_name(session, model)
     local = local_model(session, model)
     items = resolve(session, refs, check=lambda manifest: verdicts.append(check(session, manifest, local, strict)))
     return AttachCheck(items, verdicts)
 
 
-def attach(session: Session, model: Any, ref: str, name: str | None = None, strict: bool = False) -> str:
+def use_model_name(session: Session, model: Any) -> None:
+    """`ah:` identifiers resolve for the model being checked, unless a base name was given."""
+    import dataclasses
+
+    from .adapterhub_source import model_name_of
+
+    if session.adapterhub.base_name is None:
+        session.adapterhub = dataclasses.replace(session.adapterhub, base_name=model_name_of(model))
+
+
+def attach(
+    session: Session, model: Any, ref: str, name: str | None = None, strict: bool = False, allow_pickle: bool = False
+) -> str:
     """Check `ref` against the in-memory `model`, install it if needed, attach it with the built-in
     modules; return the adapter's name. An architecture-only match warns (refused with strict=True)."""
     from ..basemodel.compat import EXACT
@@ -54,7 +67,7 @@ def attach(session: Session, model: Any, ref: str, name: str | None = None, stri
         if verdict.kind != EXACT:
             warnings.warn(verdict.message, stacklevel=3)  # at the caller of Hub.attach
     root = install_resolved(session, checked.items)[root_index(checked.items, ref)]
-    return load_adapter(model, root.path, name=name or adapter_name(root.name))
+    return load_adapter(model, root.path, name=name or adapter_name(root.name), allow_pickle=allow_pickle)
 
 
 def attach_dir(
@@ -66,6 +79,7 @@ def attach_dir(
     check_only: bool = False,
     merge_to: str | os.PathLike[str] | None = None,
     on_checked: Callable[[list[CheckedAdapter]], None] | None = None,
+    allow_pickle: bool = False,
 ) -> AttachReport:
     """`adapters attach`: check `refs` against the model directory; unless `check_only`, install them
     and attach them onto the loaded base (proving every weight fits) or, with `merge_to`, write the
@@ -92,7 +106,7 @@ def attach_dir(
         if merge_to is not None:
             merged = merge(model_dir, installed, merge_to)
         else:
-            attached = attach_installed(load_base_model(model_dir), installed)
+            attached = attach_installed(load_base_model(model_dir), installed, allow_pickle=allow_pickle)
     return AttachReport(str(model_dir), adapters, attached, merged, round(time.perf_counter() - start, 3))
 
 
@@ -133,7 +147,7 @@ def quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def attach_installed(model: Any, installed: Sequence[Installed]) -> list[Attached]:
+def attach_installed(model: Any, installed: Sequence[Installed], allow_pickle: bool = False) -> list[Attached]:
     """Load each installed package onto `model` under `adapter_name` (strict: every key must land)."""
     from ..formats import load_adapter
     from ..nn.base import adapter_state
@@ -142,7 +156,7 @@ def attach_installed(model: Any, installed: Sequence[Installed]) -> list[Attache
     total = sum(p.numel() for p in model.parameters())  # the base's, before any adapter
     out = []
     for inst in installed:
-        name = load_adapter(model, inst.path, name=adapter_name(inst.name))
+        name = load_adapter(model, inst.path, name=adapter_name(inst.name), allow_pickle=allow_pickle)
         info = next(a for a in list_adapters(model) if a.name == name)
         out.append(
             Attached(inst.name, name, info.modules, info.params, total, tuple(adapter_state(model).modules[name][:3]))

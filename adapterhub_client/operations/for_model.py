@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..errors import IncompatibleError, InvalidPackageError, NotFoundError, RegistryError, UsageError
-from ..refs import HubRef, LocalRef, Requirement, parse_ref
+from ..refs import AdapterHubRef, HubRef, LocalRef, Requirement, parse_ref
 from ..registry.client import IndexEntry
 from ..resolve import Demand, Resolver, select
 from .install import install, install_resolved
@@ -73,13 +73,17 @@ def install_for_model(session: Session, ref: str, model: Any, pre: bool = False,
     from ..basemodel.compat import EXACT
 
     parsed = parse_ref(ref)
-    if isinstance(parsed, (LocalRef, HubRef)):  # one manifest: check it before any weight is fetched
+    if isinstance(parsed, (LocalRef, HubRef, AdapterHubRef)):  # one manifest: checked before any weight
         if isinstance(parsed, LocalRef):
             item = resolve_local(session, parsed.path)
-        else:
+        elif isinstance(parsed, HubRef):
             from .hub_source import resolve_hub
 
             item = resolve_hub(session, parsed)
+        else:
+            from .adapterhub_source import resolve_adapterhub
+
+            item = resolve_adapterhub(session, parsed, model=model)
         verdict = check(session, item.manifest, model, strict=strict)
         return ModelInstall(install_resolved(session, [item]), verdict)
     if not isinstance(parsed, Requirement):

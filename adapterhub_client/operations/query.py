@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 def info(session: Session, ref: str, pre: bool = False) -> Info:
     """The manifest `ref` resolves to (by the rule install uses), whether that version is yanked, and
     every listed version of its name (one index request)."""
-    from ..refs import HubRef, LocalRef, Requirement
+    from ..refs import AdapterHubRef, HubRef, LocalRef, Requirement
     from ..resolve import Resolver
     from .resolution import parse, resolve_local, resolved_entry
 
@@ -36,6 +36,11 @@ def info(session: Session, ref: str, pre: bool = False) -> Info:
 
         item = resolve_hub(session, parsed)
         return Info(item.manifest, item.source, session.hub().versions(parsed.repo), item.manifest_sha256)
+    if isinstance(parsed, AdapterHubRef):
+        from .adapterhub_source import resolve_adapterhub
+
+        item = resolve_adapterhub(session, parsed)
+        return Info(item.manifest, item.source, [item.version], item.manifest_sha256)
     assert isinstance(parsed, Requirement)
     resolver = Resolver(session.provider({parsed.name: parsed.registry_url} if parsed.registry_url else {}), pre)
     entry = resolver.resolve([parsed])[parsed.name]

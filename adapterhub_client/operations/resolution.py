@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .._fs import sha256_bytes
-from ..errors import IntegrityError, InvalidPackageError, OfflineMissError, UsageError
+from ..errors import IntegrityError, InvalidPackageError, OfflineMissError
 from ..manifest import MANIFEST_FILE, MAX_MANIFEST_BYTES, canonical_name, dumps_manifest
 from ..refs import AdapterHubRef, HubRef, LocalRef, Ref, Requirement, parse_ref
 from ..registry.client import IndexEntry
@@ -24,13 +24,8 @@ RefLike = str | Requirement | LocalRef | HubRef
 
 
 def parse(ref: RefLike) -> Ref:
-    """A reference as typed, or already parsed; AdapterHub ids need a base model name (see adapterhub_ref)."""
-    parsed = parse_ref(ref) if isinstance(ref, str) else ref
-    if isinstance(parsed, AdapterHubRef):
-        raise UsageError(
-            f"ah:{parsed.text}: an AdapterHub identifier needs the base model: add --base-name NAME or --for-model DIR"
-        )
-    return parsed
+    """A reference as typed, or already parsed."""
+    return parse_ref(ref) if isinstance(ref, str) else ref
 
 
 def resolve(
@@ -49,6 +44,10 @@ def resolve(
             from .hub_source import resolve_hub
 
             resolved.append(resolve_hub(session, parsed))
+        elif isinstance(parsed, AdapterHubRef):
+            from .adapterhub_source import resolve_adapterhub
+
+            resolved.append(resolve_adapterhub(session, parsed))
         else:
             assert isinstance(parsed, Requirement)
             requirements.append(parsed)
@@ -130,6 +129,8 @@ def root_index(items: Sequence[Resolved], ref: str) -> int:
         if isinstance(parsed, LocalRef) and item.local_dir == parsed.path:
             return i
         if isinstance(parsed, HubRef) and item.hub is not None and item.hub.repo == parsed.repo:
+            return i
+        if isinstance(parsed, AdapterHubRef) and (item.hub is not None or item.name.lower().startswith("adapterhub/")):
             return i
         if isinstance(parsed, Requirement) and item.name == parsed.name:
             return i

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from ..errors import UsageError
 from ..store.cache import CacheStats
 
 if TYPE_CHECKING:
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from ..registry.client import IndexEntry
 
 __all__ = [
+    "AdapterHubOptions",
     "AttachCheck",
     "AttachReport",
     "Attached",
@@ -59,6 +61,25 @@ class _Record:
 
     def to_json(self) -> dict[str, Any]:
         return {f.name: _machine(getattr(self, f.name)) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+
+
+ADAPTERHUB_SOURCES = ("hub", "archive")
+
+
+@dataclasses.dataclass(frozen=True)
+class AdapterHubOptions:
+    """What an `ah:` identifier is resolved with: the base model's name (as AdapterHub names models,
+    e.g. bert-base-uncased), optionally an architecture (pfeiffer, houlsby, seq_bn...) and a version,
+    and where the bytes come from: the Hugging Face repo ("hub") or the archived zip ("archive")."""
+
+    base_name: str | None = None
+    architecture: str | None = None
+    version: str | None = None
+    source: str = "hub"
+
+    def __post_init__(self) -> None:
+        if self.source not in ADAPTERHUB_SOURCES:
+            raise UsageError(f"--source {self.source!r}: expected one of {', '.join(ADAPTERHUB_SOURCES)}")
 
 
 @dataclasses.dataclass(frozen=True)

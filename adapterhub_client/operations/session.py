@@ -29,6 +29,9 @@ class Session:
         self._clients: dict[str, RegistryClient] = {}
         self._http: dict[str | None, httpx.Client] = {}
         self._hub: HubClient | None = None
+        from .results import AdapterHubOptions
+
+        self.adapterhub = AdapterHubOptions()  # how `ah:` identifiers resolve (the CLI's --base-name ...)
 
     @property
     def offline(self) -> bool:

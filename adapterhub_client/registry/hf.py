@@ -337,6 +337,14 @@ class HubClient:
 
         return Path(self._call(where, fetch))
 
+    def cached(self, repo: str, commit: str, path: str, subfolder: str | None = None) -> Path | None:
+        """The file in the Hugging Face cache at `commit`, if it is there (no request)."""
+        from huggingface_hub import try_to_load_from_cache
+
+        full = f"{subfolder}/{path}" if subfolder else path
+        found = try_to_load_from_cache(repo, full, cache_dir=self.settings.cache_dir, revision=commit)
+        return Path(found) if isinstance(found, str) else None
+
     def read_small(self, repo: str, commit: str, file: HubFile, subfolder: str | None = None) -> bytes:
         """A small file (a config, a manifest, a card), whole; refused past MAX_SMALL_FILE_BYTES."""
         where = f"hf://{repo}@{commit[:12]}: {file.path}"
@@ -355,10 +363,12 @@ class HubClient:
         """{tensor name: shape} of a safetensors file from its header alone (a ranged read), or from
         the cached file offline."""
         where = f"hf://{repo}@{commit[:12]}: {file.path}"
-        if self.settings.offline:
+        local = self.cached(repo, commit, file.path, subfolder)
+        if local is None and self.settings.offline:
+            local = self.download(repo, commit, file.path, subfolder)  # names what is missing
+        if local is not None:
             from ..basemodel.safetensors_header import read_header
 
-            local = self.download(repo, commit, file.path, subfolder)
             return {k: list(v.shape) for k, v in read_header(local).tensors.items()}
         full = f"{subfolder}/{file.path}" if subfolder else file.path
         try:

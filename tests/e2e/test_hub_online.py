@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from tests import models as tiny
-from tests.hubfake import fake_hub  # noqa: F401  (fixture)
 
 BASE_ID = "acme/tiny-bert"
 LORA_ID = "acme/tiny-lora"
@@ -42,7 +41,7 @@ def files_of(directory: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture
-def hub(fake_hub, tiny_dirs):  # noqa: F811
+def hub(fake_hub, tiny_dirs):
     fake_hub.add_repo(BASE_ID, files_of(tiny_dirs["base"]))
     fake_hub.add_repo(LORA_ID, files_of(tiny_dirs["lora"]))
     fake_hub.tag(LORA_ID, "v1.0.0")
@@ -143,7 +142,7 @@ def test_lock_pins_the_commit_and_frozen_reproduces_it_offline(cli, hub, tmp_pat
     assert hub.requests == []  # offline: not one request
 
 
-def test_bad_input_exit_codes(cli, hub, fake_hub, monkeypatch):  # noqa: F811
+def test_bad_input_exit_codes(cli, hub, fake_hub, monkeypatch):
     r = cli("info", "hf://acme/no-such-repo")
     assert r.code == 3 and "acme/no-such-repo" in r.err
     r = cli("info", f"hf://{LORA_ID}@no-such-branch")

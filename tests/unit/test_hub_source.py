@@ -1,0 +1,135 @@
+"""`hf://` installs without torch (this tier runs with torch unimportable), against the fake Hub
+(tests/hubfake.py: a FAKE of the Hub's documented HTTP API, faithful to what huggingface_hub sends):
+references, manifests derived from metadata, our own manifest used as is, the HF cache shared with
+transformers users (never downloaded twice), and tokens kept to their own hosts."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from pathlib import Path
+
+import pytest
+
+from adapterhub_client.errors import UsageError
+from adapterhub_client.refs import HubRef, parse_ref
+
+PEFT_CONFIG = {
+    "peft_type": "LORA",
+    "r": 2,
+    "lora_alpha": 4,
+    "target_modules": ["query"],
+    "base_model_name_or_path": "acme/base",
+}
+
+
+def safetensors_bytes(tensors: dict[str, list[int]]) -> bytes:
+    """A float32 safetensors file of zeros with these shapes (written by hand: no torch here)."""
+    header, offset = {}, 0
+    for name, shape in tensors.items():
+        n = 4
+        for d in shape:
+            n *= d
+        header[name] = {"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + n]}
+        offset += n
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    return struct.pack("<Q", len(raw)) + raw + b"\0" * offset
+
+
+LORA_FILE = safetensors_bytes(
+    {
+        "base_model.model.encoder.layer.0.attention.self.query.lora_A.weight": [2, 8],
+        "base_model.model.encoder.layer.0.attention.self.query.lora_B.weight": [8, 2],
+    }
+)
+
+
+def test_hub_references_parse_with_revisions_ranges_and_subfolders():
+    assert parse_ref("hf://acme/x") == HubRef("acme/x")
+    assert parse_ref("hf://acme/x@v1.2.0:sub/dir") == HubRef("acme/x", "v1.2.0", "sub/dir")
+    ranged = parse_ref("hf://acme/x@>=1.2,<2")
+    assert isinstance(ranged, HubRef) and ranged.specifier is not None and "1.5" in ranged.specifier
+    assert str(ranged) == "hf://acme/x@<2,>=1.2"
+    for bad in ("hf://acme", "hf://acme/x/y", "hf://acme/x@", "hf://acme/x:../up", "hf://a--b/x", "hf://acme/x@a..b"):
+        with pytest.raises(UsageError):
+            parse_ref(bad)
+
+
+@pytest.fixture
+def lora_repo(fake_hub):
+    fake_hub.add_repo("acme/base", {"config.json": b"{}", "model.safetensors": safetensors_bytes({"w": [8, 8]})})
+    commit = fake_hub.add_repo(
+        "acme/lora", {"adapter_config.json": json.dumps(PEFT_CONFIG).encode(), "adapter_model.safetensors": LORA_FILE}
+    )
+    return commit
+
+
+def test_install_derives_the_manifest_from_metadata(cli, fake_hub, lora_repo):
+    r = cli("install", "hf://acme/lora", "--json")
+    assert r.code == 0, r.err
+    view = Path(r.json()["installed"][0]["path"])
+    manifest = json.loads((view / "manifest.json").read_text())
+    assert manifest["name"] == "acme/lora" and manifest["version"] == "0.0.0"
+    assert manifest["adapter"]["config"]["r"] == 2
+    assert manifest["base_model"]["architecture"]["modules"] == {
+        "encoder.layer.0.attention.self.query": {"shape": [8, 8], "dtype": None, "layer": "linear"}
+    }
+    base_sha = hashlib.sha256(fake_hub.file("acme/base", "model.safetensors")).hexdigest()
+    assert manifest["base_model"]["fingerprint"] == {"files": {"model.safetensors": base_sha}}
+    assert manifest["base_model"]["revision"] == fake_hub.head("acme/base")
+    files = {f["path"]: f["sha256"] for f in manifest["files"]}
+    assert files["adapter_model.safetensors"] == hashlib.sha256(LORA_FILE).hexdigest()
+    assert (view / "adapter_model.safetensors").read_bytes() == LORA_FILE
+
+
+def test_a_file_in_the_hf_cache_is_never_downloaded_again(cli, fake_hub, lora_repo, home):
+    import os
+
+    from huggingface_hub import hf_hub_download
+
+    # as transformers users have it (huggingface_hub read HF_HUB_CACHE at import: pass this test's own)
+    hf_hub_download(
+        "acme/lora", "adapter_model.safetensors", endpoint=fake_hub.url, cache_dir=os.environ["HF_HUB_CACHE"]
+    )
+    fake_hub.clear_requests()
+    assert cli("install", "hf://acme/lora").code == 0
+    assert not [r for r in fake_hub.requests if r.method == "GET" and r.origin == "cdn"]
+    cli("cache", "clean", "--yes")  # our store emptied: the HF cache still serves, offline too
+    assert cli("install", "hf://acme/lora", "--offline").code == 0
+
+
+def test_our_manifest_in_a_repo_is_used_as_is(cli, fake_hub, package):
+    from adapterhub_client.manifest import complete_package, write_manifest
+
+    pkg = package("acme/ours", "1.2.0")
+    write_manifest(pkg, complete_package(pkg, json.loads((pkg / "manifest.json").read_text())))  # as published
+    files = {p.name: p.read_bytes() for p in pkg.iterdir() if p.is_file()}
+    fake_hub.add_repo("acme/ours", files)
+    r = cli("info", "hf://acme/ours", "--json")
+    assert r.code == 0, r.err
+    assert r.json()["manifest"]["name"] == "acme/ours" and r.json()["manifest"]["version"] == "1.2.0"
+    listed = json.loads(files["manifest.json"])["files"]
+    assert r.json()["manifest"]["files"] == listed
+    fake_hub.commit("acme/ours", {"adapter.safetensors": b"other bytes"})  # no longer what manifest.json lists
+    r = cli("info", "hf://acme/ours")
+    assert r.code == 7 and "adapter.safetensors" in r.err
+
+
+def test_tokens_go_only_to_their_own_hosts(cli, fake_hub, lora_repo, served_registry, monkeypatch):
+    server, url = served_registry
+    server.require_token("ours-s3cret")
+    assert cli("registry", "add", "team", url, "--token", "ours-s3cret").code == 0
+    monkeypatch.setenv("HF_TOKEN", "hf_test_read")
+    assert cli("install", "hf://acme/lora", "acme/pkg").code == 0
+    assert {r.auth for r in fake_hub.requests if r.origin == "hub"} == {"Bearer hf_test_r…"}
+    assert {e["authorization"] for e in server.log()} == {"Bearer ours-s3cret"}
+
+
+@pytest.fixture
+def served_registry(tmp_path, cli, package, static_server_factory):
+    root = tmp_path / "served"
+    assert cli("publish", str(package("acme/pkg", "1.0.0")), "--registry", root.as_uri()).code == 0
+    server = static_server_factory(root)
+    return server, server.url + "/"
