@@ -227,6 +227,11 @@ class Hub:
         """Each adapter whose name, description or tags contain `query`, at the version install picks."""
         return _query.search(self.session, query, pre=pre)
 
+    def search_hub(self, query: str | None = None, model: PathLike | None = None) -> list[SearchHit]:
+        """Adapter repos on the Hugging Face Hub (PEFT and AdapterHub) matching `query`; with `model`, only
+        those recorded as adapters of its Hub id."""
+        return _query.search_hub(self.session, query, model)
+
     def installed(self) -> list[InstalledAdapter]:
         return _query.installed(self.cache)
 
@@ -252,8 +257,11 @@ class Hub:
         description: str | None = None,
         license: str | None = None,
         tags: Sequence[str] = (),
+        private: bool = False,
     ) -> Published:
-        """Publish a package (ours, PEFT or AdapterHub) to `registry` (default: the local one)."""
+        """Publish a package (ours, PEFT or AdapterHub) to `registry` (default: the local one; a registry
+        name or URL, or `hf://org/repo` for the Hugging Face Hub, where `private` creates a private repo),
+        with a model card (generated, or the package's own README.md with its front matter completed)."""
         return _publish.publish(
             self.session,
             path,
@@ -265,6 +273,7 @@ class Hub:
             description=description,
             license=license,
             tags=tags,
+            private=private,
         )
 
     def pack(

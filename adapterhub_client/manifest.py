@@ -17,7 +17,7 @@ from typing import Any
 from packaging.version import InvalidVersion, Version
 
 from ._fs import file_digest as file_digest  # re-exported: the one file hash lives in _fs
-from ._fs import is_pickle_name
+from ._fs import is_pickle_name, sha256_bytes
 from ._version import __version__
 from .errors import InvalidPackageError
 
@@ -147,10 +147,30 @@ def check_relative_path(path: str, where: str) -> PurePosixPath:
     return pure
 
 
+# Digests of the canonical bytes of manifests this process has validated: the same content is valid
+# again (an attach validates one manifest when resolving, installing and loading; the schema check of a
+# manifest with many modules costs milliseconds).
+_VALIDATED: set[str] = set()
+_VALIDATED_MAX = 4096
+
+
 def validate_manifest(data: Any, where: str = MANIFEST_FILE) -> dict[str, Any]:
     """Full validation: schema, name, PEP 440 version, safe and unique paths, dependencies."""
     if not isinstance(data, dict):
         raise InvalidPackageError(f"{where}: expected a JSON object")
+    try:
+        key = sha256_bytes(dumps_manifest(data))
+    except (TypeError, ValueError, RecursionError):
+        key = None  # not JSON-serialisable: the schema check below says what is wrong
+    if key is not None and key in _VALIDATED:
+        return data
+    _validate_manifest(data, where)
+    if key is not None and len(_VALIDATED) < _VALIDATED_MAX:
+        _VALIDATED.add(key)
+    return data
+
+
+def _validate_manifest(data: dict[str, Any], where: str) -> None:
     # name and version first: their messages say what a valid one looks like (not a regex)
     if isinstance(data.get("name"), str):
         try:
@@ -179,7 +199,6 @@ def validate_manifest(data: Any, where: str = MANIFEST_FILE) -> dict[str, Any]:
             raise InvalidPackageError(
                 f"{where}: field 'dependencies/{i}/specifier': invalid specifier {dep.get('specifier')!r}"
             ) from None
-    return data
 
 
 def loads_manifest(raw: bytes, where: str = MANIFEST_FILE) -> dict[str, Any]:

@@ -359,6 +359,7 @@ ROUTES = (
     _route("hub", "POST", r"/api/repos/create", "create_repo"),
     _route("hub", "DELETE", r"/api/repos/delete", "delete_repo"),
     _route("hub", "POST", r"/api/validate-yaml", "validate_yaml"),
+    _route("hub", "GET", r"/api/models", "list_models"),
     _route("hub", "GET", r"/api/models/{repo}", "model_info"),
     _route("hub", "GET", r"/api/models/{repo}/revision/(?P<rev>[^/]+)", "model_info"),
     _route("hub", "GET", r"/api/models/{repo}/refs", "refs"),
@@ -927,6 +928,31 @@ class FakeHub:
         if expand:  # only the properties asked for
             info = {k: v for k, v in info.items() if k in ("_id", "id", *expand)}
         return _json_answer(info)
+
+    def _on_list_models(self, call: _Call) -> _Answer:
+        """Search (huggingface_hub's list_models): `search` a case-insensitive substring of the id, every
+        `filter` a tag the model has (the Hub counts a card's library_name among them, and its
+        `base_model:adapter:<id>` tags), `author` the namespace; private repos only for their readers."""
+        search = call.query.get("search", "").lower()
+        filters = [v for k, v in call.query_pairs if k == "filter"]
+        author = call.query.get("author")
+        limit = int(call.query.get("limit", "1000"))
+        found = []
+        for repo_id in sorted(self._repos):
+            if search and search not in repo_id.lower():
+                continue
+            if author and repo_id.split("/")[0] != author:
+                continue
+            try:
+                answer = self._on_model_info(call, repo_id)
+            except _HubError:
+                continue  # private, and not this caller's
+            info = json.loads(answer.body)
+            tags = set(info["tags"]) | ({info["library_name"]} if info.get("library_name") else set())
+            if all(f in tags for f in filters):
+                info.pop("siblings", None)
+                found.append(info)
+        return _json_answer(found[:limit])
 
     def _on_refs(self, call: _Call, repo: str) -> _Answer:
         r = self._readable(call, repo)

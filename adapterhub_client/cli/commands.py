@@ -273,10 +273,21 @@ def info(hub: Hub, ref: str, pre: bool, as_json: bool) -> None:
     help="List adapters trained on exactly this base model directory (every version, newest first).",
 )
 @click.option("--pre", is_flag=True, help="Show pre-releases as the latest version when they are.")
+@click.option("--hf", is_flag=True, help="Search the Hugging Face Hub (PEFT and AdapterHub repos).")
 @common
-def search(hub: Hub, query: str | None, for_model: str | None, pre: bool, as_json: bool) -> None:
+def search(hub: Hub, query: str | None, for_model: str | None, pre: bool, hf: bool, as_json: bool) -> None:
     """Search adapter names, descriptions and tags in every configured registry. Each adapter shows the
-    version `install` would pick (the highest non-yanked, stable unless --pre)."""
+    version `install` would pick (the highest non-yanked, stable unless --pre). With --hf, search the
+    Hugging Face Hub's PEFT and AdapterHub repos instead (with --for-model: those of the model's Hub id)."""
+    if hf:
+        hits = hub.search_hub(query, for_model)
+        if as_json:
+            emit_json({"results": [h.to_json() for h in hits]})
+        elif not hits:
+            say("no matches on the Hub", err=True)
+        else:
+            table([[h.name, h.type, h.base or ""] for h in hits], ["REPO", "TYPE", "BASE"])
+        return
     if for_model:
         hits = hub.search_for_model(for_model)
         if query:
@@ -316,7 +327,13 @@ def search(hub: Hub, query: str | None, for_model: str | None, pre: bool, as_jso
 @click.option("--description", help="One line saying what the adapter does.")
 @click.option("--license", "license_", metavar="SPDX", help="License, e.g. apache-2.0.")
 @click.option("--tag", "tags", multiple=True, help="A search tag (repeat for several; replaces the package's).")
-@click.option("--registry", "target", metavar="NAME|URL", help="The registry to publish to (default: the local one).")
+@click.option(
+    "--registry",
+    "target",
+    metavar="NAME|URL|hf://ORG/REPO",
+    help="The registry to publish to (default: the local one), or a Hugging Face Hub repo (HF_TOKEN).",
+)
+@click.option("--private", is_flag=True, help="With hf://: create the Hub repo as private.")
 @local_options
 def publish(
     hub: Hub,
@@ -329,9 +346,14 @@ def publish(
     license_: str | None,
     tags: tuple[str, ...],
     target: str | None,
+    private: bool,
     as_json: bool,
 ) -> None:
-    """Publish PATH (a package directory, or a PEFT or AdapterHub directory) to a local or file:// registry."""
+    """Publish PATH (a package directory, or a PEFT or AdapterHub directory) to a local or file://
+    registry, or to a Hugging Face Hub repo (--registry hf://org/repo: PEFT-compatible files, our
+    manifest.json and a model card in one commit, tagged v<version>)."""
+    if private and not (target or "").startswith("hf://"):
+        raise click.UsageError("--private applies to --registry hf://org/repo only")
     result = hub.publish(
         path,
         target,
@@ -342,6 +364,7 @@ def publish(
         description=description,
         license=license_,
         tags=tags,
+        private=private,
     )
     if as_json:
         emit_json(result.to_json())

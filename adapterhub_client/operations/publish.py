@@ -1,11 +1,14 @@
-"""`adapters publish` and `adapters yank` (writing to a directory registry, local or file://), and the
-package conversions `adapters pack` and `adapters export`."""
+"""`adapters publish` (to a directory registry, local or file://, or a Hugging Face Hub repo) with a model
+card for every target, `adapters yank`, and the package conversions `adapters pack` and `adapters export`."""
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+import shutil
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from ..config import RegistrySpec
 from ..errors import UsageError
@@ -34,6 +37,7 @@ def publish(
     description: str | None = None,
     license: str | None = None,
     tags: Sequence[str] = (),
+    private: bool = False,
 ) -> Published:
     """Validate the package (ours, PEFT or AdapterHub; `base` records a base model's fingerprint, Hub id
     and model_type; `base_name` names the base by its Hub id), then publish it. The name is stored in
@@ -52,12 +56,122 @@ def publish(
         tags=tags,
     )
     manifest["name"] = canonical_name(manifest["name"])
+    if registry is not None and registry.startswith("hf://"):
+        return publish_hub(session, Path(path), manifest, registry, private=private)
     spec = _target(session, registry)
     root = session.client(spec).local_root
     if root is None:
         raise UsageError(f"publishing to {spec.url} is not supported yet: publish to a local or file:// registry")
-    entry, created = publish_directory(root, Path(path), manifest)
+    with staged_with_card(session, Path(path), manifest) as (staged, carded):
+        entry, created = publish_directory(root, staged, carded)
     return Published(entry["name"], entry["version"], spec.name, spec.url, entry["manifest"]["sha256"], created)
+
+
+@contextlib.contextmanager
+def staged_with_card(
+    session: Session, package_dir: Path, manifest: dict[str, Any], repo_id: str | None = None
+) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """The package with its model card (README.md): generated when it has none, the publisher's own
+    kept with its front matter completed. Only when the card changes are the files staged (hard links,
+    else copies) next to the new README.md; the manifest then lists the card too."""
+    from .._fs import file_digest
+    from ..manifest import validate_manifest
+    from ..registry.card import CARD_FILE, complete_card, render_card
+
+    listed = {f["path"]: f for f in manifest["files"]}
+    existing = None
+    if CARD_FILE in listed:
+        existing = (package_dir / CARD_FILE).read_text(encoding="utf-8", errors="replace")
+    card = complete_card(existing, manifest) if existing is not None else render_card(manifest, repo_id=repo_id)
+    if card == existing:
+        yield package_dir, manifest
+        return
+    staging = session.cache.ensure().tmp_dir("publish-")
+    try:
+        for f in manifest["files"]:
+            if f["path"] == CARD_FILE:
+                continue
+            target = staging / f["path"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(package_dir / f["path"], target)
+            except OSError:
+                shutil.copyfile(package_dir / f["path"], target)
+        (staging / CARD_FILE).write_text(card, encoding="utf-8")
+        sha, size = file_digest(staging / CARD_FILE)
+        files = [f for f in manifest["files"] if f["path"] != CARD_FILE]
+        carded = validate_manifest(
+            {**manifest, "files": [*files, {"path": CARD_FILE, "sha256": sha, "size": size}]}, "manifest with its card"
+        )
+        yield staging, carded
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def publish_hub(
+    session: Session, package_dir: Path, manifest: dict[str, Any], target: str, *, private: bool = False
+) -> Published:
+    """Publish to a Hugging Face Hub repository (`hf://org/repo`) in one commit with `parent_commit`, tagged
+    `v<version>`: PEFT-compatible files (a LoRA in our format is exported to PEFT's layout first), our
+    manifest.json (fingerprints, module shapes) and the model card."""
+    from ..manifest import dumps_manifest
+    from ..refs import parse_hub_ref
+    from ..registry.hf import hub_settings
+    from ..registry.hf_publish import publish_to_hub
+
+    ref = parse_hub_ref(target)
+    if ref.revision is not None or ref.specifier is not None or ref.subfolder is not None:
+        raise UsageError(f"--registry {target}: publish to hf://org/repo (the version goes in --version)")
+    settings = hub_settings(session.offline)
+    if settings.offline:
+        raise UsageError(f"--registry {target}: publishing needs the network (offline mode is on)")
+    with contextlib.ExitStack() as stack:
+        peft_dir, peft_manifest = stack.enter_context(as_peft(session, package_dir, manifest))
+        staged, carded = stack.enter_context(staged_with_card(session, peft_dir, peft_manifest, repo_id=ref.repo))
+        raw = dumps_manifest(carded)
+        done = publish_to_hub(
+            staged,
+            carded,
+            raw,
+            ref.repo,
+            carded["version"],
+            endpoint=settings.endpoint,
+            token=settings.token,
+            private=private,
+            card=(staged / "README.md").read_text(encoding="utf-8"),
+        )
+    from .._fs import sha256_bytes
+
+    return Published(carded["name"], carded["version"], target, done.url, sha256_bytes(raw), not done.noop)
+
+
+@contextlib.contextmanager
+def as_peft(session: Session, package_dir: Path, manifest: dict[str, Any]) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """A LoRA in our package format as PEFT's files (so that PEFT loads the repo), keeping what our manifest
+    records of the base; PEFT and AdapterHub packages, and bottleneck adapters, stay as they are."""
+    from ..formats.pack import prepare_package
+
+    config = manifest["adapter"]["config"]
+    if manifest["adapter"]["type"] != "lora" or config.get("format") in ("peft", "adapterhub"):
+        yield package_dir, manifest
+        return
+    from ..formats import export_package_peft
+    from ..manifest import write_manifest
+
+    staging = session.cache.ensure().tmp_dir("export-")
+    try:
+        source = staging / "package"
+        shutil.copytree(package_dir, source)
+        write_manifest(source, manifest)  # the names and fields given on the command line
+        out = export_package_peft(source, staging / "peft")
+        exported = prepare_package(out, name=manifest["name"], version=manifest["version"])
+        for key in ("description", "license", "authors", "tags", "task", "dependencies"):
+            if key in manifest:
+                exported[key] = manifest[key]
+        exported["base_model"] = manifest["base_model"]
+        yield out, exported
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def yank(session: Session, ref: str, registry: str | None = None, undo: bool = False) -> Yanked:

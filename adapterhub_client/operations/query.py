@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .results import Info, InstalledAdapter, SearchHit
@@ -133,3 +134,29 @@ def _version_of(line: Mapping[str, Any]) -> Version | None:
 def installed(cache: Cache) -> list[InstalledAdapter]:
     """Every installed adapter version, from the cache alone (no registry, no network)."""
     return [InstalledAdapter.from_record(record, path) for record, path in cache.iter_installed()]
+
+
+def search_hub(session: Session, query: str | None = None, model: Any = None) -> list[SearchHit]:
+    """Adapter repos on the Hugging Face Hub matching `query` (PEFT and AdapterHub libraries); with
+    `model` (a local base model directory) only those tagged as adapters of its Hub id."""
+    base = None
+    if model is not None:
+        from ..formats.pack import base_metadata
+
+        base = base_metadata(Path(model))["name"]
+        if base is None:
+            from ..errors import UsageError
+
+            raise UsageError(f"{model}: its Hub id is unknown (no Hugging Face cache path, no config _name_or_path)")
+    hits = []
+    for info in session.hub().search(query, base_model=base):
+        tags = tuple(str(t) for t in (getattr(info, "tags", None) or ()))
+        library = getattr(info, "library_name", None) or ("peft" if "peft" in tags else "adapter-transformers")
+        card = getattr(info, "card_data", None)
+        base_name = card.get("base_model") if card is not None and hasattr(card, "get") else None
+        kind = "lora" if library == "peft" else "bottleneck"
+        base_id = base_name if isinstance(base_name, str) else None
+        name = f"hf://{info.id}"
+        line = {"name": name, "type": kind, "library": library, "tags": list(tags), "base": base_id}
+        hits.append(SearchHit(name, "main", "hf", type=kind, tags=tags, base=base_id, line=line))
+    return hits

@@ -36,6 +36,8 @@ VERSION_TAG_PREFIX = "v"  # a version we publish is tagged `v1.2.0`
 MAX_REPO_FILES = 10_000  # an adapter repo holds a handful; a listing past this is refused
 MAX_SMALL_FILE_BYTES = 8 * 1024 * 1024  # configs, manifests, cards: read whole, never past this
 MAX_HUB_FILE_BYTES = 256 * 1024**3  # no adapter file is larger; a listing claiming more is refused
+MAX_SEARCH_RESULTS = 100
+ADAPTER_LIBRARIES = ("peft", "adapter-transformers")  # the Hub's library ids for PEFT and AdapterHub
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -378,6 +380,23 @@ class HubClient:
         except Exception as exc:  # SafetensorsParsingError and the like: a malformed header
             raise InvalidPackageError(f"{where}: not a valid safetensors file ({type(exc).__name__})") from None
         return {k: list(v.shape) for k, v in meta.tensors.items()}
+
+    def search(self, query: str | None, base_model: str | None = None, limit: int = MAX_SEARCH_RESULTS) -> list[Any]:
+        """Adapter repos on the Hub: PEFT's (`library_name: peft`) and AdapterHub's (`adapter-transformers`),
+        matching `query`, optionally trained on `base_model` (the `base_model:adapter:<id>` tag)."""
+        if self.settings.offline:
+            raise OfflineMissError("offline: searching the Hugging Face Hub needs the network")
+        found: dict[str, Any] = {}
+        for library in ADAPTER_LIBRARIES:
+            filters = [library] + ([f"base_model:adapter:{base_model}"] if base_model else [])
+
+            def listing(filters: list[str] = filters) -> list[Any]:
+                api = self._api()
+                return list(api.list_models(search=query or None, filter=filters, limit=limit, full=False))
+
+            for info in self._call(f"search on {self.settings.host}", listing):
+                found.setdefault(str(info.id), info)
+        return [found[k] for k in sorted(found)][:limit]
 
     def check_token(self) -> None:
         """Raise RegistryError (exit 6) when the configured token is refused."""

@@ -133,3 +133,18 @@ def served_registry(tmp_path, cli, package, static_server_factory):
     assert cli("publish", str(package("acme/pkg", "1.0.0")), "--registry", root.as_uri()).code == 0
     server = static_server_factory(root)
     return server, server.url + "/"
+
+
+def test_search_on_the_hub_finds_adapter_repos(cli, fake_hub, lora_repo):
+    card = b"---\nlibrary_name: peft\nbase_model: acme/base\ntags: [base_model:adapter:acme/base, lora]\n---\n# x\n"
+    fake_hub.commit("acme/lora", {"README.md": card})
+    fake_hub.add_repo("acme/other", {"README.md": b"---\nlibrary_name: transformers\n---\n"})
+    r = cli("search", "--hf", "lora", "--json")
+    assert r.code == 0, r.err
+    (hit,) = r.json()["results"]
+    assert hit["name"] == "hf://acme/lora" and hit["base"] == "acme/base"
+    assert cli("search", "--hf", "other", "--json").json()["results"] == []  # not an adapter library
+    listed = [r for r in fake_hub.requests if r.path == "/api/models"]
+    assert {r.query.get("filter") for r in listed} == {"peft", "adapter-transformers"}
+    r = cli("search", "--hf", "--offline")
+    assert r.code == 3 and "offline" in r.err

@@ -189,12 +189,12 @@ def test_uninstall_and_cache_prune(cli, package, home):
     cli("publish", str(package("acme/u", "1.0.0", size=50000)))
     cli("install", "acme/u")
     info = cli("cache", "info", "--json").json()
-    assert info["blobs"] == 2 and info["installed"] == 1  # weights + manifest
+    assert info["blobs"] == 3 and info["installed"] == 1  # weights + the generated model card + manifest
     assert cli("uninstall", "acme/u").code == 0
     assert cli("list", "--json").json()["installed"] == []
     assert cli("cache", "prune", "--json").json()["removed"] == 0  # just used: kept for a grace period
     r = cli("cache", "prune", "--grace", "0", "--json")
-    assert r.json()["removed"] >= 2
+    assert r.json()["removed"] >= 3
     assert cli("cache", "info", "--json").json()["blobs"] == 0
     assert cli("uninstall", "acme/u").code == 3
     assert (home / "cache" / "CACHEDIR.TAG").read_text().startswith("Signature: 8a477f597d28d172789f06886806bc55")
@@ -293,10 +293,36 @@ def test_files_not_listed_in_the_manifest_are_neither_published_nor_installed(cl
     assert cli("publish", str(pkg)).code == 0
     blobs = {p.read_bytes() for p in (home / "registry" / "blobs").rglob("*") if p.is_file()}
     assert b"not listed in manifest.json" not in blobs and b"mine" not in blobs
-    assert len(blobs) == 2  # the weights and the manifest
+    assert len(blobs) == 3  # the weights, the generated model card and the manifest
     view = Path(cli("install", "acme/listed", "--json").json()["installed"][0]["path"])
-    assert sorted(p.name for p in view.iterdir()) == [".install.json", "adapter.safetensors", "manifest.json"]
+    names = sorted(p.name for p in view.iterdir())
+    assert names == [".install.json", "README.md", "adapter.safetensors", "manifest.json"]
     assert cli("verify").code == 0
+
+
+def test_publish_generates_a_card_or_completes_the_publishers_own(cli, package, home):
+    from huggingface_hub import ModelCard
+
+    r = cli("publish", str(package("acme/carded", "1.0.0")), "--base-name", "acme/base", "--license", "mit")
+    assert r.code == 0, r.err
+    view = Path(cli("install", "acme/carded", "--json").json()["installed"][0]["path"])
+    card = ModelCard((view / "README.md").read_text())
+    assert card.data.base_model == "acme/base" and card.data.license == "mit"
+    assert "base_model:adapter:acme/base" in card.data.tags
+    assert "adapters install" in card.text
+    own = package("acme/own-card", "1.0.0")
+    body = "# My adapter\n\nWritten by hand.\n"
+    (own / "README.md").write_text("---\nlicense: apache-2.0\ntags: [mine]\n---\n" + body)
+    manifest = json.loads((own / "manifest.json").read_text())
+    manifest["files"].append({"path": "README.md"})
+    (own / "manifest.json").write_text(json.dumps(manifest))
+    assert cli("publish", str(own), "--base-name", "acme/base").code == 0
+    view = Path(cli("install", "acme/own-card", "--json").json()["installed"][0]["path"])
+    text = (view / "README.md").read_text()
+    assert text.endswith(body)  # the author's words, untouched
+    card = ModelCard(text)
+    assert card.data.license == "apache-2.0" and card.data.tags[0] == "mine"  # kept, first
+    assert card.data.base_model == "acme/base"  # completed
 
 
 @pytest.mark.parametrize(
