@@ -10,6 +10,7 @@
 <cache>/hub/<org>--<repo>/<commit>[--<subfolder>].json
                                       the manifest derived from a Hugging Face repo at a commit (its sha256
                                       and size; the blob is in blobs/): the same manifest every time, offline
+<cache>/archives/<sha256>/            an AdapterHub archive (zip, by its sha256), extracted after its checks
 <cache>/quarantine/<when>-<name>/     what `verify` (or a re-hash on read) found corrupt, moved aside with
                                       note.json (what, where from, why, when); `cache prune` keeps it as
                                       evidence, `cache clean` removes it
@@ -36,7 +37,7 @@ RECORD_FILE = ".install.json"  # in each installed view: what was installed, fro
 FINGERPRINTS = "fingerprints"  # the one name of the fingerprint cache's folder under a cache root
 QUARANTINE = "quarantine"
 QUARANTINE_NOTE = "note.json"
-SUBDIRS = ("blobs", "partial", "locks", "installed", "tmp", "http", "hub", FINGERPRINTS, QUARANTINE)
+SUBDIRS = ("blobs", "partial", "locks", "installed", "tmp", "http", "hub", "archives", FINGERPRINTS, QUARANTINE)
 CACHEDIR_TAG = (
     "Signature: 8a477f597d28d172789f06886806bc55\n"
     "# This file is a cache directory tag created by adapterhub-client.\n"
