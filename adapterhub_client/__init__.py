@@ -22,6 +22,7 @@ _LAZY = {
     "Attached": "adapterhub_client.operations.results",
     "CacheStats": "adapterhub_client.operations.results",
     "CheckedAdapter": "adapterhub_client.operations.results",
+    "Converted": "adapterhub_client.operations.results",
     "Exported": "adapterhub_client.operations.results",
     "Fingerprinted": "adapterhub_client.operations.results",
     "HubSource": "adapterhub_client.operations.results",
@@ -60,6 +61,7 @@ _LAZY = {
     "load_adapter": "adapterhub_client.formats",
     "save_adapter": "adapterhub_client.formats",
     "export_peft": "adapterhub_client.formats",
+    "convert_package": "adapterhub_client.formats",
     # torch modules (built-in adapter modules)
     "LoRAConfig": "adapterhub_client.nn.lora",
     "BottleneckConfig": "adapterhub_client.nn.bottleneck",
@@ -73,6 +75,11 @@ _LAZY = {
     "adapter_summary": "adapterhub_client.nn.model",
     "delete_adapter": "adapterhub_client.nn.model",
     "list_adapters": "adapterhub_client.nn.model",
+    "add_head": "adapterhub_client.nn.model",
+    "head_output": "adapterhub_client.nn.model",
+    "adapter_heads": "adapterhub_client.nn.model",
+    "HeadConfig": "adapterhub_client.nn.heads",
+    "ModuleCopy": "adapterhub_client.nn.heads",
 }
 
 if TYPE_CHECKING:
@@ -94,15 +101,19 @@ if TYPE_CHECKING:
         UsageError,
         YankedWarning,
     )
-    from .formats import export_peft, load_adapter, save_adapter
+    from .formats import convert_package, export_peft, load_adapter, save_adapter
     from .hub import Hub
     from .nn.bottleneck import BottleneckConfig
+    from .nn.heads import HeadConfig, ModuleCopy
     from .nn.lora import LoRAConfig
     from .nn.model import (
+        adapter_heads,
         adapter_summary,
         add_adapter,
+        add_head,
         delete_adapter,
         disable_adapters,
+        head_output,
         list_adapters,
         mark_only_adapters_trainable,
         merge_adapters,
@@ -117,6 +128,7 @@ if TYPE_CHECKING:
         AttachReport,
         CacheStats,
         CheckedAdapter,
+        Converted,
         Exported,
         Fingerprinted,
         HubSource,
@@ -148,6 +160,7 @@ __all__ = [
     "BottleneckConfig",
     "CacheStats",
     "CheckedAdapter",
+    "Converted",
     "Exported",
     "Fingerprinted",
     "HubSource",
@@ -184,7 +197,13 @@ __all__ = [
     "delete_adapter",
     "disable_adapters",
     "export_peft",
+    "convert_package",
     "list_adapters",
+    "add_head",
+    "head_output",
+    "adapter_heads",
+    "HeadConfig",
+    "ModuleCopy",
     "load_adapter",
     "mark_only_adapters_trainable",
     "merge_adapters",

@@ -27,6 +27,7 @@ from .operations.results import (
     AttachCheck,
     AttachReport,
     CheckedAdapter,
+    Converted,
     Exported,
     Info,
     Installed,
@@ -287,6 +288,10 @@ class Hub:
     ) -> Packed:
         """`adapters pack`: a PEFT or AdapterHub directory -> a package directory (publishable, loadable)."""
         return _publish.pack(self.session, directory, output, name=name, version=version, base=base)
+
+    def convert(self, source: PathLike, output: PathLike, allow_pickle: bool = False) -> Converted:
+        """`adapters convert`: pickled adapter weights rewritten as safetensors (needs `allow_pickle`)."""
+        return _publish.convert(source, output, allow_pickle=allow_pickle)
 
     def export(self, package_dir: PathLike, output: PathLike, fmt: str = "peft") -> Exported:
         """`adapters export`: a LoRA package directory -> a PEFT directory (`PeftModel.from_pretrained`)."""

@@ -22,20 +22,35 @@ def minilm():
     return AutoModel.from_pretrained(str(get_model_path())).eval()
 
 
-def tiny_bert(vocab: int = 96, positions: int = 64, pooler: bool = False):
-    """2-layer BERT, hidden 32 (seeded); without a pooler unless asked."""
-    from transformers import BertConfig, BertModel
+def tiny_bert_config(vocab: int = 96, positions: int = 64, **extra):
+    """The tiny BERT's config: 2 layers, hidden 32, 4 heads."""
+    from transformers import BertConfig
 
-    torch.manual_seed(0)
-    cfg = BertConfig(
+    return BertConfig(
         vocab_size=vocab,
         hidden_size=32,
         num_hidden_layers=2,
         num_attention_heads=4,
         intermediate_size=64,
         max_position_embeddings=positions,
+        **extra,
     )
-    return BertModel(cfg, add_pooling_layer=pooler).eval()
+
+
+def tiny_bert(vocab: int = 96, positions: int = 64, pooler: bool = False):
+    """2-layer BERT, hidden 32 (seeded); without a pooler unless asked."""
+    from transformers import BertModel
+
+    torch.manual_seed(0)
+    return BertModel(tiny_bert_config(vocab, positions), add_pooling_layer=pooler).eval()
+
+
+def bert_classifier(seed: int = 0, num_labels: int = 3):
+    """The tiny BERT as a BertForSequenceClassification (seeded), `num_labels` labels."""
+    from transformers import BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    return BertForSequenceClassification(tiny_bert_config(num_labels=num_labels)).eval()
 
 
 def tiny_gpt2(seed: int = 0, lm_head: bool = False):

@@ -118,7 +118,8 @@ def check_compat(
     recorded_files = recorded.pop("files", None) or {}
     modules = (base_model.get("architecture") or {}).get("modules") or {}
     name = base_model.get("name") or "the base model"
-    found: dict[str, Any] = {"architecture": local.architecture}
+    known = local.known_architecture
+    found: dict[str, Any] = {"architecture": known} if known is not None else {}
     quant_note = (
         " (fingerprints refer to the unquantized base; the manifest records quantization)"
         if base_model.get("quantization")
@@ -179,6 +180,8 @@ def check_compat(
             found,
             rewrite,
         )
+    if recorded.get("architecture"):
+        found["architecture"] = local.architecture
     if recorded.get("architecture") and recorded["architecture"] == local.architecture:
         return Verdict(
             ARCHITECTURE,

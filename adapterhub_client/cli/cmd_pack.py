@@ -1,5 +1,5 @@
-"""`adapters pack` and `adapters export`: converting between our package directory and PEFT /
-AdapterHub directories (no registry, no network)."""
+"""`adapters pack`, `adapters export` and `adapters convert`: converting between our package directory
+and PEFT / AdapterHub directories, and pickled weights to safetensors (no registry, no network)."""
 
 from __future__ import annotations
 
@@ -55,3 +55,26 @@ def export(directory: str, fmt: str, output: str, as_json: bool) -> None:
         emit_json(done.to_json())
         return
     say(f"exported {done.name} {done.version} as {done.format} -> {done.output}")
+
+
+@click.command()
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="The directory to write.")
+@click.option(
+    "--allow-pickle", is_flag=True, help="Required: the pickles are read (with weights_only=True) to be rewritten."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
+def convert(directory: str, output: str, allow_pickle: bool, as_json: bool) -> None:
+    """Rewrite an AdapterHub or PEFT adapter DIRECTORY whose weights are pickles (pytorch_adapter.bin,
+    pytorch_model_head.bin, adapter_model.bin) as safetensors, once, so that no later install or attach
+    needs --allow-pickle. The other files are copied."""
+    from ..hub import Hub
+
+    if not allow_pickle:
+        raise click.UsageError("reading pickled weights needs --allow-pickle (they load with weights_only=True)")
+    with Hub() as hub:
+        done = hub.convert(directory, output, allow_pickle=True)
+    if as_json:
+        emit_json(done.to_json())
+        return
+    say(f"converted {done.source} -> {done.output} ({', '.join(done.files)})")

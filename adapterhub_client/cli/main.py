@@ -30,6 +30,7 @@ _COMMANDS = {
     "demo": ("cmd_demo", "demo"),
     "pack": ("cmd_pack", "pack"),
     "export": ("cmd_pack", "export"),
+    "convert": ("cmd_pack", "convert"),
 }
 _HELP = {
     "install": "Install adapters (and their dependencies) into the cache.",
@@ -48,6 +49,7 @@ _HELP = {
     "demo": "Run the main job end to end on a shipped adapter (no server, no network).",
     "pack": "Turn a PEFT or AdapterHub directory into a package directory.",
     "export": "Write a LoRA package as a PEFT adapter directory.",
+    "convert": "Rewrite an adapter's pickled weights as safetensors.",
 }
 
 

@@ -6,6 +6,10 @@ package owns every byte on disk.
   ``nn.model.attach_weights``: our package (:mod:`.package`), PEFT (:mod:`.peft`), AdapterHub
   (:mod:`.adapterhub`);
 * :func:`save_adapter` - our package format; :func:`export_peft` - PEFT's;
+* task heads (``nn.heads``: PEFT's ``modules_to_save``, AdapterHub's prediction heads) load, save
+  and export with their adapter: each reader returns them next to the adapter's config;
+* :func:`convert_package` - an AdapterHub or PEFT directory with pickled weights -> the same
+  directory with safetensors (:mod:`.convert`), so that installing it needs no pickle;
 * torch-free parts, importable without torch: :mod:`.files` (JSON, directories, detection),
   :mod:`.peft_layout` and :mod:`.adapterhub_layout` (file and key names), :mod:`.pack` (a directory
   -> a validated manifest, for publishing); :mod:`.checkpoint` streams LoRA merges into checkpoints.
@@ -37,14 +41,18 @@ if TYPE_CHECKING:
     from torch import nn
 
     from ..nn.base import AdapterConfig
+    from ..nn.heads import HeadSpec
 
-    Reader = Callable[..., tuple[AdapterConfig, dict[str, torch.Tensor], str, Callable[[str], str] | None]]
+    Reader = Callable[
+        ..., tuple[AdapterConfig, dict[str, torch.Tensor], str, Callable[[str], str] | None, list[HeadSpec]]
+    ]
 
 __all__ = [
     "ADAPTERHUB",
     "FORMATS",
     "PACKAGE",
     "PEFT",
+    "convert_package",
     "detect_format",
     "export_package_peft",
     "export_peft",
@@ -94,7 +102,9 @@ def load_adapter(
     strict (every tensor must land, every module get its weights) and all or nothing. The adapter is
     frozen unless ``trainable`` and made the only active one if ``activate``; pickled weights load
     only with ``allow_pickle``. An adapter whose modules the model lacks is an
-    :class:`~..errors.IncompatibleError`.
+    :class:`~..errors.IncompatibleError`. Its task heads come with it: a PEFT ``modules_to_save``
+    module runs as the adapter's trained copy while it is active, an AdapterHub prediction head is
+    placed at ``model.heads[name]`` (``nn.model.head_output(model, outputs)`` runs it).
     """
     from ..nn.base import check_model
     from ..nn.model import attach_weights
@@ -107,11 +117,19 @@ def load_adapter(
     if fmt == PACKAGE and wrapped_format(root) == ADAPTERHUB:
         verify_listed_files(root)  # the package reader checks its own files; this one reads AdapterHub's
         fmt = ADAPTERHUB
-    config, tensors, hint, source_key = _reader(fmt)(model, root, allow_pickle=allow_pickle)
+    config, tensors, hint, source_key, heads = _reader(fmt)(model, root, allow_pickle=allow_pickle)
     name = name or _default_name(model, hint)
     try:
         return attach_weights(
-            model, name, config, tensors, trainable=trainable, activate=activate, where=str(root), source_key=source_key
+            model,
+            name,
+            config,
+            tensors,
+            trainable=trainable,
+            activate=activate,
+            where=str(root),
+            source_key=source_key,
+            heads=heads,
         )
     except TargetError as exc:
         raise IncompatibleError(f"{root}: the adapter does not fit this model: {exc}") from None
@@ -134,7 +152,8 @@ def save_adapter(
 
 
 def export_peft(model: nn.Module, adapter: str, out_dir: str | os.PathLike[str]) -> Path:
-    """Write a LoRA adapter in PEFT's format (loads with ``PeftModel.from_pretrained``)."""
+    """Write a LoRA adapter in PEFT's format (loads with ``PeftModel.from_pretrained``); its module
+    copies become ``modules_to_save``."""
     from .peft import write_peft
 
     return write_peft(model, adapter, out_dir)
@@ -146,10 +165,12 @@ def export_package_peft(package_dir: str | os.PathLike[str], out_dir: str | os.P
     modules are embeddings comes from the manifest), the config by :func:`.peft.config_to_peft`."""
     from ..errors import InvalidPackageError, UnsupportedAdapterError
     from ..manifest import MANIFEST_FILE, read_manifest
+    from ..nn.heads import HeadConfig, ModuleCopy
     from ..nn.layout import CONV1D, EMBEDDING
     from ..nn.lora import LoRAConfig
     from . import peft_layout
     from .files import input_dir, output_dir
+    from .package import heads_from_manifest
     from .tensors import load_tensors, save_tensors
 
     root = input_dir(package_dir)
@@ -175,6 +196,10 @@ def export_package_peft(package_dir: str | os.PathLike[str], out_dir: str | os.P
     config = LoRAConfig.from_dict(adapter["config"])
     if not isinstance(config, LoRAConfig):
         raise InvalidPackageError(f"{root}: adapter config is not a LoRA config")
+    heads = heads_from_manifest(adapter, str(root / MANIFEST_FILE))
+    if any(isinstance(h, HeadConfig) for h in heads):
+        raise UsageError(f"{manifest['name']}: the adapter has a prediction head, which PEFT has no form of")
+    copies = [h.path for h in heads if isinstance(h, ModuleCopy)]
     weights = [f["path"] for f in manifest["files"] if f["path"].endswith(".safetensors")]
     if len(weights) != 1:
         raise InvalidPackageError(f"{root}: expected one weights file, found {weights or 'none'}")
@@ -183,6 +208,9 @@ def export_package_peft(package_dir: str | os.PathLike[str], out_dir: str | os.P
     adapted = {k.rpartition(".")[0] for k in tensors if k.endswith(".lora_A")}
     peft_tensors = {}
     for key, t in tensors.items():
+        if any(key.startswith(p + ".") for p in copies):
+            peft_tensors[peft_layout.saved_module_key(key)] = t
+            continue
         path = key.rpartition(".")[0]
         embedding = (modules.get(path) or {}).get("layer") == EMBEDDING
         peft_tensors[peft_layout.to_peft_key(key, embedding=embedding, wrapped=path in adapted)] = t
@@ -190,7 +218,9 @@ def export_package_peft(package_dir: str | os.PathLike[str], out_dir: str | os.P
     from .peft import config_to_peft
 
     fan_in_fan_out = any(m.get("layer") == CONV1D for p, m in modules.items() if p in adapted)
-    data = config_to_peft(config, fan_in_fan_out=fan_in_fan_out, base_model=manifest["base_model"].get("name"))
+    data = config_to_peft(
+        config, fan_in_fan_out=fan_in_fan_out, base_model=manifest["base_model"].get("name"), saved_modules=copies
+    )
     import json
 
     try:
@@ -198,3 +228,13 @@ def export_package_peft(package_dir: str | os.PathLike[str], out_dir: str | os.P
     except OSError as exc:
         raise UsageError(f"{out / peft_layout.CONFIG_FILE}: cannot write ({exc.strerror or exc})") from None
     return out
+
+
+def convert_package(
+    src_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], allow_pickle: bool = False
+) -> Path:
+    """`adapters convert`: an AdapterHub or PEFT directory whose weights are pickles -> `out_dir`, the
+    same directory with safetensors weights (:func:`.convert.convert_package`)."""
+    from .convert import convert_package as convert
+
+    return convert(src_dir, out_dir, allow_pickle=allow_pickle)

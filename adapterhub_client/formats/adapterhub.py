@@ -8,6 +8,13 @@ not reproduce exactly (gating, PHM, invertible adapters, extra LayerNorms, IA3, 
 refused with :class:`~..errors.UnsupportedAdapterError` naming the option; a hidden size or a LoRA
 module the model lacks is an :class:`~..errors.IncompatibleError`. Errors about tensors name the
 keys as the AdapterHub file has them.
+
+A prediction head saved with the adapter (``head_config.json`` + ``model_head.safetensors``, or the
+pickled ``pytorch_model_head.bin``, refused unless ``allow_pickle``) loads as an ``nn.heads``
+prediction head of the same adapter at ``model.heads``, strictly like the adapter's own tensors:
+classification, multi-label classification, multiple choice (on the encoder models whose
+AdapterHub head reads the first token), tagging and question answering. Other head types, a model
+class's static head (``config: null``) and activations with parameters are refused naming the reason.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from ..errors import (
 from ..modpaths import align_paths
 from ..nn.base import AdapterConfig
 from ..nn.bottleneck import BottleneckConfig
+from ..nn.heads import HEADS_PATH, MULTIPLE_CHOICE, SEQUENCE_HEADS, HeadConfig, HeadSpec
 from ..nn.lora import LoRAConfig
 from ..nn.targets import iter_modules
 from . import adapterhub_layout as layout
@@ -39,6 +47,7 @@ from .tensors import load_tensors
 CONFIG_NAME = layout.CONFIG_FILE
 SAFE_WEIGHTS_NAME = layout.SAFE_WEIGHTS_FILE
 WEIGHTS_NAME = layout.PICKLE_FILE
+MAX_HEAD_CONFIG_BYTES = 8 * 1024 * 1024  # label maps can be long; nothing legitimate comes close
 
 # bottleneck options whose non-default value changes the math -> default
 _BN_MUST_BE = {
@@ -81,6 +90,107 @@ def read_adapterhub(path: str | Path, *, allow_pickle: bool = False) -> tuple[di
     else:
         raise InvalidPackageError(f"{p}: neither {SAFE_WEIGHTS_NAME} nor {WEIGHTS_NAME}")
     return meta, tensors
+
+
+def read_head(root: str | Path, *, allow_pickle: bool = False) -> tuple[dict[str, Any], dict[str, torch.Tensor]] | None:
+    """``(head_config.json contents, head tensors keyed as AdapterHub saved them)``, or None when the
+    directory has no head. The pickled ``pytorch_model_head.bin`` loads only with `allow_pickle`."""
+    p = Path(root)
+    config_path = p / layout.HEAD_CONFIG_FILE
+    safe, pickled = p / layout.HEAD_SAFE_WEIGHTS_FILE, p / layout.HEAD_PICKLE_FILE
+    weights = safe if safe.is_file() else pickled if pickled.is_file() else None
+    if not config_path.is_file():
+        if weights is not None:
+            raise InvalidPackageError(f"{p}: head weights ({weights.name}) without {layout.HEAD_CONFIG_FILE}")
+        return None
+    try:
+        size = config_path.stat().st_size
+    except OSError as exc:
+        raise InvalidPackageError(f"{config_path}: cannot be read ({exc.strerror or exc})") from None
+    if size > MAX_HEAD_CONFIG_BYTES:
+        raise InvalidPackageError(f"{config_path}: larger than {MAX_HEAD_CONFIG_BYTES} bytes")
+    meta = read_json(config_path)
+    if not isinstance(meta, dict):
+        raise InvalidPackageError(f"{config_path}: expected a JSON object, got {type(meta).__name__}")
+    if weights is None:
+        raise InvalidPackageError(
+            f"{p}: {layout.HEAD_CONFIG_FILE} without the head's weights "
+            f"({layout.HEAD_SAFE_WEIGHTS_FILE} or {layout.HEAD_PICKLE_FILE})"
+        )
+    return meta, load_tensors(weights, allow_pickle=allow_pickle)
+
+
+def head_config_from_adapterhub(meta: dict[str, Any], where: str, model_type: object = None) -> HeadConfig:
+    """Our head config for a ``head_config.json``; `model_type`: the model it goes onto, if known.
+
+    AdapterHub's sequence heads read the first token only on the models of
+    :data:`.adapterhub_layout.FIRST_TOKEN_MODEL_TYPES` (others pick an end-of-sequence token)."""
+    cfg = meta.get("config")
+    if cfg is None:
+        raise UnsupportedAdapterError(
+            f"{where}: a static head of {meta.get('model_class')!r} (config null) is not supported; "
+            "save the head from a flexible-head model (an ...AdapterModel class)"
+        )
+    if not isinstance(cfg, dict):
+        raise InvalidPackageError(f"{where}: 'config' must be an object, got {type(cfg).__name__}")
+    head_type = cfg.get("head_type")
+    if head_type not in layout.HEAD_DEFAULTS:
+        raise UnsupportedAdapterError(
+            f"{where}: AdapterHub head type {head_type!r} is not supported ({', '.join(layout.HEAD_DEFAULTS)} are)"
+        )
+    defaults = layout.HEAD_DEFAULTS[head_type]
+    types = sorted({t for t in (meta.get("model_type"), model_type) if isinstance(t, str) and t})
+    if head_type in SEQUENCE_HEADS:
+        other = [t for t in types if t not in layout.FIRST_TOKEN_MODEL_TYPES]
+        if other:
+            raise UnsupportedAdapterError(
+                f"{where}: a {head_type} head on a {other[0]} model reads an end-of-sequence token, which is not "
+                f"supported (heads of {', '.join(sorted(layout.FIRST_TOKEN_MODEL_TYPES))} models are)"
+            )
+        no_pooler = [t for t in types if t not in layout.POOLER_MODEL_TYPES]
+        if cfg.get("use_pooler") and no_pooler:
+            raise UnsupportedAdapterError(f"{where}: use_pooler on a {no_pooler[0]} model is not supported")
+    count = "num_choices" if head_type == MULTIPLE_CHOICE else "num_labels"
+    activation = cfg.get("activation_function", defaults["activation_function"])
+    if isinstance(activation, str):  # Activation_Function_Class lowercases; `leakyrelu` is its own spelling
+        activation = "leakyrelu" if activation.lower() == "leaky_relu" else activation.lower()
+    try:
+        return HeadConfig(
+            head_type=head_type,
+            num_labels=cfg.get(count, defaults[count]),
+            layers=cfg.get("layers", defaults["layers"]),
+            activation_function=activation,
+            use_pooler=bool(cfg.get("use_pooler")) if head_type in SEQUENCE_HEADS else False,
+            bias=cfg.get("bias", True),
+            dropout=cfg.get("dropout_prob"),
+            label2id=cfg.get("label2id"),
+        )
+    except AdapterConfigError as exc:
+        raise UnsupportedAdapterError(f"{where}: AdapterHub head config not supported: {exc}") from None
+
+
+def _head_tensors(
+    meta: dict[str, Any], tensors: dict[str, torch.Tensor], where: str
+) -> tuple[dict[str, torch.Tensor], Callable[[str], str]]:
+    """``heads.<saved name>.<index>.<param>`` -> ``heads.<index>.<param>`` (the package key), and back."""
+    saved = meta.get("name")
+    if not isinstance(saved, str) or not saved:
+        raise InvalidPackageError(f"{where}: {layout.HEAD_CONFIG_FILE} names no head ('name')")
+    out: dict[str, torch.Tensor] = {}
+    bad = []
+    for key, t in tensors.items():
+        param = layout.head_param(key, saved)
+        if param is None:
+            bad.append(key)
+        else:
+            out[f"{HEADS_PATH}.{param}"] = t
+    if bad:
+        raise AdapterWeightsError(
+            f"{where}: {len(bad)} key(s) are not keys of head {saved!r} "
+            f"({layout.HEAD_PREFIX}{saved}.<index>.<param>), e.g. {bad[0]}"
+        )
+    prefix = f"{HEADS_PATH}."
+    return out, lambda key: f"{layout.HEAD_PREFIX}{saved}.{key[len(prefix) :]}"
 
 
 def _check(cfg: dict[str, Any], must_be: dict[str, Any], what: str) -> None:
@@ -255,14 +365,19 @@ def read_for_model(
     root: Path,
     *,
     allow_pickle: bool = False,
-) -> tuple[AdapterConfig, dict[str, torch.Tensor], str, Callable[[str], str] | None]:
-    """What ``formats.load_adapter`` attaches: ``(config, package-keyed tensors, name hint, key namer)``."""
+) -> tuple[AdapterConfig, dict[str, torch.Tensor], str, Callable[[str], str] | None, list[HeadSpec]]:
+    """What ``formats.load_adapter`` attaches: ``(config, package-keyed tensors, name hint, key namer,
+    heads)``."""
     meta, tensors = read_adapterhub(root, allow_pickle=allow_pickle)
+    head = read_head(root, allow_pickle=allow_pickle)  # every file is read (and refused) before attaching
     where = str(root)
-    saved = _hidden_size(meta.get("hidden_size"), str(root / CONFIG_NAME))
-    hidden = getattr(getattr(model, "config", None), "hidden_size", None)
-    if saved and isinstance(hidden, int) and saved != hidden:
-        raise IncompatibleError(f"{where}: adapter was trained for hidden size {saved}, the model has {hidden}")
+    model_config = getattr(model, "config", None)
+    hidden = getattr(model_config, "hidden_size", None)
+    sizes = [("adapter", meta, CONFIG_NAME)] + ([("head", head[0], layout.HEAD_CONFIG_FILE)] if head else [])
+    for what, data, name in sizes:
+        saved = _hidden_size(data.get("hidden_size"), str(root / name))
+        if saved and isinstance(hidden, int) and saved != hidden:
+            raise IncompatibleError(f"{where}: {what} was trained for hidden size {saved}, the model has {hidden}")
     config: AdapterConfig
     arch = meta["config"].get("architecture") or "bottleneck"
     if arch == "lora":
@@ -274,6 +389,22 @@ def read_for_model(
         config = bottleneck
     else:
         raise _unsupported_architecture(arch)
+    heads: list[HeadSpec] = []
+    if head is not None:
+        head_meta, head_tensors = head
+        heads.append(
+            head_config_from_adapterhub(
+                head_meta, str(root / layout.HEAD_CONFIG_FILE), getattr(model_config, "model_type", None)
+            )
+        )
+        head_package, head_source = _head_tensors(head_meta, head_tensors, where)
+        package = {**package, **head_package}
+        source = _with_head(source, head_source)
     saved_name = meta.get("name")
     hint = saved_name if isinstance(saved_name, str) and saved_name else root.name
-    return config, package, hint, source
+    return config, package, hint, source, heads
+
+
+def _with_head(source: Callable[[str], str], head_source: Callable[[str], str]) -> Callable[[str], str]:
+    prefix = f"{HEADS_PATH}."
+    return lambda key: head_source(key) if key.startswith(prefix) else source(key)

@@ -219,6 +219,12 @@ def adapterhub_manifest(directory: Path, name: str, version: str) -> dict[str, A
                 f"as {adapterhub_layout.SAFE_WEIGHTS_FILE} (save_adapter(..., use_safetensors=True))"
             )
         raise InvalidPackageError(f"{directory}: no {adapterhub_layout.SAFE_WEIGHTS_FILE}")
+    head_pickle = directory / adapterhub_layout.HEAD_PICKLE_FILE
+    if head_pickle.is_file() and not (directory / adapterhub_layout.HEAD_SAFE_WEIGHTS_FILE).is_file():
+        raise InvalidPackageError(
+            f"{directory}: the prediction head is only a pickle ({adapterhub_layout.HEAD_PICKLE_FILE}); "
+            "`adapters convert --allow-pickle` rewrites it as safetensors"
+        )
     shapes = None
     if arch == "lora":
         from ..basemodel.safetensors_header import read_header
@@ -236,10 +242,8 @@ def adapterhub_files(present: Sequence[str]) -> list[str]:
     if weights is None and adapterhub_layout.PICKLE_FILE in have:
         weights = adapterhub_layout.PICKLE_FILE
     files = [f for f in (weights, adapterhub_layout.CONFIG_FILE) if f]
-    head_files = [f for f in getattr(adapterhub_layout, "HEAD_FILES", ("head_config.json",)) if f in have]
-    head_weights = [
-        f for f in getattr(adapterhub_layout, "HEAD_WEIGHT_FILES", ("pytorch_model_head.bin",)) if f in have
-    ]
+    head_files = [f for f in adapterhub_layout.HEAD_FILES if f in have]
+    head_weights = [f for f in adapterhub_layout.HEAD_WEIGHT_FILES if f in have]  # safetensors first
     return files + head_files + head_weights[:1] + (["README.md"] if "README.md" in have else [])
 
 
@@ -319,6 +323,7 @@ def peft_manifest_from(
     the files present (weights, config, card)."""
     check_peft_lora(cfg, where)
     modules = peft_modules_from_shapes(shapes, bool(cfg.get("fan_in_fan_out")), where)
+    modules.update(_saved_module_shapes(shapes, cfg.get("modules_to_save") or []))
     config = {
         "format": PEFT,
         "r": cfg.get("r", 8),
@@ -348,6 +353,20 @@ def peft_manifest_from(
         task=cfg.get("task_type"),
         tags=["lora", "peft"],
     )
+
+
+def _saved_module_shapes(shapes: Mapping[str, Sequence[int]], saved: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The base modules a PEFT adapter replaces with trained copies (`modules_to_save`, e.g. a classifier):
+    their weights' shapes are the base's, so the compatibility check covers them too."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, shape in shapes.items():
+        if peft_layout.lora_factor(key) is not None or not key.endswith(".weight") or len(shape) != 2:
+            continue
+        path = key[len(peft_layout.PREFIX) :] if key.startswith(peft_layout.PREFIX) else key
+        module = path[: -len(".weight")]
+        if any(module == m or module.endswith("." + m) for m in saved if isinstance(m, str)):
+            out[module] = {"shape": list(shape), "dtype": None, "layer": LINEAR}
+    return out
 
 
 def raw_format(directory: Path) -> str | None:

@@ -9,6 +9,20 @@ The manifest's ``adapter`` holds the kind and its config (``AdapterConfig.to_dic
 ``base_model.architecture.modules`` lists the base weight of every module the adapter touches, with
 its layout kind (:mod:`adapterhub_client.nn.layout`). Weights are safetensors; pickles load only
 with ``allow_pickle=True`` (:mod:`.tensors`).
+
+Task heads (``nn.heads``) are listed in the manifest's ``adapter.heads`` and their tensors sit in the
+same weights file:
+
+* ``{"type": "module_copy", "path": "classifier"}``: a trained copy of the model's module at that
+  path (PEFT's ``modules_to_save``); tensors ``<path>.<param>`` (``classifier.weight``), the copy's
+  ``state_dict()``. The path also appears in ``base_model.architecture.modules`` (the module it
+  replaces must exist in the base, with that shape);
+* ``{"type": "prediction", "config": {...}}``: an AdapterHub-style prediction head
+  (``HeadConfig.to_dict()``) placed at ``model.heads``; tensors ``heads.<index>.<param>``
+  (``heads.1.weight``, AdapterHub's ``heads.<name>.1.weight`` without the name).
+
+A package without ``adapter.heads`` has none (older readers ignore the key and would load only the
+adapter, so :func:`read_package` -- what the streaming merge reads -- refuses packages with heads).
 """
 
 from __future__ import annotations
@@ -26,13 +40,17 @@ from ..errors import AdapterConfigError, InvalidPackageError, UnsupportedAdapter
 from ..manifest import complete_package, new_manifest, read_manifest, write_manifest
 from ..nn import bottleneck, lora  # noqa: F401  (registers the built-in kinds with AdapterConfig)
 from ..nn.base import AdapterConfig, adapter_state, check_model
-from ..nn.model import adapter_tensors, list_adapters
+from ..nn.heads import HeadConfig, HeadSpec, ModuleCopy
+from ..nn.model import adapter_heads, adapter_tensors, list_adapters
 from ..nn.targets import base_of, get_module, kind_of
 from . import peft, peft_layout
 from .files import output_dir, verify_listed_file
 from .tensors import load_tensors, pickle_refused, save_tensors
 
 WEIGHTS_FILE = "adapter.safetensors"
+HEADS = "heads"  # adapter.heads in the manifest
+MODULE_COPY = "module_copy"
+PREDICTION = "prediction"
 
 
 def _base_fingerprint(model: nn.Module) -> dict[str, Any] | None:
@@ -81,6 +99,7 @@ def save_package(
     out = output_dir(out_dir)
     save_tensors(tensors, out / WEIGHTS_FILE)
     config = adapter_state(model).configs[adapter]
+    heads = adapter_heads(model, adapter)
     model_config = getattr(model, "config", None)
     data = new_manifest(
         name,
@@ -95,8 +114,82 @@ def save_package(
         files=[WEIGHTS_FILE],
         **manifest_fields,
     )
+    if heads:
+        data["adapter"][HEADS] = heads_to_manifest(heads)
     write_manifest(out, complete_package(out, data))
     return out
+
+
+def heads_to_manifest(heads: list[HeadSpec]) -> list[dict[str, Any]]:
+    """The manifest's ``adapter.heads`` entries."""
+    return [
+        {"type": MODULE_COPY, "path": h.path}
+        if isinstance(h, ModuleCopy)
+        else {"type": PREDICTION, "config": h.to_dict()}
+        for h in heads
+    ]
+
+
+def heads_from_manifest(adapter: dict[str, Any], where: str) -> list[HeadSpec]:
+    """The task heads a manifest's ``adapter`` lists (``[]`` without ``heads``)."""
+    entries = adapter.get(HEADS)
+    if entries is None:
+        return []
+    if not isinstance(entries, list) or len(entries) > 1000:
+        raise InvalidPackageError(f"{where}: adapter.heads must be a list of head entries")
+    out: list[HeadSpec] = []
+    for entry in entries:
+        kind = entry.get("type") if isinstance(entry, dict) else None
+        try:
+            if kind == MODULE_COPY:
+                out.append(ModuleCopy(entry.get("path")))
+            elif kind == PREDICTION:
+                out.append(HeadConfig.from_dict(entry.get("config")))
+            else:
+                raise InvalidPackageError(
+                    f"{where}: adapter.heads entries have type {MODULE_COPY!r} or {PREDICTION!r}, "
+                    f"got {repr(entry)[:100]}"
+                )
+        except AdapterConfigError as exc:
+            raise InvalidPackageError(f"{where}: adapter.heads: {exc}") from None
+    return out
+
+
+def read_package_heads(
+    path: str | os.PathLike[str],
+    *,
+    allow_pickle: bool = False,
+) -> tuple[AdapterConfig, dict[str, torch.Tensor], str, list[HeadSpec]]:
+    """Read one of our package dirs: ``(config, tensors with package keys, package name, heads)``;
+    checks sha256. (A package wrapping a PEFT directory needs the model: :func:`read_for_model`.)"""
+    root = Path(path)
+    manifest = read_manifest(root)
+    adapter = manifest["adapter"]
+    config: AdapterConfig
+    entries = {f["path"]: f for f in manifest["files"]}
+    try:
+        config = AdapterConfig.from_dict({**adapter["config"], "type": adapter["type"]})
+    except AdapterConfigError as exc:
+        raise InvalidPackageError(f"{root}: adapter config: {exc}") from None
+    except UnsupportedAdapterError as exc:
+        raise UnsupportedAdapterError(f"{root}: {exc}") from None
+    heads = heads_from_manifest(adapter, str(root / "manifest.json"))
+    weights = [p for p in entries if p.endswith(".safetensors")]
+    pickled = [p for p in entries if is_pickle_name(p)]
+    if not weights and pickled and not allow_pickle:
+        raise pickle_refused(root / pickled[0])
+    files = weights or pickled
+    if len(files) != 1:
+        raise InvalidPackageError(f"{root}: expected one weights file, found {files or 'none'}")
+    target = verify_listed_file(root, entries[files[0]])
+    return config, load_tensors(target, allow_pickle=allow_pickle), manifest["name"], heads
+
+
+def _verify_peft_files(root: Path, manifest: dict[str, Any]) -> None:
+    for entry in manifest["files"]:
+        p = entry["path"]
+        if p == peft_layout.CONFIG_FILE or p.startswith("adapter_model."):
+            verify_listed_file(root, entry)
 
 
 def read_package(
@@ -107,34 +200,27 @@ def read_package(
     """Read a package dir: ``(config, tensors with package keys, package name)``; checks sha256.
 
     A package that wraps a PEFT directory (``adapter.config.format == "peft"``, as ``publish``
-    makes from one) is read through :func:`.peft.read_peft` after the same checks.
+    makes from one) is read through :func:`.peft.read_peft` after the same checks. A package with
+    task heads is refused: what reads only these (the streaming merge) would leave them out; such a
+    package loads onto a model (:func:`read_for_model`).
     """
     root = Path(path)
     manifest = read_manifest(root)
-    adapter = manifest["adapter"]
-    config: AdapterConfig
-    entries = {f["path"]: f for f in manifest["files"]}
-    if adapter["config"].get("format") == "peft":
-        for p in entries:
-            if p == peft_layout.CONFIG_FILE or p.startswith("adapter_model."):
-                verify_listed_file(root, entries[p])
-        config, tensors = peft.read_peft(root, allow_pickle=allow_pickle)
-        return config, tensors, manifest["name"]
-    try:
-        config = AdapterConfig.from_dict({**adapter["config"], "type": adapter["type"]})
-    except AdapterConfigError as exc:
-        raise InvalidPackageError(f"{root}: adapter config: {exc}") from None
-    except UnsupportedAdapterError as exc:
-        raise UnsupportedAdapterError(f"{root}: {exc}") from None
-    weights = [p for p in entries if p.endswith(".safetensors")]
-    pickled = [p for p in entries if is_pickle_name(p)]
-    if not weights and pickled and not allow_pickle:
-        raise pickle_refused(root / pickled[0])
-    files = weights or pickled
-    if len(files) != 1:
-        raise InvalidPackageError(f"{root}: expected one weights file, found {files or 'none'}")
-    target = verify_listed_file(root, entries[files[0]])
-    return config, load_tensors(target, allow_pickle=allow_pickle), manifest["name"]
+    if manifest["adapter"]["config"].get("format") == "peft":
+        _verify_peft_files(root, manifest)
+        lora, tensors = peft.read_peft(root, allow_pickle=allow_pickle)
+        return lora, tensors, manifest["name"]
+    config, tensors, name, heads = read_package_heads(root, allow_pickle=allow_pickle)
+    if heads:
+        raise UnsupportedAdapterError(
+            f"{name}: the adapter has task heads ({', '.join(_head_names(heads))}), which only loading onto a "
+            "model applies (formats.load_adapter; `adapters attach` without --merge)"
+        )
+    return config, tensors, name
+
+
+def _head_names(heads: list[HeadSpec]) -> list[str]:
+    return [h.path if isinstance(h, ModuleCopy) else f"{h.head_type} head" for h in heads]
 
 
 def read_for_model(
@@ -142,7 +228,12 @@ def read_for_model(
     root: Path,
     *,
     allow_pickle: bool = False,
-) -> tuple[AdapterConfig, dict[str, torch.Tensor], str, Callable[[str], str] | None]:
-    """What ``formats.load_adapter`` attaches: ``(config, package-keyed tensors, name hint, key namer)``."""
-    config, tensors, name = read_package(root, allow_pickle=allow_pickle)
-    return config, peft.drop_saved_base_weights(model, tensors, str(root)), name, None
+) -> tuple[AdapterConfig, dict[str, torch.Tensor], str, Callable[[str], str] | None, list[HeadSpec]]:
+    """What ``formats.load_adapter`` attaches: ``(config, package-keyed tensors, name hint, key namer, heads)``."""
+    manifest = read_manifest(root)
+    if manifest["adapter"]["config"].get("format") == "peft":  # PEFT's files, kept as they are
+        _verify_peft_files(root, manifest)
+        lora, tensors, _, source, heads = peft.read_for_model(model, root, allow_pickle=allow_pickle)
+        return lora, tensors, manifest["name"], source, heads
+    config, tensors, name, heads = read_package_heads(root, allow_pickle=allow_pickle)
+    return config, peft.drop_saved_base_weights(model, tensors, str(root)), name, None, heads

@@ -10,11 +10,22 @@ with PEFT's ``base_model.model.`` prefix standing for the model the adapter is a
 * ``<path>.lora_magnitude_vector`` (DoRA; older files add ``.weight``) -> the same name;
 * ``<path>.bias`` (``bias="all"|"lora_only"``; ``<path>.base_layer.bias`` too) -> ``<path>.bias``;
 * ``<path>.base_layer.weight``: a full base weight PEFT saves next to embedding LoRA
-  (``save_embedding_layers``); not an adapter tensor (:data:`SAVED_BASE_WEIGHT`).
+  (``save_embedding_layers``); not an adapter tensor (:data:`SAVED_BASE_WEIGHT`);
+* ``base_model.model.<module path>.<param>`` of a ``modules_to_save`` module (PEFT's
+  ``ModulesToSaveWrapper`` saves its trained copy's ``state_dict()`` without the
+  ``modules_to_save.<adapter>.`` hop and restores that hop on load) -> ``<module path>.<param>``, the
+  package key of a module copy (``nn.heads.ModuleCopy``).
+
+Which modules ``modules_to_save`` names: every module whose path *ends with* an entry, as a plain
+string (``_set_trainable``: ``pre_classifier`` ends with ``classifier``) (:func:`saves_module`); and
+LoRA never targets a module at or under an entry (``check_target_module_exists``:
+``(^|.*\\.)<entry>($|\\..*)``) (:func:`lora_skips`). A ``SEQ_CLS`` config adds ``classifier`` and
+``score`` to the list.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 CONFIG_FILE = "adapter_config.json"
@@ -22,6 +33,9 @@ WEIGHTS_FILE = "adapter_model.safetensors"
 PICKLE_FILE = "adapter_model.bin"
 PREFIX = "base_model.model."
 SAVED_BASE_WEIGHT = ".base_layer.weight"
+MODULES_TO_SAVE = "modules_to_save"
+# pickled weight file -> the safetensors file PEFT writes instead (safe_serialization, the default)
+SAFETENSORS_FOR_PICKLE = {PICKLE_FILE: WEIGHTS_FILE}
 
 # PEFT key suffix -> package key suffix; the first match wins
 _TO_PACKAGE = (
@@ -65,6 +79,26 @@ def to_peft_key(key: str, *, embedding: bool, wrapped: bool) -> str:
     elif param == "bias" and wrapped:
         param = "base_layer.bias"
     return f"{PREFIX}{path}.{param}"
+
+
+def saved_module_key(key: str) -> str:
+    """A module copy's package key (``classifier.weight``) as PEFT saves it."""
+    return PREFIX + key
+
+
+def saves_module(modules_to_save: list[str], path: str) -> bool:
+    """Whether PEFT wraps the module at `path` for ``modules_to_save`` (a plain suffix match)."""
+    return any(path.endswith(entry) for entry in modules_to_save)
+
+
+def lora_skips(modules_to_save: list[str], path: str) -> bool:
+    """Whether PEFT keeps LoRA off the module at `path` because of ``modules_to_save``."""
+    return any(re.match(rf"(^|.*\.){entry}($|\..*)", path) for entry in modules_to_save)
+
+
+def lora_skip_pattern(modules_to_save: list[str]) -> str:
+    """:func:`lora_skips` as one regex for ``re.fullmatch`` (a LoRA ``exclude_modules`` string)."""
+    return "|".join(rf"(?:^|.*\.)(?:{entry})(?:$|\..*)" for entry in modules_to_save)
 
 
 def lora_factor(key: str) -> tuple[str, str, bool] | None:

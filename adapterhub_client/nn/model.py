@@ -9,6 +9,13 @@ Files are not this module's business: :mod:`adapterhub_client.formats` reads and
 (``load_adapter``, ``save_adapter``, ``export_peft``) and hands tensors keyed like the package format
 to :func:`attach_weights`, the one strict way tensors get into adapter layers. Every error a caller
 can cause is an :class:`~..errors.AdapterError`.
+
+Task heads (:mod:`.heads`) belong to an adapter: :func:`add_head` gives adapter ``name`` a trained
+copy of one of the model's modules (``ModuleCopy("classifier")``, PEFT's ``modules_to_save``) or a
+prediction head for a headless base (``HeadConfig(...)``, AdapterHub's), and ``attach_weights(...,
+heads=...)`` loads them with the adapter's other tensors. They are adapter layers of that name, so
+activating, deleting, counting (:func:`list_adapters`, :func:`adapter_summary`), training and
+:func:`adapter_tensors` cover them; :func:`head_output` runs a prediction head on the model's output.
 """
 
 from __future__ import annotations
@@ -24,22 +31,26 @@ from .._text import format_table, human_count
 from ..errors import AdapterWeightsError, NotFoundError, UsageError
 from ..modpaths import PathRewrite, align_paths
 from .base import AdapterConfig, AdapterLayer, adapter_state, check_model, inner_of
+from .heads import HEADS_PATH, HeadConfig, HeadLayer, HeadSpec, ModuleCopy, ModuleCopyLayer, build_head
 from .targets import TargetError, base_of, get_module, iter_modules, set_module, weight_of
 
 __all__ = [
     "AdapterInfo",
     "AdapterWeightsError",
     "TrainableParams",
+    "adapter_heads",
     "adapter_layers",
     "adapter_parameters",
     "adapter_summary",
     "adapter_tensors",
     "add_adapter",
+    "add_head",
     "attach_weights",
     "base_state_dict",
     "delete_adapter",
     "disable_adapters",
     "finish_load",
+    "head_output",
     "list_adapters",
     "mark_only_adapters_trainable",
     "merge_adapters",
@@ -54,10 +65,11 @@ __all__ = [
 class AdapterInfo:
     name: str
     kind: str
-    params: int
+    params: int  # the task heads' included
     modules: int
     active: bool
     merged: bool
+    heads: tuple[str, ...] = ()  # paths of its task heads (a module copy's path, or "heads")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,11 +175,19 @@ def add_adapter(model: nn.Module, name: str, config: AdapterConfig, *, activate:
         raise UsageError(f"adapter {name!r} already exists; delete it first or pick another name")
     if not isinstance(config, AdapterConfig):
         raise UsageError(f"expected an AdapterConfig, got {type(config).__name__}")
+    copies = _copy_paths(model)
     paths = config.inject(model, name)
     if not paths:
         raise TargetError(f"adapter {name!r} matched no module")
     state.configs[name] = config
     state.modules[name] = list(paths)
+    replaced = [p for p in paths if _under(p, copies)]
+    if replaced:  # the copy runs instead of the original: a layer there would never run
+        delete_adapter(model, name)
+        raise UsageError(
+            f"adapter {name!r} targets {', '.join(replaced[:3])}, which a trained module copy replaces "
+            f"(modules_to_save of {', '.join(sorted(_copies_at(model, replaced[0])))}); exclude it (exclude_modules)"
+        )
     if activate:
         _apply_active(model, [name])
     else:
@@ -185,6 +205,8 @@ def delete_adapter(model: nn.Module, name: str) -> None:
         layer.delete_adapter(name)
         if not layer.adapter_names and inner_of(layer) is not None:
             _replace_layer(model, path, layer)
+        elif not layer.adapter_names and isinstance(layer, HeadLayer):
+            delattr(model, HEADS_PATH)  # the last prediction head: model.heads goes too
     del state.configs[name]
     del state.modules[name]
     state.active = [n for n in state.active if n != name]
@@ -212,14 +234,143 @@ def list_adapters(model: nn.Module) -> list[AdapterInfo]:
     state = adapter_state(model)
     merged = set(_merged(model))
     counts: dict[str, int] = {n: 0 for n in state.configs}
-    for _, layer in _layers(model):
+    heads: dict[str, list[str]] = {n: [] for n in state.configs}
+    for path, layer in _layers(model):
         for n in layer.adapter_names:
             if n in counts:
                 counts[n] += sum(t.numel() for t in layer.adapter_state_dict(n).values())
+                if isinstance(layer, (ModuleCopyLayer, HeadLayer)):
+                    heads[n].append(path)
     return [
-        AdapterInfo(n, cfg.kind, counts[n], len(state.modules.get(n, [])), n in state.active, n in merged)
+        AdapterInfo(
+            n, cfg.kind, counts[n], len(state.modules.get(n, [])), n in state.active, n in merged, tuple(heads[n])
+        )
         for n, cfg in state.configs.items()
     ]
+
+
+# --- heads ------------------------------------------------------------------------------------
+
+
+def _under(path: str, paths: set[str]) -> bool:
+    """Whether `path` is one of `paths` or lies inside one of them."""
+    return path in paths or _module_of(path, paths) is not None
+
+
+def _copy_paths(model: nn.Module) -> set[str]:
+    """Paths where a module copy (of any adapter) replaces the model's module."""
+    return {path for path, layer in _layers(model) if isinstance(layer, ModuleCopyLayer)}
+
+
+def _copies_at(model: nn.Module, path: str) -> list[str]:
+    """The adapters whose module copy replaces `path` or a module above it."""
+    return [
+        n
+        for p, layer in _layers(model)
+        if isinstance(layer, ModuleCopyLayer) and (path == p or path.startswith(p + "."))
+        for n in layer.adapter_names
+    ]
+
+
+def _head_layers(model: nn.Module, name: str) -> list[tuple[str, AdapterLayer]]:
+    return [(p, layer) for p, layer in _layers_of(model, name) if isinstance(layer, (ModuleCopyLayer, HeadLayer))]
+
+
+def add_head(model: nn.Module, name: str, head: HeadSpec) -> str:
+    """Give adapter `name` a task head; return its module path.
+
+    ``ModuleCopy(path)``: a trainable copy of the model's module at `path` runs in its place while
+    the adapter is active (PEFT's ``modules_to_save``); the original stays, for the base and the
+    other adapters. ``HeadConfig(...)``: a new prediction head at ``model.heads[name]`` (path
+    ``heads``) that reads the model's output (AdapterHub's heads; see :func:`head_output`). Either is
+    part of the adapter from then on: it trains, saves, counts and goes with it.
+    """
+    _one(model, name)
+    state = adapter_state(model)
+    if isinstance(head, ModuleCopy):
+        path = _add_copy(model, name, head.path)
+    elif isinstance(head, HeadConfig):
+        path = _add_prediction_head(model, name, head)
+    else:
+        raise UsageError(f"expected a ModuleCopy or a HeadConfig, got {type(head).__name__}")
+    state.modules[name].append(path)
+    layer = get_module(model, path)  # outermost: no adapter layer may wrap a copy (add_adapter refuses)
+    if isinstance(layer, AdapterLayer):
+        layer.set_active(state.active)
+    return path
+
+
+def _add_copy(model: nn.Module, name: str, path: str) -> str:
+    module = get_module(model, path)  # TargetError when the model has no such module
+    layers_under = [p for p, _ in _layers(model) if p == path or p.startswith(path + ".")]
+    if not isinstance(module, ModuleCopyLayer) and layers_under:
+        raise UsageError(
+            f"{path}: a module copy cannot replace a module that carries adapter layers ({layers_under[0]})"
+        )
+    nested = [p for p in _copy_paths(model) if p != path and (p.startswith(path + ".") or path.startswith(p + "."))]
+    if nested:
+        raise UsageError(f"{path}: a module copy cannot sit inside or around another one ({nested[0]})")
+    if isinstance(module, ModuleCopyLayer):
+        if name in module.adapter_names:
+            raise UsageError(f"adapter {name!r} already has a copy of {path}")
+        layer = module
+    else:
+        if not path:
+            raise UsageError("a module copy replaces one module of the model, not the whole model")
+        layer = ModuleCopyLayer(module)
+        set_module(model, path, layer)
+    layer.add(name)
+    return path
+
+
+def _add_prediction_head(model: nn.Module, name: str, config: HeadConfig) -> str:
+    existing = model._modules.get(HEADS_PATH)
+    if existing is None and hasattr(model, HEADS_PATH):
+        raise UsageError(f"the model has its own attribute {HEADS_PATH!r}; prediction heads cannot be placed there")
+    if existing is not None and not isinstance(existing, HeadLayer):
+        raise UsageError(f"the model has its own module {HEADS_PATH!r}; prediction heads cannot be placed there")
+    head = build_head(config, model)
+    layer = existing if isinstance(existing, HeadLayer) else HeadLayer()
+    layer.add(name, head)
+    if existing is None:
+        setattr(model, HEADS_PATH, layer)
+    return HEADS_PATH
+
+
+def adapter_heads(model: nn.Module, name: str) -> list[HeadSpec]:
+    """The task heads of adapter `name` (what :func:`add_head` was given), in model order."""
+    _one(model, name)
+    out: list[HeadSpec] = []
+    for path, layer in _head_layers(model, name):
+        if isinstance(layer, ModuleCopyLayer):
+            out.append(ModuleCopy(path))
+        elif isinstance(layer, HeadLayer):
+            out.append(layer[name].head_config)
+    return out
+
+
+def head_output(model: nn.Module, outputs: object, name: str | None = None) -> torch.Tensor:
+    """The prediction head's logits for the base model's `outputs` (what ``model(**batch)`` returned,
+    or its ``last_hidden_state``): adapter `name`'s head, or the one active adapter's with a head.
+
+    The model's forward is left as it is; ``model.heads[name](outputs)`` is the same call."""
+    heads = check_model(model)._modules.get(HEADS_PATH)
+    if not isinstance(heads, HeadLayer):
+        raise NotFoundError("the model has no prediction heads (an adapter loaded with one adds model.heads)")
+    if name is not None:
+        _one(model, name)
+        if name not in heads:
+            raise NotFoundError(f"adapter {name!r} has no prediction head; heads: {heads.adapter_names}")
+    return heads(outputs, name)
+
+
+def _check_copies_selection(model: nn.Module, selection: Sequence[str]) -> None:
+    """Two active adapters cannot each replace the same module with their own copy (PEFT refuses too)."""
+    for path, layer in _layers(model):
+        if isinstance(layer, ModuleCopyLayer):
+            both = [n for n in selection if n in layer.adapter_names]
+            if len(both) > 1:
+                raise UsageError(f"adapters {both} each replace {path} with their own trained copy; activate one")
 
 
 # --- activation -------------------------------------------------------------------------------
@@ -228,6 +379,7 @@ def list_adapters(model: nn.Module) -> list[AdapterInfo]:
 def set_active_adapters(model: nn.Module, names: str | Sequence[str] | None) -> None:
     """Activate one adapter, several (their outputs add up), or none (``None`` / ``[]``)."""
     selection = _selection(model, names, [])
+    _check_copies_selection(model, selection)
     merged = _merged(model)
     # the order counts too: DoRA rescales what the adapters before it produced, and merges follow it
     if merged and selection != list(adapter_state(model).active):
@@ -400,6 +552,12 @@ def merge_and_unload(
     hook is left on the base modules). ``safe``/``untie`` as in :func:`merge_adapters`.
     """
     layers = list(reversed(_layers(model)))  # innermost first
+    heads = [path for path, layer in layers if isinstance(layer, HeadLayer)]
+    if heads:  # before merging anything
+        raise UsageError(
+            f"adapters {_layers_names(model, heads[0])} have prediction heads ({heads[0]}), which unloading "
+            "would drop; merge_adapters(model) keeps them"
+        )
     stuck = [f"{layer.kind} adapter layer at {path}" for path, layer in layers if inner_of(layer) is None]
     if stuck:  # before merging anything
         raise UsageError(f"{stuck[0]} cannot be unloaded")
@@ -409,6 +567,10 @@ def merge_and_unload(
     if hasattr(model, "_ah_state"):
         object.__delattr__(model, "_ah_state")
     return model
+
+
+def _layers_names(model: nn.Module, path: str) -> list[str]:
+    return [n for p, layer in _layers(model) if p == path for n in layer.adapter_names]
 
 
 # --- training ---------------------------------------------------------------------------------
@@ -448,12 +610,21 @@ def trainable_parameters(model: nn.Module) -> TrainableParams:
 
 
 def adapter_summary(model: nn.Module) -> str:
-    """A table of the adapters (name, kind, params, modules, active, merged) and the trainable share."""
+    """A table of the adapters (name, kind, params with the heads', modules, heads, active, merged) and
+    the trainable share."""
     rows = [
-        (a.name, a.kind, f"{a.params:,}", a.modules, "yes" if a.active else "", "yes" if a.merged else "")
+        (
+            a.name,
+            a.kind,
+            f"{a.params:,}",
+            a.modules,
+            ", ".join(a.heads),
+            "yes" if a.active else "",
+            "yes" if a.merged else "",
+        )
         for a in list_adapters(model)
     ]
-    table = format_table(rows, ("name", "kind", "params", "modules", "active", "merged"))
+    table = format_table(rows, ("name", "kind", "params", "modules", "heads", "active", "merged"))
     return f"{table}\n{trainable_parameters(model)}"
 
 
@@ -500,10 +671,13 @@ def _named_bias(model: nn.Module, name: str) -> list[tuple[str, nn.Parameter]]:
     if mode == "none":
         return []
     own = set(adapter_state(model).modules[name]) if mode == "lora_only" else None
+    copies = _copy_paths(model)  # a copy's bias is the copy's; the original under it does not run
     out, seen = [], set()
     for path, module, _, _ in iter_modules(model):  # base modules only: adapter internals are skipped
         bias = getattr(base_of(module), "bias", None)
         if not isinstance(bias, nn.Parameter) or id(bias) in seen or (own is not None and path not in own):
+            continue
+        if _under(path, copies):
             continue
         seen.add(id(bias))
         out.append((f"{path}.bias", bias))
@@ -520,6 +694,7 @@ def attach_weights(
     activate: bool = True,
     where: str = "adapter",
     source_key: Callable[[str], str] | None = None,
+    heads: Sequence[HeadSpec] = (),
 ) -> str:
     """Attach adapter `name` from `config` and fill it with `tensors` (package keys); strict.
 
@@ -528,6 +703,9 @@ def attach_weights(
     Raises :class:`AdapterWeightsError` naming the keys when a tensor lands on no module, a module is
     left without its weights or a shape differs; the model is left as it was. ``source_key`` tells
     how the file names a package key, so messages name what the user can find in the file.
+    ``heads`` (:func:`add_head`) are attached with the adapter and filled from `tensors` as strictly
+    (their keys: ``<module path>.<param>`` of a copy, ``heads.<index>.<param>`` of a prediction head);
+    their paths are the model's own, so they take no part in re-rooting.
     """
     check_model(model)
     if not isinstance(tensors, Mapping):
@@ -536,18 +714,25 @@ def attach_weights(
     if bad:
         raise AdapterWeightsError(f"{where}: not a tensor under a string key: {_few(bad)}")
     source = source_key or (lambda key: key)
+    heads = list(heads)
     paths = add_adapter(model, name, config, activate=False)
     try:
-        rewrite = _prefix_shift(model, name, tensors)
+        for head in heads:
+            add_head(model, name, head)
+        head_paths = {p for p, _ in _head_layers(model, name)}
+        own = {k: t for k, t in tensors.items() if _module_of(k, head_paths) is None}
+        rewrite = _prefix_shift(model, name, own)
         if rewrite is not None:
-            tensors = {rewrite.to_local(k): t for k, t in tensors.items()}
-            source = _composed(source, rewrite)
+            tensors = {(rewrite.to_local(k) if k in own else k): t for k, t in tensors.items()}
+            source = _composed(source, rewrite, head_paths)
             # path-dependent options (LoRA rank/alpha patterns) were matched against our paths, but
             # written for the source model's: re-attach with them re-expressed if that changes anything
             rebased = config.for_paths(paths, rewrite.to_source)
             if rebased is not config:
                 delete_adapter(model, name)
                 paths = add_adapter(model, name, rebased, activate=False)
+                for head in heads:
+                    add_head(model, name, head)
         _fill(model, name, tensors, where, source)
     except Exception:
         if name in adapter_state(model).configs:
@@ -556,8 +741,9 @@ def attach_weights(
     return finish_load(model, name, trainable=trainable, activate=activate)
 
 
-def _composed(source: Callable[[str], str], rewrite: PathRewrite) -> Callable[[str], str]:
-    return lambda key: source(rewrite.to_source(key))
+def _composed(source: Callable[[str], str], rewrite: PathRewrite, heads: set[str]) -> Callable[[str], str]:
+    """The file's name of a re-rooted key; keys of the heads at `heads` were not re-rooted."""
+    return lambda key: source(key if _module_of(key, heads) is not None else rewrite.to_source(key))
 
 
 def finish_load(model: nn.Module, name: str, *, trainable: bool, activate: bool) -> str:

@@ -145,7 +145,7 @@ def fetch_files(session: Session, jobs: list[FileJob]) -> None:
 
     try:
         unique = list({f["sha256"]: (i, f) for i, f in missing}.values())
-        if len(unique) == 1:
+        if len(unique) == 1 or all(_in_hf_cache(session, i, f) for i, f in unique):  # local: hash and link
             fetch(unique[0])
         else:
             with ThreadPoolExecutor(max_workers=min(PARALLEL_DOWNLOADS, len(unique))) as pool:
@@ -154,6 +154,11 @@ def fetch_files(session: Session, jobs: list[FileJob]) -> None:
     finally:
         if bar is not None:
             bar.close()
+
+
+def _in_hf_cache(session: Session, item: Resolved, entry: dict[str, Any]) -> bool:
+    hub = item.hub
+    return hub is not None and session.hub().cached(hub.repo, hub.commit, entry["path"], hub.subfolder) is not None
 
 
 def uninstall(session: Session, refs: Iterable[str]) -> list[Removed]:

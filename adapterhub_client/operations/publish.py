@@ -14,7 +14,7 @@ from ..config import RegistrySpec
 from ..errors import UsageError
 from ..manifest import canonical_name
 from ..refs import Requirement, parse_ref
-from .results import Exported, Packed, Published, Yanked
+from .results import Converted, Exported, Packed, Published, Yanked
 from .session import Session
 
 PathLike = str | os.PathLike[str]
@@ -229,3 +229,12 @@ def export(package_dir: PathLike, output: PathLike, fmt: str = "peft") -> Export
     out = export_package_peft(package_dir, output)
     manifest = read_manifest(package_dir)
     return Exported(manifest["name"], manifest["version"], out, fmt)
+
+
+def convert(source: PathLike, output: PathLike, allow_pickle: bool = False) -> Converted:
+    """An AdapterHub or PEFT directory with pickled weights -> the same adapter with safetensors weights."""
+    from ..formats import convert_package
+
+    out = convert_package(source, output, allow_pickle=allow_pickle)
+    files = sorted(p.relative_to(out).as_posix() for p in Path(out).rglob("*") if p.is_file())
+    return Converted(Path(source), Path(out), files)

@@ -27,6 +27,7 @@ __all__ = [
     "Attached",
     "CacheStats",
     "CheckedAdapter",
+    "Converted",
     "Fingerprinted",
     "HubSource",
     "Exported",
@@ -312,6 +313,15 @@ class Packed(_Record):
     format: str  # the files it keeps as they are: peft | adapterhub
     type: str  # lora | bottleneck
     files: list[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class Converted(_Record):
+    """`adapters convert`: an adapter directory with its pickled weights rewritten as safetensors."""
+
+    source: Path
+    output: Path
+    files: list[str]  # what the output holds
 
 
 @dataclasses.dataclass(frozen=True)

@@ -155,3 +155,75 @@ def test_hostile_archives_are_refused_and_write_nothing_outside(cli, archive_ser
     archives = home / "cache" / "archives"
     assert not archives.exists() or not any(archives.iterdir())
     assert not json.loads(cli("list", "--json").out)["installed"]
+
+
+# --- the head: AdapterHub's own logits, through ah: ---------------------------------------------
+
+
+def adapterhub_outputs(model):
+    import torch
+    from safetensors.torch import load_file
+
+    from adapterhub_client.nn.model import head_output
+
+    inputs = load_file(str(FIX / "inputs.safetensors"))
+    with torch.no_grad():
+        outputs = model.eval()(**inputs)
+        return outputs.last_hidden_state, head_output(model, outputs)
+
+
+def assert_adapterhub_logits(model) -> None:
+    from safetensors.torch import load_file
+
+    expected = load_file(str(FIX / "expected.safetensors"))
+    hidden, logits = adapterhub_outputs(model)
+    assert (logits - expected["seq_bn_head.logits"]).abs().max() <= 1e-5  # the adapters library's own
+    assert (hidden - expected["seq_bn_head"]).abs().max() <= 1e-5
+
+
+def base_model():
+    from transformers import BertModel
+
+    return BertModel.from_pretrained(str(FIX / "base"), add_pooling_layer=False)
+
+
+def test_ah_with_a_head_from_the_hub_reproduces_adapterhubs_outputs(cli, fake_hub):
+    import adapterhub_client as ah
+
+    fake_hub.add_repo(PFEIFFER, files_of(FIX / "seq_bn_head_safetensors"))
+    r = cli("info", ID, "--base-name", "bert-base-uncased", "--json")
+    assert r.code == 0, r.err
+    listed = {f["path"] for f in r.json()["manifest"]["files"]}
+    assert {"adapter.safetensors", "adapter_config.json", "head_config.json", "model_head.safetensors"} <= listed
+    model = base_model()
+    options = ah.AdapterHubOptions(base_name="bert-base-uncased")
+    with ah.Hub(adapterhub=options) as hub:
+        hub.attach(model, ID)
+    assert_adapterhub_logits(model)
+
+
+def test_ah_from_the_archive_with_pickles_then_converted(cli, archive_server, monkeypatch, tmp_path):
+    import adapterhub_client as ah
+
+    server, target, match = archive_server
+    data = zip_of(FIX / "seq_bn_head")  # pickles, as AdapterHub's archives hold them
+    target.write_bytes(data)
+    serve_index_entry(monkeypatch, match, data)
+    options = ah.AdapterHubOptions(base_name="bert-base-uncased", source="archive")
+    with ah.Hub(adapterhub=options) as hub:
+        model = base_model()
+        with pytest.raises(ah.InvalidPackageError, match="pickle"):
+            hub.attach(model, ID)
+        model = base_model()
+        hub.attach(model, ID, allow_pickle=True)
+    assert_adapterhub_logits(model)
+    # convert once: the result loads with no pickle allowed, with the same outputs
+    view = Path(cli("install", ID, "--base-name", "bert-base-uncased", "--source", "archive", "--json").json()[
+        "installed"][0]["path"])  # fmt: skip
+    assert cli("convert", str(view), "--output", str(tmp_path / "conv")).code == 2  # needs --allow-pickle
+    r = cli("convert", str(view), "--output", str(tmp_path / "conv"), "--allow-pickle", "--json")
+    assert r.code == 0, r.err
+    assert not [f for f in r.json()["files"] if f.endswith(".bin")]
+    model = base_model()
+    ah.load_adapter(model, tmp_path / "conv")
+    assert_adapterhub_logits(model)

@@ -161,3 +161,30 @@ def test_bad_input_exit_codes(cli, hub, fake_hub, monkeypatch):
 
 def files_of_repo(hub, repo: str) -> dict[str, bytes]:
     return {p: d for p, d in hub.files(repo).items() if p != ".gitattributes"}
+
+
+def test_a_peft_classifier_keeps_its_head(cli, fake_hub, tmp_path):
+    """A SEQ_CLS adapter's classifier (modules_to_save) is a real part of it: installed, checked, attached."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    import adapterhub_client as ah
+
+    peft_model = get_peft_model(
+        tiny.bert_classifier(), LoraConfig(r=4, target_modules=["query"], task_type="SEQ_CLS", init_lora_weights=False)
+    )
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if ".modules_to_save." in name:
+                p.add_(torch.randn_like(p) * 0.5)  # as trained: not the base's classifier any more
+    peft_model.save_pretrained(tmp_path / "cls")
+    fake_hub.add_repo("acme/tiny-cls", files_of(tmp_path / "cls"))
+    info = cli("info", "hf://acme/tiny-cls", "--json").json()
+    assert info["manifest"]["base_model"]["architecture"]["modules"]["classifier"]["shape"] == [3, 32]
+    model = tiny.bert_classifier()
+    with ah.Hub() as hub:
+        hub.attach(model, "hf://acme/tiny-cls")
+    ids = tiny.token_ids(96)
+    want = PeftModel.from_pretrained(tiny.bert_classifier(), str(tmp_path / "cls")).eval()
+    with torch.no_grad():
+        tiny.assert_close(model.eval()(input_ids=ids).logits, want(input_ids=ids).logits)
+        assert (model(input_ids=ids).logits - tiny.bert_classifier()(input_ids=ids).logits).abs().max() > 1e-2

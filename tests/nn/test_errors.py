@@ -534,7 +534,7 @@ def _(tmp: Path) -> Callable[[], Any]:
 
 @case("load: PEFT unsupported option", UnsupportedAdapterError)
 def _(tmp: Path) -> Callable[[], Any]:
-    cfg = {"peft_type": "LORA", "r": 4, "target_modules": ["q_proj"], "modules_to_save": ["lm_head"]}
+    cfg = {"peft_type": "LORA", "r": 4, "target_modules": ["q_proj"], "lora_bias": True}
     return lambda: formats.load_adapter(models.tiny_llama(), peft_dir(tmp, cfg))
 
 

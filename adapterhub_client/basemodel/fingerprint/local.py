@@ -34,11 +34,23 @@ class LocalModel:
 
     source: str
     weights: dict[str, TensorSpec]  # every tensor: name -> {"shape", "dtype"}
-    architecture: str
+    _architecture: str | Callable[[], str] = field(repr=False)  # computed on first use for a module
     model_type: str | None = None
     _content: Callable[[str], str] | None = field(default=None, repr=False)
     _content_memo: dict[str, str] = field(default_factory=dict, repr=False)
     _file_sha256: Callable[[bool], dict[str, str] | None] | None = field(default=None, repr=False)
+
+    @property
+    def architecture(self) -> str:
+        """The architecture fingerprint (for a module: computed when first asked for)."""
+        if callable(self._architecture):
+            self._architecture = self._architecture()
+        return self._architecture
+
+    @property
+    def known_architecture(self) -> str | None:
+        """The architecture fingerprint if already computed (free for a directory), else None."""
+        return None if callable(self._architecture) else self._architecture
 
     @classmethod
     def from_dir(cls, path: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None) -> LocalModel:
@@ -70,7 +82,7 @@ class LocalModel:
         return cls(
             f"<{type(model).__name__}>",
             architecture_module(model),
-            architecture_fingerprint(untied_architecture(model)),
+            lambda: architecture_fingerprint(untied_architecture(model)),
             model_type if isinstance(model_type, str) else None,
             lambda algorithm: content_module(model, algorithm),
         )
