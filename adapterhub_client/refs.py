@@ -19,6 +19,7 @@ import dataclasses
 import os
 import re
 from pathlib import Path
+from typing import TypeGuard
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
@@ -95,12 +96,17 @@ _HUB_SUBFOLDER = re.compile(r"[A-Za-z0-9._-]{1,100}(?:/[A-Za-z0-9._-]{1,100}){0,
 _HUB_FORM = "expected hf://org/repo[@revision or version range][:subfolder]"
 
 
+def is_hub_id(name: object) -> TypeGuard[str]:
+    """Whether `name` is a Hugging Face Hub repo id `org/name` (the Hub's rule: no `--` or `..`)."""
+    return isinstance(name, str) and _HUB_REPO.fullmatch(name) is not None and "--" not in name and ".." not in name
+
+
 def parse_hub_ref(text: str) -> HubRef:
     """`hf://org/repo[@REV][:subfolder]`; REV with an operator (`>=1.2,<2`) is a version range over tags."""
     body = text[len("hf://") :]
     body, colon, subfolder = body.partition(":")
     repo, at, rev = body.partition("@")
-    if not _HUB_REPO.fullmatch(repo) or "--" in repo or ".." in repo:
+    if not is_hub_id(repo):
         raise UsageError(f"invalid Hub reference {shown(text)}: {_HUB_FORM}")
     if colon and (not _HUB_SUBFOLDER.fullmatch(subfolder) or any(p in (".", "..") for p in subfolder.split("/"))):
         raise UsageError(f"invalid Hub reference {shown(text)}: bad subfolder {shown(subfolder)}")

@@ -24,6 +24,7 @@ from ..errors import InvalidPackageError, NotFoundError
 from ..manifest import MANIFEST_FILE, complete_package, new_manifest
 from ..modpaths import align_paths
 from ..nn.layout import CONV1D, EMBEDDING, LINEAR, weight_shape
+from ..refs import is_hub_id
 from . import adapterhub_layout, peft_layout
 from .files import ADAPTERHUB, PEFT, read_json
 
@@ -39,7 +40,6 @@ PEFT_PREFIX = peft_layout.PREFIX
 # install exactly as its packed form would.
 LOCAL_ORG = "local"
 LOCAL_VERSION = "0.0.0"
-_HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
 _HF_CACHE_REPO = re.compile(r"models--([A-Za-z0-9][A-Za-z0-9._-]*)--([A-Za-z0-9][A-Za-z0-9._-]*)")
 _REVISION = re.compile(r"[0-9a-f]{40}|[A-Za-z0-9._-]{1,100}")
 
@@ -52,11 +52,6 @@ def local_name(directory: Path) -> str:
     """`local/<directory name>`, the name made valid (`My Adapter!` -> `local/My-Adapter`)."""
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", directory.resolve().name)[:64].strip("._-")
     return f"{LOCAL_ORG}/{stem or 'adapter'}"
-
-
-def is_hub_id(name: object) -> bool:
-    """Whether `name` reads as a Hugging Face Hub id `org/name` (not a path such as ./x or /srv/x)."""
-    return isinstance(name, str) and _HUB_ID.fullmatch(name) is not None and ".." not in name
 
 
 def hub_id_of_path(path: str | os.PathLike[str]) -> tuple[str, str | None] | None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from .._fs import file_digest, sha256_bytes
 from ..errors import InvalidPackageError, RegistryError, UsageError
-from ..manifest import canonical_name, dumps_manifest, validate_manifest
+from ..manifest import dumps_manifest, normalized_version, validate_manifest
 from ..refs import AdapterHubRef, HubRef
 from .results import Resolved
 from .session import Session
@@ -47,9 +47,11 @@ def model_name_of(model: Any) -> str | None:
 
 
 def resolve_adapterhub(session: Session, ref: AdapterHubRef, model: Any = None) -> Resolved:
-    """An `ah:` identifier -> a verified manifest, from the migrated Hugging Face repo or the archive."""
+    """An `ah:` identifier -> a verified manifest, from the migrated Hugging Face repo or the archive; the
+    index's version either way (the repo's branch, or the archive's), so both give the same package."""
     from ..registry.adapterhub import parse_adapterhub_id
     from ..registry.adapterhub import resolve_adapterhub as pick
+    from .hub_source import package_name, resolve_hub
 
     options = session.adapterhub
     base_name = options.base_name or (model_name_of(model) if model is not None else None)
@@ -59,17 +61,17 @@ def resolve_adapterhub(session: Session, ref: AdapterHubRef, model: Any = None) 
             "(e.g. bert-base-uncased) or --for-model DIR"
         )
     match = pick(parse_adapterhub_id("ah:" + ref.text), base_name, options.architecture, options.version)
+    version = normalized_version(match.version, f"{match.identifier}: version")
     if options.source == "archive":
-        return _from_archive(session, match)
-    from .hub_source import resolve_hub
-
-    item = resolve_hub(session, HubRef(match.hf_repo, match.hf_revision))
+        where = f"{match.identifier} {match.version} (archive)"
+        directory = fetch_archive(session, match.archive_url, match.archive_sha256, where)
+        item = archive_dir_resolved(directory, package_name(match.hf_repo), version, match.archive_url, where)
+    else:
+        item = resolve_hub(session, HubRef(match.hf_repo, match.hf_revision), version=version)
+        where = f"{match.identifier}: hf://{match.hf_repo}@{match.hf_revision}"
     config = item.manifest["adapter"]["config"]
     if config.get("format") == "adapterhub" and not _same(config, match.config):
-        raise InvalidPackageError(
-            f"{match.identifier}: hf://{match.hf_repo}@{match.hf_revision} holds another architecture than "
-            f"AdapterHub's index records for it"
-        )
+        raise InvalidPackageError(f"{where} holds another architecture than AdapterHub's index records for it")
     return item
 
 
@@ -79,59 +81,68 @@ def _same(repo_config: dict[str, Any], index_config: dict[str, Any]) -> bool:
     return same_architecture({k: v for k, v in repo_config.items() if k != "format"}, index_config)
 
 
-def _from_archive(session: Session, match: Any) -> Resolved:
-    """The archived zip: fetched (resumable, verified against the index's sha256), extracted once into
-    the cache (every member checked), and read as an AdapterHub directory."""
+ARCHIVE_PIN = "#sha256="  # an archive's source: its original URL and the sha256 the index gives it
+
+
+def archive_pin_of_source(source: str) -> tuple[str, str] | None:
+    """(url, sha256) of an archive source as install records and lockfiles keep it."""
+    url, sep, sha = source.partition(ARCHIVE_PIN)
+    if not sep or not url.startswith(("https://", "http://")) or len(sha) != 64:
+        return None
+    return url, sha
+
+
+def resolve_archive_pin(session: Session, url: str, sha256: str, name: str, version: str) -> Resolved:
+    """A locked archive: the same zip (by its sha256), the same derived manifest."""
+    where = f"{name} {version} (archive)"
+    return archive_dir_resolved(fetch_archive(session, url, sha256, where), name, version, url, where)
+
+
+def fetch_archive(session: Session, url: str, sha256: str, where: str) -> Path:
+    """The archived zip, extracted once into the cache: fetched (resumable, verified against `sha256`),
+    every member checked before anything is written."""
     from .._zip import extract_zip
 
     cache = session.cache.ensure()
-    target = cache.root / "archives" / match.archive_sha256
-    if not (target / "adapter_config.json").is_file():
-        label = f"{match.identifier} {match.version} (archive)"
-        url = archive_url(match.archive_url)
-        size = _archive_size(session, url, label)
-        blob = session.downloader.fetch(url, match.archive_sha256, size, label)
-        staging = cache.tmp_dir("archive-")
+    target = cache.root / "archives" / sha256
+    if (target / "adapter_config.json").is_file():
+        return target
+    fetch_from = archive_url(url)
+    size = _archive_size(session, fetch_from, where)
+    blob = session.downloader.fetch(fetch_from, sha256, size, where)
+    staging = cache.tmp_dir("archive-")
+    try:
+        extract_zip(blob, staging, expected_sha256=sha256, max_bytes=MAX_ARCHIVE_BYTES, max_members=MAX_ARCHIVE_MEMBERS)
+        target.parent.mkdir(parents=True, exist_ok=True)
         try:
-            extract_zip(
-                blob,
-                staging,
-                expected_sha256=match.archive_sha256,
-                max_bytes=MAX_ARCHIVE_BYTES,
-                max_members=MAX_ARCHIVE_MEMBERS,
-            )
-            target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.replace(staging, target)
-            except OSError:  # another process extracted it first: same bytes
-                if not (target / "adapter_config.json").is_file():
-                    raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return archive_dir_resolved(target, match)
+            os.replace(staging, target)
+        except OSError:  # another process extracted it first: the same bytes
+            if not (target / "adapter_config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
-def archive_dir_resolved(directory: Path, match: Any) -> Resolved:
-    """An extracted archive as a package: its manifest derived from adapter_config.json, files hashed."""
+def archive_dir_resolved(directory: Path, name: str, version: str, url: str, where: str) -> Resolved:
+    """An extracted archive as a package: its manifest derived from adapter_config.json, files hashed;
+    its source the archive's URL and sha256 (what a lockfile pins)."""
     from ..formats.pack import adapterhub_manifest_from, read_json
 
     meta = read_json(directory / "adapter_config.json")
     if not isinstance(meta, dict):
-        raise InvalidPackageError(f"{match.identifier}: adapter_config.json in the archive is not a JSON object")
+        raise InvalidPackageError(f"{where}: adapter_config.json in the archive is not a JSON object")
     present = [p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file()]
-    name = canonical_name(match.hf_repo)
-    manifest = adapterhub_manifest_from(meta, None, present, name, match.version, f"{match.identifier} (archive)")
+    manifest = adapterhub_manifest_from(meta, None, present, name, version, where)
     manifest.pop("created", None)
-    if not _same(manifest["adapter"]["config"], match.config):
-        raise InvalidPackageError(f"{match.identifier}: the archive holds another architecture than the index records")
+    manifest["files"] = [f for f in manifest["files"] if f["path"] != "README.md"]
     for entry in manifest["files"]:
         sha, size = file_digest(directory / entry["path"])
         entry["sha256"], entry["size"] = sha, size
-    manifest = validate_manifest(manifest, f"{match.identifier} (archive)")
+    manifest = validate_manifest(manifest, where)
     raw = dumps_manifest(manifest)
-    return Resolved(
-        name, manifest["version"], directory.as_uri(), manifest, raw, sha256_bytes(raw), local_dir=directory
-    )
+    source = f"{url}{ARCHIVE_PIN}{directory.name}"
+    return Resolved(name, manifest["version"], source, manifest, raw, sha256_bytes(raw), local_dir=directory)
 
 
 MIRROR_ENV = "ADAPTERS_ADAPTERHUB_MIRROR"

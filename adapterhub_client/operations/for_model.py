@@ -84,7 +84,9 @@ def install_for_model(session: Session, ref: str, model: Any, pre: bool = False,
             from .adapterhub_source import resolve_adapterhub
 
             item = resolve_adapterhub(session, parsed, model=model)
-        verdict = check(session, item.manifest, model, strict=strict)
+        from .hub_source import with_base_hint
+
+        verdict = check(session, with_base_hint(session, item), model, strict=strict)
         return ModelInstall(install_resolved(session, [item]), verdict)
     if not isinstance(parsed, Requirement):
         raise UsageError(f"{ref}: --for-model needs a registry reference")

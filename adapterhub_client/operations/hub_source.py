@@ -15,8 +15,10 @@ same manifest every time (lockfile pins hold, offline installs work).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 from .._fs import sha256_bytes
@@ -49,34 +51,56 @@ def package_name(repo: str) -> str:
     return canonical_name("/".join(parts))
 
 
-def resolve_hub(session: Session, ref: HubRef) -> Resolved:
-    """Pin `ref` to a commit and give its manifest (derived once per commit, then read from the cache)."""
+def resolve_hub(session: Session, ref: HubRef, version: str | None = None) -> Resolved:
+    """Pin `ref` to a commit and give its manifest: derived from the repo's metadata, a function of (repo,
+    commit, subfolder, version) only, so that a lockfile's pin reproduces it anywhere. `version` (a
+    lockfile's, an AdapterHub index's) overrides the one the commit's `v<version>` tag gives.
+
+    Derivations made online are recorded in the cache and reused (offline too); one made offline from a
+    Hugging Face cache snapshot trusts its blob names, so it is used but never recorded."""
     client = session.hub()
-    revision = client.resolve(ref)
+    refs_record = session.cache.hub_refs_path(ref.repo)
+    revision = client.resolve(ref, known=_read_refs(refs_record))
+    if not client.settings.offline:
+        _remember_ref(refs_record, revision)
+    version = version or revision.version or FALLBACK_VERSION
     source = f"hf://{ref.repo}@{revision.commit}" + (f":{ref.subfolder}" if ref.subfolder else "")
-    pointer = session.cache.hub_pointer_path(ref.repo, revision.commit, ref.subfolder)
+    pointer = session.cache.hub_pointer_path(ref.repo, revision.commit, ref.subfolder, version)
     raw = _recorded(session, pointer)
-    files: list[HubFile] | None = None
     if raw is None:
         files = client.files(ref.repo, revision.commit, ref.subfolder)
-        raw = dumps_manifest(derive_manifest(client, revision, ref.subfolder, files))
-        sha = sha256_bytes(raw)
-        cache = session.cache.ensure()
-        cache.put_bytes(raw, sha)
-        from .._fs import atomic_write
+        raw = dumps_manifest(derive_manifest(client, revision, ref.subfolder, files, version))
+        if not client.settings.offline:
+            sha = sha256_bytes(raw)
+            session.cache.ensure().put_bytes(raw, sha, durable=False)  # derivable again: a torn write fails
+            from .._fs import atomic_write
 
-        atomic_write(pointer, json.dumps({"sha256": sha, "size": len(raw), "revision": revision.revision}) + "\n")
+            atomic_write(pointer, json.dumps({"sha256": sha, "size": len(raw), "revision": revision.revision}) + "\n")
     manifest = validate_manifest(json.loads(raw), f"manifest of {source}")
     hub = HubSource(ref.repo, revision.commit, ref.subfolder, revision.revision)
     return Resolved(
-        canonical_name(manifest["name"]),
-        manifest["version"],
-        source,
-        manifest,
-        raw,
-        sha256_bytes(raw),
-        hub=hub,
+        canonical_name(manifest["name"]), manifest["version"], source, manifest, raw, sha256_bytes(raw), hub=hub
     )
+
+
+def _read_refs(path: Any) -> dict[str, str]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def _remember_ref(path: Any, revision: HubRevision) -> None:
+    """What a revision pointed to when last seen online (offline, `hf://org/repo` means that commit)."""
+    refs = _read_refs(path)
+    if refs.get(revision.revision) == revision.commit:
+        return
+    refs[revision.revision] = revision.commit
+    from .._fs import atomic_write
+
+    with contextlib.suppress(OSError):  # a read-only cache costs offline convenience only
+        atomic_write(path, json.dumps(refs, sort_keys=True) + "\n")
 
 
 def _recorded(session: Session, pointer: Any) -> bytes | None:
@@ -91,18 +115,27 @@ def _recorded(session: Session, pointer: Any) -> bytes | None:
 
 
 def derive_manifest(
-    client: HubClient, revision: HubRevision, subfolder: str | None, files: list[HubFile]
+    client: HubClient, revision: HubRevision, subfolder: str | None, files: list[HubFile], version: str
 ) -> dict[str, Any]:
-    """The manifest of a repo at a commit, from its listing and small reads."""
+    """The manifest of a repo at a commit, from its listing and small reads. Only what loading needs is
+    listed (weights, configs, heads; no README), so that a snapshot holding just those files (as PEFT and
+    transformers download them) derives the very same manifest offline."""
     where = f"hf://{revision.repo}@{revision.revision}" + (f":{subfolder}" if subfolder else "")
     by_path = {f.path: f for f in files}
-    version = revision.version or FALLBACK_VERSION
+
+    read: dict[str, bytes] = {}
 
     def small(path: str) -> bytes:
-        return client.read_small(revision.repo, revision.commit, by_path[path], subfolder)
+        if path not in read:
+            read[path] = client.read_small(revision.repo, revision.commit, by_path[path], subfolder)
+        return read[path]
 
     if MANIFEST_FILE in by_path:
         manifest = loads_manifest(small(MANIFEST_FILE), f"{where}: {MANIFEST_FILE}")
+        if canonical_name(manifest["name"]) != package_name(revision.repo):  # no claiming another's name
+            raise InvalidPackageError(
+                f"{where}: {MANIFEST_FILE} names {manifest['name']}, not the repo's {package_name(revision.repo)}"
+            )
         _check_listed(manifest, by_path, where)
         return manifest
     if PEFT_CONFIG not in by_path:
@@ -123,7 +156,6 @@ def derive_manifest(
             raise InvalidPackageError(f"{where}: a PEFT adapter without {PEFT_WEIGHTS} (found: {shown})")
         shapes = client.tensor_shapes(revision.repo, revision.commit, by_path[PEFT_WEIGHTS], subfolder)
         manifest = pack.peft_manifest_from(config, shapes, list(by_path), name, version, f"{where}: {PEFT_WEIGHTS}")
-        _record_base_files(client, manifest)
     elif adapterhub_layout.is_adapterhub_config(config):
         weights = by_path.get(adapterhub_layout.SAFE_WEIGHTS_FILE)
         is_lora = isinstance(config.get("config"), dict) and config["config"].get("architecture") == "lora"
@@ -140,15 +172,16 @@ def derive_manifest(
             f"{where}: {PEFT_CONFIG} is neither PEFT's (no 'peft_type') nor AdapterHub's (no 'config')"
         )
     manifest.pop("created", None)  # derived: the same commit gives the same bytes
-    manifest["files"] = [_file_entry(client, revision, subfolder, by_path[f["path"]]) for f in manifest["files"]]
+    manifest["files"] = [f for f in manifest["files"] if f["path"] != "README.md"]
+    manifest["files"] = [_file_entry(by_path[f["path"]], small) for f in manifest["files"]]
     return validate_manifest(manifest, f"manifest derived from {where}")
 
 
-def _file_entry(client: HubClient, revision: HubRevision, subfolder: str | None, file: HubFile) -> dict[str, Any]:
+def _file_entry(file: HubFile, small: Callable[[str], bytes]) -> dict[str, Any]:
     """A manifest file entry: an LFS file's sha256 from the listing, a small git file's from its bytes."""
     if file.sha256 is not None:
         return {"path": file.path, "size": file.size, "sha256": file.sha256}
-    data = client.read_small(revision.repo, revision.commit, file, subfolder)
+    data = small(file.path)
     return {"path": file.path, "size": len(data), "sha256": sha256_bytes(data)}
 
 
@@ -162,21 +195,35 @@ def _check_listed(manifest: dict[str, Any], by_path: dict[str, HubFile], where: 
             raise InvalidPackageError(f"{where}: {entry['path']} differs from what {MANIFEST_FILE} records")
 
 
-def _record_base_files(client: HubClient, manifest: dict[str, Any]) -> None:
-    """The base repo's weight files' sha256s (metadata only), when the base is a Hub repo we can read."""
-    base = manifest["base_model"]
-    name = base.get("name")
-    if not name:
-        return
-    try:
-        revision = client.resolve(HubRef(name, base.get("revision") or None))
-        listing = client.files(name, revision.commit)
-    except (NotFoundError, OfflineMissError, RegistryError, InvalidPackageError):
-        return  # unknown base: compat falls back to module shapes
-    weights = base_weight_files({f.path: f for f in listing})
-    if weights:
-        base["revision"] = base.get("revision") or revision.commit
-        base["fingerprint"] = {"files": weights}
+def with_base_hint(session: Session, item: Resolved) -> dict[str, Any]:
+    """The manifest to check compatibility with: a Hub-derived one whose config names its base on the
+    Hub gets that base's weight-file sha256s (the base repo's listing at the recorded revision, else its
+    main branch; offline, the Hugging Face cache), so that a local copy of it checks `exact` without
+    hashing. The manifest itself (what is locked and installed) is left as it is."""
+    base = item.manifest.get("base_model") or {}
+    if item.hub is None or (base.get("fingerprint") or {}) or not base.get("name"):
+        return item.manifest
+    files = _base_files(session, str(base["name"]), base.get("revision"))
+    if not files:
+        return item.manifest
+    return {**item.manifest, "base_model": {**base, "fingerprint": {"files": files}}}
+
+
+def _base_files(session: Session, name: str, revision: object) -> dict[str, str] | None:
+    from ..refs import is_hub_id
+
+    if not is_hub_id(name):
+        return None
+    key = (name, str(revision))
+    memo = session.hub_base_files
+    if key not in memo:
+        client = session.hub()
+        try:
+            pinned = client.resolve(HubRef(name, revision if isinstance(revision, str) and revision else None))
+            memo[key] = base_weight_files({f.path: f for f in client.files(name, pinned.commit)}) or None
+        except (NotFoundError, OfflineMissError, RegistryError, InvalidPackageError):
+            memo[key] = None  # unknown base: compat falls back to module shapes
+    return memo[key]
 
 
 def base_weight_files(by_path: dict[str, HubFile]) -> dict[str, str]:
@@ -190,10 +237,21 @@ def base_weight_files(by_path: dict[str, HubFile]) -> dict[str, str]:
 
 def fetch_hub_file(session: Session, item: Resolved, entry: dict[str, Any]) -> None:
     """One file of a Hub package into our store: through huggingface_hub's cache (never downloaded twice),
-    hashed, then hard-linked (else copied) as a blob; a mismatch is IntegrityError and nothing is visible."""
+    hashed, then hard-linked (else copied) as a blob; a mismatch is IntegrityError and nothing is visible.
+    A cached copy that fails its sha256 is downloaded again, once (online), as our own downloader does."""
+    from ..errors import IntegrityError
+
     assert item.hub is not None
-    hub = item.hub
-    path = session.hub().download(hub.repo, hub.commit, entry["path"], hub.subfolder)
-    session.cache.ensure().adopt_file(
-        path, entry["sha256"], int(entry["size"]), f"hf://{hub.repo}@{hub.commit[:12]}: {entry['path']}"
-    )
+    hub, client = item.hub, session.hub()
+    what = f"hf://{hub.repo}@{hub.commit[:12]}: {entry['path']}"
+    path = client.download(hub.repo, hub.commit, entry["path"], hub.subfolder)
+    cache = session.cache.ensure()
+    try:
+        cache.adopt_file(path, entry["sha256"], int(entry["size"]), what)
+    except IntegrityError as exc:
+        if client.settings.offline:
+            raise IntegrityError(
+                f"{exc} (the Hugging Face cache's copy is {path}; offline, it cannot be fetched again)"
+            ) from None
+        path = client.download(hub.repo, hub.commit, entry["path"], hub.subfolder, force=True)
+        cache.adopt_file(path, entry["sha256"], int(entry["size"]), what)

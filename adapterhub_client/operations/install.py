@@ -146,7 +146,8 @@ def fetch_files(session: Session, jobs: list[FileJob]) -> None:
     try:
         unique = list({f["sha256"]: (i, f) for i, f in missing}.values())
         if len(unique) == 1 or all(_in_hf_cache(session, i, f) for i, f in unique):  # local: hash and link
-            fetch(unique[0])
+            for job in unique:
+                fetch(job)
         else:
             with ThreadPoolExecutor(max_workers=min(PARALLEL_DOWNLOADS, len(unique))) as pool:
                 for future in [pool.submit(fetch, job) for job in unique]:

@@ -86,7 +86,7 @@ def check_locked_files(pinned: LockEntry, item: Resolved) -> None:
 def resolve_record(session: Session, record: dict[str, Any]) -> Resolved:
     """What an install record names (`verify --repair`): its source and manifest sha256, re-resolved."""
     name, version, source, sha = (str(record.get(k, "")) for k in ("name", "version", "source", "manifest_sha256"))
-    if local_package_dir(source) is not None or source.startswith("hf://"):
+    if local_package_dir(source) is not None or source.startswith("hf://") or "#sha256=" in source:
         return resolve_pinned(session, _pin(name, version, source, sha, 0))
     client = session.client_for_url(source)
     raw = manifest_bytes(session, client.pinned(name, version, {"sha256": sha, "size": 0}))
@@ -100,11 +100,17 @@ def _pin(name: str, version: str, source: str, sha: str, size: int) -> LockEntry
 def resolve_pinned(session: Session, pinned: LockEntry) -> Resolved:
     """One lockfile entry: a local package directory (re-hashed) or a registry entry built from the pin."""
     source, sha = pinned["source"], pinned["manifest"]["sha256"]
+    from .adapterhub_source import archive_pin_of_source, resolve_archive_pin
     from .hub_source import hub_ref_of_source, resolve_hub
 
     hub_ref = hub_ref_of_source(source)
-    if hub_ref is not None:  # pinned to a commit: the manifest derived from it must be the locked one
-        item = resolve_hub(session, hub_ref)
+    archived = archive_pin_of_source(source)
+    if hub_ref is not None or archived is not None:  # the manifest derived from the pin must be the locked one
+        if hub_ref is not None:
+            item = resolve_hub(session, hub_ref, version=pinned["version"])
+        else:
+            assert archived is not None
+            item = resolve_archive_pin(session, archived[0], archived[1], pinned["name"], pinned["version"])
         if item.manifest_sha256 != sha:
             raise IntegrityError(f"{pinned['name']} {pinned['version']}: {source} no longer matches the lockfile")
         return item

@@ -122,6 +122,13 @@ def publish_hub(
     ref = parse_hub_ref(target)
     if ref.revision is not None or ref.specifier is not None or ref.subfolder is not None:
         raise UsageError(f"--registry {target}: publish to hf://org/repo (the version goes in --version)")
+    from .hub_source import package_name
+
+    if manifest["name"] != package_name(ref.repo):  # installs from the repo take its name: no claiming another
+        raise UsageError(
+            f"--registry {target}: the package is named {manifest['name']}; a Hub repo holds the package of its "
+            f"own name (--name {package_name(ref.repo)}, or publish to hf://{manifest['name']})"
+        )
     settings = hub_settings(session.offline)
     if settings.offline:
         raise UsageError(f"--registry {target}: publishing needs the network (offline mode is on)")

@@ -58,8 +58,10 @@ def resolve(
         picked = Resolver(session.provider(bound), pre=pre).resolve(requirements)
         resolved.extend(resolved_entry(session, entry) for entry in picked.values())
     if check:
+        from .hub_source import with_base_hint
+
         for item in resolved:
-            check(item.manifest)
+            check(with_base_hint(session, item))
     return resolved
 
 

@@ -29,6 +29,7 @@ class Session:
         self._clients: dict[str, RegistryClient] = {}
         self._http: dict[str | None, httpx.Client] = {}
         self._hub: HubClient | None = None
+        self.hub_base_files: dict[tuple[str, str], dict[str, str] | None] = {}  # base repo -> weight sha256s
         from .results import AdapterHubOptions
 
         self.adapterhub = AdapterHubOptions()  # how `ah:` identifiers resolve (the CLI's --base-name ...)

@@ -17,11 +17,12 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Mapping
-from typing import Any, TypeGuard
+from typing import Any
 
 from .._text import human_count, human_size
 from ..errors import InvalidPackageError, UsageError
 from ..nn.layout import KINDS, is_transposed
+from ..refs import is_hub_id
 from .hf import VERSION_TAG_PREFIX
 
 # A card is text a person wrote: 1 MiB is far above any real one, and bounds what is parsed.
@@ -57,20 +58,6 @@ _INLINE_SPECIAL = frozenset("\\`*_[]!|~$#")
 _HTML = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
 # At the start of a line: list markers, setext underlines and ordered-list numbers (`1.`, `2)`).
 _LINE_START = re.compile(r"^([-+=]|\d{1,9}(?=[.)]))")
-
-
-def is_hub_id(name: object) -> TypeGuard[str]:
-    """Whether `name` is a Hub repository id `org/name`, by the Hub library's own rule (ASCII only)."""
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id
-
-    if not isinstance(name, str) or name.count("/") != 1 or not name.isascii():
-        return False
-    try:
-        validate_repo_id(name)
-    except HFValidationError:
-        return False
-    return True
 
 
 def version_tag(version: str) -> str:

@@ -27,6 +27,7 @@ from ..errors import (
     NotFoundError,
     OfflineMissError,
     RegistryError,
+    UsageError,
 )
 from ..refs import HubRef
 
@@ -142,6 +143,8 @@ class HubClient:
             raise NotFoundError(f"{what}: no such revision on {self.settings.host}") from None
         except (hf.EntryNotFoundError, hf.RemoteEntryNotFoundError):
             raise NotFoundError(f"{what}: no such file on {self.settings.host}") from None
+        except hf.HFValidationError as exc:
+            raise UsageError(f"{what}: {str(exc).splitlines()[0][:200]}") from None
         except (hf.LocalEntryNotFoundError, hf.OfflineModeIsEnabled):
             raise OfflineMissError(
                 f"offline: {what} is not in the Hugging Face cache ({self.settings.cache_dir})"
@@ -160,39 +163,51 @@ class HubClient:
                 raise RegistryError(f"{what}: cannot reach {self.settings.host} ({type(exc).__name__})") from None
             raise
 
+    @property
+    def token(self) -> str | bool | None:
+        """What huggingface_hub is given: HF_TOKEN when set; else, for huggingface.co only, the library's
+        stored login (None); never that login for another endpoint (False: no token at all)."""
+        if self.settings.token:
+            return self.settings.token
+        return None if self.settings.endpoint == DEFAULT_ENDPOINT else False
+
     def _api(self) -> Any:
         from huggingface_hub import HfApi
 
-        return HfApi(endpoint=self.settings.endpoint, token=self.settings.token or None)
+        return HfApi(endpoint=self.settings.endpoint, token=self.token)
 
     @contextlib.contextmanager
     def _online(self) -> Iterator[None]:
-        """huggingface_hub decides offline mode from HF_HUB_OFFLINE as it was at import: align it with ours."""
+        """huggingface_hub decides offline mode and timeouts from the environment as it was at import: align
+        them with ours for the call."""
         from huggingface_hub import constants
 
-        saved = constants.HF_HUB_OFFLINE
+        saved = (constants.HF_HUB_OFFLINE, constants.HF_HUB_DOWNLOAD_TIMEOUT, constants.HF_HUB_ETAG_TIMEOUT)
         constants.HF_HUB_OFFLINE = self.settings.offline
+        if self.timeout is not None:  # --timeout: the longest wait without progress, as for our registries
+            constants.HF_HUB_DOWNLOAD_TIMEOUT = constants.HF_HUB_ETAG_TIMEOUT = int(max(1.0, self.timeout))
         try:
             yield
         finally:
-            constants.HF_HUB_OFFLINE = saved
+            constants.HF_HUB_OFFLINE, constants.HF_HUB_DOWNLOAD_TIMEOUT, constants.HF_HUB_ETAG_TIMEOUT = saved
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         with self._online(), self._errors(what):
             return fn()
 
     # --- revisions --------------------------------------------------------------
-    def resolve(self, ref: HubRef) -> HubRevision:
-        """The commit sha a reference names: a branch, a tag, a sha, or the highest allowed version tag."""
+    def resolve(self, ref: HubRef, known: dict[str, str] | None = None) -> HubRevision:
+        """The commit sha a reference names: a branch, a tag, a sha, or the highest allowed version tag.
+        Offline, from the Hugging Face cache's refs plus `known` (revision -> commit seen online before)."""
         where = str(ref)
         if self.settings.offline:
-            return self._resolve_offline(ref)
-        if ref.revision is not None and _COMMIT.fullmatch(ref.revision) and ref.specifier is None:
-            info = self._call(where, lambda: self._api().model_info(ref.repo, revision=ref.revision))
-            return HubRevision(ref.repo, str(info.sha), ref.revision, None)
+            return self._resolve_offline(ref, known or {})
         refs = self._call(where, lambda: self._api().list_repo_refs(ref.repo))
         tags = {t.name: t.target_commit for t in refs.tags}
         branches = {b.name: b.target_commit for b in refs.branches}
+        if ref.revision is not None and _COMMIT.fullmatch(ref.revision) and ref.specifier is None:
+            # a sha: it must exist (not just look like one); its version is the tag on it, as for a branch
+            self._call(where, lambda: self._api().model_info(ref.repo, revision=ref.revision))
         return self._pick(ref, tags, branches)
 
     def _pick(self, ref: HubRef, tags: dict[str, str], branches: dict[str, str]) -> HubRevision:
@@ -237,10 +252,10 @@ class HubClient:
     def repo_cache(self, repo: str) -> Path:
         return self.settings.cache_dir / ("models--" + repo.replace("/", "--"))
 
-    def _resolve_offline(self, ref: HubRef) -> HubRevision:
+    def _resolve_offline(self, ref: HubRef, known: dict[str, str]) -> HubRevision:
         root = self.repo_cache(ref.repo)
         refs_dir = root / "refs"
-        named: dict[str, str] = {}
+        named: dict[str, str] = {k: v for k, v in known.items() if _COMMIT.fullmatch(v)}
         if refs_dir.is_dir():
             for path in refs_dir.rglob("*"):
                 if path.is_file():
@@ -306,19 +321,30 @@ class HubClient:
         if not base.is_dir():
             raise OfflineMissError(f"offline: {where} is not in the Hugging Face cache ({self.settings.cache_dir})")
         found = []
+        blobs = os.path.realpath(self.repo_cache(repo) / "blobs") + os.sep
+        snapshot = os.path.realpath(root) + os.sep
         for path in sorted(base.rglob("*")):
             if not path.is_file():
                 continue
-            blob = os.path.basename(os.path.realpath(path))
-            sha = blob if _SHA256.fullmatch(blob) else None
+            real = os.path.realpath(path)
+            if real.startswith(blobs):  # the cache's layout: a link into blobs/, an LFS blob named by its sha256
+                name = os.path.basename(real)
+                sha = name if _SHA256.fullmatch(name) else None
+            elif real.startswith(snapshot) and not path.is_symlink():  # a copy (no symlinks on this system)
+                sha = None
+            else:
+                raise InvalidPackageError(
+                    f"{where}: {path.relative_to(base)} in the Hugging Face cache points outside its blobs"
+                )
             found.append(HubFile(path.relative_to(base).as_posix(), path.stat().st_size, sha, sha is not None))
             if len(found) > MAX_REPO_FILES:
                 raise InvalidPackageError(f"{where}: more than {MAX_REPO_FILES} files; not an adapter repo")
         return found
 
     # --- reads ------------------------------------------------------------------
-    def download(self, repo: str, commit: str, path: str, subfolder: str | None = None) -> Path:
-        """The file in the Hugging Face cache (downloaded once by huggingface_hub, never again)."""
+    def download(self, repo: str, commit: str, path: str, subfolder: str | None = None, force: bool = False) -> Path:
+        """The file in the Hugging Face cache (downloaded once by huggingface_hub, never again unless
+        `force`: a cached copy that failed its sha256)."""
         from huggingface_hub import hf_hub_download
 
         full = f"{subfolder}/{path}" if subfolder else path
@@ -331,9 +357,10 @@ class HubClient:
                     full,
                     revision=commit,
                     cache_dir=self.settings.cache_dir,
-                    token=self.settings.token or None,
+                    token=self.token,
                     endpoint=self.settings.endpoint,
                     local_files_only=self.settings.offline,
+                    force_download=force,
                 )
             )
 

@@ -33,7 +33,8 @@ from .._fs import sha256_bytes
 from ..errors import AdapterError, IntegrityError, InvalidPackageError, RegistryError, UsageError
 from ..manifest import MANIFEST_FILE, MAX_MANIFEST_BYTES, loads_manifest, normalized_version, shown
 from ..net import check_url
-from .card import CARD_FILE, MAX_CARD_BYTES, is_hub_id, version_tag
+from ..refs import is_hub_id
+from .card import CARD_FILE, MAX_CARD_BYTES, version_tag
 from .hf import DEFAULT_BRANCH, hub_settings
 
 if TYPE_CHECKING:

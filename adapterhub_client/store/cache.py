@@ -7,7 +7,7 @@
 <cache>/installed/<org>/<name>/<ver>/ installed view: manifest.json + files (hard links)
 <cache>/http/<registry>/...           index files with their ETag, for revalidation
 <cache>/fingerprints/                 per-file base-model fingerprints (basemodel.fingerprint)
-<cache>/hub/<org>--<repo>/<commit>[--<subfolder>].json
+<cache>/hub/<org>--<repo>/<commit>-<key>.json, refs.json (revision -> commit, as last seen online)
                                       the manifest derived from a Hugging Face repo at a commit (its sha256
                                       and size; the blob is in blobs/): the same manifest every time, offline
 <cache>/archives/<sha256>/            an AdapterHub archive (zip, by its sha256), extracted after its checks
@@ -186,6 +186,9 @@ class Cache:
                     f"{what}: {got_size} bytes with sha256 {got[:12]}…, expected {size} bytes with sha256 "
                     f"{sha256[:12]}…; nothing was installed"
                 )
+            # read-only like every blob (a link shares the mode with the other cache's file: editing an
+            # installed view in place must not change what transformers loads from there either)
+            os.chmod(tmp, 0o444)
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, target)
         finally:
@@ -193,16 +196,22 @@ class Cache:
                 os.unlink(tmp)
         return target
 
-    def hub_pointer_path(self, repo: str, commit: str, subfolder: str | None) -> Path:
-        """Where the manifest derived from a Hugging Face repo at `commit` is recorded."""
-        name = commit + (f"--{subfolder.replace('/', '--')}" if subfolder else "")
-        return self.root / "hub" / repo.replace("/", "--") / f"{name}.json"
+    def hub_refs_path(self, repo: str) -> Path:
+        """The revisions of a Hugging Face repo last seen online, and their commits (for offline use)."""
+        return self.root / "hub" / repo.replace("/", "--") / "refs.json"
 
-    def put_bytes(self, data: bytes, sha256: str) -> Path:
-        """Store a small verified blob (a manifest) atomically and read-only."""
+    def hub_pointer_path(self, repo: str, commit: str, subfolder: str | None, version: str) -> Path:
+        """Where the manifest derived from a Hugging Face repo at `commit` (a subfolder of it, as a version)
+        is recorded; the subfolder and version are hashed into the name, so no two keys share a file."""
+        key = sha256_bytes(json.dumps([subfolder, version]).encode())[:32]
+        return self.root / "hub" / repo.replace("/", "--") / f"{commit}-{key}.json"
+
+    def put_bytes(self, data: bytes, sha256: str, *, durable: bool = True) -> Path:
+        """Store a small verified blob (a manifest) atomically and read-only. `durable=False` skips the
+        fsync, for what can be derived again (a torn write fails its hash on the next read)."""
         if sha256_bytes(data) != sha256:
             raise IntegrityError(f"blob {sha256}: content does not match its sha256")
-        return write_blob(self.blob_path(sha256), data, tmp_dir=self.root / "tmp")
+        return write_blob(self.blob_path(sha256), data, tmp_dir=self.root / "tmp", fsync=durable)
 
     def iter_blobs(self) -> Iterator[tuple[str, Path]]:
         base = self.root / "blobs" / "sha256"

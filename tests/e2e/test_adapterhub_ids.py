@@ -227,3 +227,24 @@ def test_ah_from_the_archive_with_pickles_then_converted(cli, archive_server, mo
     model = base_model()
     ah.load_adapter(model, tmp_path / "conv")
     assert_adapterhub_logits(model)
+
+
+def test_both_sources_give_the_index_version_and_an_archive_lock_reproduces(
+    cli, migrated, archive_server, monkeypatch, tmp_path, home
+):
+    server, target, match = archive_server
+    data = zip_of(FIX / "seq_bn")
+    target.write_bytes(data)
+    r = cli("info", ID, "--base-name", "bert-base-uncased", "--json")
+    assert r.json()["manifest"]["version"] == "1"  # the index's version, as the repo's branch names it
+    serve_index_entry(monkeypatch, match, data)
+    r = cli("info", ID, "--base-name", "bert-base-uncased", "--source", "archive", "--json")
+    assert r.json()["manifest"]["version"] == "1"
+    monkeypatch.chdir(tmp_path)
+    assert cli("lock", ID, "--base-name", "bert-base-uncased", "--source", "archive").code == 0
+    (entry,) = json.loads((tmp_path / "adapters.lock").read_text())["adapters"]
+    assert entry["source"] == f"{match.archive_url}#sha256={hashlib.sha256(data).hexdigest()}"
+    assert cli("cache", "clean", "--yes").code == 0  # the lock does not point into a cache
+    r = cli("install", "--frozen", "--json")
+    assert r.code == 0, r.err
+    assert r.json()["installed"][0]["version"] == "1"

@@ -85,4 +85,7 @@ def test_publish_to_the_hub_needs_a_token_that_may_write(cli, fake_hub, trained,
     assert "hf_test_read" not in r.err
     r = cli("publish", str(trained["pkg"]), "--registry", f"hf://{REPO}@main")
     assert r.code == 2 and "--version" in r.err
+    monkeypatch.setenv("HF_TOKEN", "hf_test_write")
+    r = cli("publish", str(trained["pkg"]), "--registry", "hf://acme/another-name")
+    assert r.code == 2 and "--name acme/another-name" in r.err  # a repo holds the package of its own name
     assert not Path(trained["pkg"] / "README.md").exists()  # the package directory is left as it was

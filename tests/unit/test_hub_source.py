@@ -59,7 +59,8 @@ def test_hub_references_parse_with_revisions_ranges_and_subfolders():
 
 @pytest.fixture
 def lora_repo(fake_hub):
-    fake_hub.add_repo("acme/base", {"config.json": b"{}", "model.safetensors": safetensors_bytes({"w": [8, 8]})})
+    base_weights = safetensors_bytes({"encoder.layer.0.attention.self.query.weight": [8, 8]})
+    fake_hub.add_repo("acme/base", {"config.json": b"{}", "model.safetensors": base_weights})
     commit = fake_hub.add_repo(
         "acme/lora", {"adapter_config.json": json.dumps(PEFT_CONFIG).encode(), "adapter_model.safetensors": LORA_FILE}
     )
@@ -76,12 +77,27 @@ def test_install_derives_the_manifest_from_metadata(cli, fake_hub, lora_repo):
     assert manifest["base_model"]["architecture"]["modules"] == {
         "encoder.layer.0.attention.self.query": {"shape": [8, 8], "dtype": None, "layer": "linear"}
     }
-    base_sha = hashlib.sha256(fake_hub.file("acme/base", "model.safetensors")).hexdigest()
-    assert manifest["base_model"]["fingerprint"] == {"files": {"model.safetensors": base_sha}}
-    assert manifest["base_model"]["revision"] == fake_hub.head("acme/base")
+    assert manifest["base_model"]["name"] == "acme/base"
+    assert manifest["base_model"]["fingerprint"] is None  # the base's files are looked up when checking
     files = {f["path"]: f["sha256"] for f in manifest["files"]}
     assert files["adapter_model.safetensors"] == hashlib.sha256(LORA_FILE).hexdigest()
     assert (view / "adapter_model.safetensors").read_bytes() == LORA_FILE
+
+
+def test_the_check_looks_up_the_bases_files_and_finds_the_cached_base_exact(cli, fake_hub, lora_repo):
+    import os
+
+    from huggingface_hub import snapshot_download
+
+    base = snapshot_download("acme/base", endpoint=fake_hub.url, cache_dir=os.environ["HF_HUB_CACHE"])
+    fake_hub.clear_requests()
+    r = cli("attach", "hf://acme/lora", "--model", base, "--check", "--json")
+    assert r.code == 0, r.err
+    verdict = r.json()["adapters"][0]["compatibility"]
+    base_sha = hashlib.sha256(fake_hub.file("acme/base", "model.safetensors")).hexdigest()
+    assert verdict["verdict"] == "exact" and verdict["expected"]["files"] == {"model.safetensors": base_sha}
+    whole = [r for r in fake_hub.requests if r.origin == "cdn" and "range" not in r.headers]
+    assert not whole  # metadata only (the adapter's safetensors header is a ranged read): nothing downloaded
 
 
 def test_a_file_in_the_hf_cache_is_never_downloaded_again(cli, fake_hub, lora_repo, home):
@@ -148,3 +164,124 @@ def test_search_on_the_hub_finds_adapter_repos(cli, fake_hub, lora_repo):
     assert {r.query.get("filter") for r in listed} == {"peft", "adapter-transformers"}
     r = cli("search", "--hf", "--offline")
     assert r.code == 3 and "offline" in r.err
+
+
+# --- regressions from review: each of these failed before ----------------------------------------
+
+
+def test_a_repo_of_three_files_installs_from_a_warm_hf_cache(cli, fake_hub, lora_repo, home, monkeypatch):
+    fake_hub.commit("acme/lora", {"README.md": b"# a card\n"})
+    assert cli("install", "hf://acme/lora").code == 0
+    monkeypatch.setenv("ADAPTERS_HOME", str(home.parent / "other-home"))  # our store empty, the HF cache warm
+    r = cli("install", "hf://acme/lora", "--json")
+    assert r.code == 0, r.err
+    assert cli("install", "hf://acme/lora", "--offline").code == 0
+
+
+def test_frozen_reproduces_on_a_fresh_machine_even_after_the_base_moved(
+    cli, fake_hub, lora_repo, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    fake_hub.tag("acme/lora", "v1.0.0")
+    assert cli("lock", "hf://acme/lora").code == 0
+    fake_hub.commit("acme/base", {"config.json": b'{"moved": true}'})
+    monkeypatch.setenv("ADAPTERS_HOME", str(tmp_path / "fresh-home"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "fresh-hf"))
+    r = cli("install", "--frozen", "--json")
+    assert r.code == 0, r.err
+    assert r.json()["installed"][0]["version"] == "1.0.0"
+    # the same HF cache, another store, offline: the manifest derived from the snapshot is the locked one
+    monkeypatch.setenv("ADAPTERS_HOME", str(tmp_path / "third-home"))
+    r = cli("install", "--frozen", "--offline")
+    assert r.code == 0, r.err
+
+
+def test_a_bad_base_id_in_a_config_does_not_crash(cli, fake_hub):
+    config = {**PEFT_CONFIG, "base_model_name_or_path": "acme/tiny--bert"}
+    fake_hub.add_repo(
+        "acme/odd", {"adapter_config.json": json.dumps(config).encode(), "adapter_model.safetensors": LORA_FILE}
+    )
+    r = cli("info", "hf://acme/odd", "--json")
+    assert r.code == 0, r.err
+    assert r.json()["manifest"]["base_model"]["name"] is None  # not a Hub id: not recorded as one
+
+
+def test_subfolders_do_not_share_a_record(cli, fake_hub):
+    a = {**PEFT_CONFIG, "lora_dropout": 0.0}
+    b = {**PEFT_CONFIG, "lora_dropout": 0.25}
+    fake_hub.add_repo(
+        "acme/subs",
+        {
+            "a/b/adapter_config.json": json.dumps(a).encode(),
+            "a/b/adapter_model.safetensors": LORA_FILE,
+            "a--b/adapter_config.json": json.dumps(b).encode(),
+            "a--b/adapter_model.safetensors": LORA_FILE,
+        },
+    )
+    assert cli("info", "hf://acme/subs:a/b", "--json").json()["manifest"]["adapter"]["config"]["dropout"] == 0.0
+    assert cli("info", "hf://acme/subs:a--b", "--json").json()["manifest"]["adapter"]["config"]["dropout"] == 0.25
+
+
+def test_a_stored_login_goes_only_to_huggingface_co(cli, fake_hub, lora_repo, monkeypatch):
+    from huggingface_hub import constants
+
+    token_file = constants.HF_TOKEN_PATH
+    import os
+
+    os.makedirs(os.path.dirname(token_file), exist_ok=True)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", token_file)
+    with open(token_file, "w") as fh:
+        fh.write("hf_stored_login_for_huggingface_co")
+    try:
+        assert cli("info", "hf://acme/lora").code == 0
+    finally:
+        os.unlink(token_file)
+    assert {r.auth for r in fake_hub.requests} == {None}
+
+
+def test_a_corrupt_hf_cache_copy_is_fetched_again_once(cli, fake_hub, lora_repo):
+    import os
+
+    from huggingface_hub import hf_hub_download
+
+    cached = hf_hub_download(
+        "acme/lora", "adapter_model.safetensors", endpoint=fake_hub.url, cache_dir=os.environ["HF_HUB_CACHE"]
+    )
+    blob = os.path.realpath(cached)
+    os.chmod(blob, 0o644)
+    with open(blob, "r+b") as fh:
+        fh.seek(-1, 2)
+        fh.write(b"\x01")
+    r = cli("install", "hf://acme/lora", "--json")
+    assert r.code == 0, r.err
+    view = Path(r.json()["installed"][0]["path"])
+    assert (view / "adapter_model.safetensors").read_bytes() == LORA_FILE
+    assert not os.stat(view / "adapter_model.safetensors").st_mode & 0o222  # read-only, as every blob
+
+
+def test_a_snapshot_link_out_of_the_cache_is_refused(cli, lora_repo, tmp_path):
+    import os
+
+    from tests.hfcache import populate_hf_cache
+
+    snapshot = populate_hf_cache(
+        Path(os.environ["HF_HUB_CACHE"]),
+        "acme/linked",
+        {"adapter_config.json": json.dumps(PEFT_CONFIG).encode(), "adapter_model.safetensors": LORA_FILE},
+    )
+    outside = tmp_path / "elsewhere.safetensors"
+    outside.write_bytes(LORA_FILE)
+    (snapshot / "adapter_model.safetensors").unlink()
+    (snapshot / "adapter_model.safetensors").symlink_to(outside)
+    r = cli("install", "hf://acme/linked", "--offline")
+    assert r.code == 7 and "outside" in r.err
+
+
+def test_a_repo_manifest_may_not_claim_another_name(cli, fake_hub, package):
+    from adapterhub_client.manifest import complete_package, write_manifest
+
+    pkg = package("acme/sentiment", "1.0.0")
+    write_manifest(pkg, complete_package(pkg, json.loads((pkg / "manifest.json").read_text())))
+    fake_hub.add_repo("mallory/sentiment", {p.name: p.read_bytes() for p in pkg.iterdir() if p.is_file()})
+    r = cli("install", "hf://mallory/sentiment")
+    assert r.code == 7 and "mallory/sentiment" in r.err
