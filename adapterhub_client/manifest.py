@@ -12,7 +12,7 @@ import re
 from functools import cache
 from importlib import resources
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, TypeGuard
 
 from packaging.version import InvalidVersion, Version
 
@@ -87,6 +87,16 @@ def validate_schema(data: Any, schema: str, where: str) -> None:
     if error is not None:
         field = "/".join(str(p) for p in error.absolute_path) or "(top level)"
         raise InvalidPackageError(f"{where}: field '{field}': {error.message}")
+
+
+# A Hugging Face Hub repo id, as the Hub accepts it (full match; `--` and `..` refused by the Hub too).
+_HUB_PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
+_HUB_REPO = re.compile(rf"{_HUB_PART}/{_HUB_PART}")
+
+
+def is_hub_id(name: object) -> TypeGuard[str]:
+    """Whether `name` is a Hugging Face Hub repo id `org/name` (the one rule: refs, formats, cards)."""
+    return isinstance(name, str) and _HUB_REPO.fullmatch(name) is not None and "--" not in name and ".." not in name
 
 
 def canonical_name(name: str) -> str:

@@ -19,13 +19,12 @@ import dataclasses
 import os
 import re
 from pathlib import Path
-from typing import TypeGuard
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
 
 from .errors import InvalidPackageError, UsageError
-from .manifest import canonical_name, parse_version, shown
+from .manifest import canonical_name, is_hub_id, parse_version, shown
 
 _OPERATOR = re.compile(r"^\s*(===|==|!=|<=|>=|<|>|~=)")
 # Bounds checked before anything touches the file system or a registry: a name with its
@@ -88,17 +87,10 @@ class AdapterHubRef:
 
 Ref = Requirement | LocalRef | HubRef | AdapterHubRef
 
-# Hugging Face Hub ids and revisions, as the Hub accepts them (full match; `--` and `..` refused).
-_HUB_PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
-_HUB_REPO = re.compile(rf"{_HUB_PART}/{_HUB_PART}")
+# Hugging Face Hub revisions and subfolders, as the Hub accepts them (full match; `..` refused).
 _HUB_REVISION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,199}")
 _HUB_SUBFOLDER = re.compile(r"[A-Za-z0-9._-]{1,100}(?:/[A-Za-z0-9._-]{1,100}){0,7}")
 _HUB_FORM = "expected hf://org/repo[@revision or version range][:subfolder]"
-
-
-def is_hub_id(name: object) -> TypeGuard[str]:
-    """Whether `name` is a Hugging Face Hub repo id `org/name` (the Hub's rule: no `--` or `..`)."""
-    return isinstance(name, str) and _HUB_REPO.fullmatch(name) is not None and "--" not in name and ".." not in name
 
 
 def parse_hub_ref(text: str) -> HubRef:

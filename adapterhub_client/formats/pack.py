@@ -21,10 +21,9 @@ from pathlib import Path, PurePath
 from typing import Any
 
 from ..errors import InvalidPackageError, NotFoundError
-from ..manifest import MANIFEST_FILE, complete_package, new_manifest
+from ..manifest import MANIFEST_FILE, complete_package, is_hub_id, new_manifest
 from ..modpaths import align_paths
 from ..nn.layout import CONV1D, EMBEDDING, LINEAR, weight_shape
-from ..refs import is_hub_id
 from . import adapterhub_layout, peft_layout
 from .files import ADAPTERHUB, PEFT, read_json
 

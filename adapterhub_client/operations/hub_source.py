@@ -210,7 +210,7 @@ def with_base_hint(session: Session, item: Resolved) -> dict[str, Any]:
 
 
 def _base_files(session: Session, name: str, revision: object) -> dict[str, str] | None:
-    from ..refs import is_hub_id
+    from ..manifest import is_hub_id
 
     if not is_hub_id(name):
         return None

@@ -21,8 +21,8 @@ from typing import Any
 
 from .._text import human_count, human_size
 from ..errors import InvalidPackageError, UsageError
+from ..manifest import is_hub_id
 from ..nn.layout import KINDS, is_transposed
-from ..refs import is_hub_id
 from .hf import VERSION_TAG_PREFIX
 
 # A card is text a person wrote: 1 MiB is far above any real one, and bounds what is parsed.

@@ -31,9 +31,8 @@ from urllib.parse import urlsplit
 
 from .._fs import sha256_bytes
 from ..errors import AdapterError, IntegrityError, InvalidPackageError, RegistryError, UsageError
-from ..manifest import MANIFEST_FILE, MAX_MANIFEST_BYTES, loads_manifest, normalized_version, shown
+from ..manifest import MANIFEST_FILE, MAX_MANIFEST_BYTES, is_hub_id, loads_manifest, normalized_version, shown
 from ..net import check_url
-from ..refs import is_hub_id
 from .card import CARD_FILE, MAX_CARD_BYTES, version_tag
 from .hf import DEFAULT_BRANCH, hub_settings
 
