@@ -248,19 +248,21 @@ class Hub:
     # --- publishing ---------------------------------------------------------------------
     def publish(
         self,
-        path: PathLike,
+        path: PathLike | Any,
         registry: str | None = None,
         name: str | None = None,
         version: str | None = None,
         base: PathLike | None = None,
         *,
+        adapter: str | None = None,
         base_name: str | None = None,
         description: str | None = None,
         license: str | None = None,
         tags: Sequence[str] = (),
         private: bool = False,
     ) -> Published:
-        """Publish a package (ours, PEFT or AdapterHub) to `registry` (default: the local one; a registry
+        """Publish a package (ours, PEFT or AdapterHub), or adapter `adapter` of a model (`path` the model;
+        saved on the way, with the base's fingerprint), to `registry` (default: the local one; a registry
         name or URL, or `hf://org/repo` for the Hugging Face Hub, where `private` creates a private repo),
         with a model card (generated, or the package's own README.md with its front matter completed)."""
         return _publish.publish(
@@ -270,6 +272,7 @@ class Hub:
             name=name,
             version=version,
             base=base,
+            adapter=adapter,
             base_name=base_name,
             description=description,
             license=license,

@@ -27,12 +27,13 @@ def _target(session: Session, registry: str | None) -> RegistrySpec:
 
 def publish(
     session: Session,
-    path: PathLike,
+    path: PathLike | Any,
     registry: str | None = None,
     name: str | None = None,
     version: str | None = None,
     base: PathLike | None = None,
     *,
+    adapter: str | None = None,
     base_name: str | None = None,
     description: str | None = None,
     license: str | None = None,
@@ -41,7 +42,17 @@ def publish(
 ) -> Published:
     """Validate the package (ours, PEFT or AdapterHub; `base` records a base model's fingerprint, Hub id
     and model_type; `base_name` names the base by its Hub id), then publish it. The name is stored in
-    its canonical form, so `Acme/Sentiment` and `acme/sentiment` are one package."""
+    its canonical form, so `Acme/Sentiment` and `acme/sentiment` are one package.
+
+    `path` may also be a model with adapter `adapter` on it (a training script ends with one call): the
+    adapter is saved as a package on the way (with the base's fingerprint, from the model itself)."""
+    if not isinstance(path, (str, os.PathLike)):
+        return _publish_model(
+            session, path, adapter, registry, name, version, base_name=base_name, description=description,
+            license=license, tags=tags, private=private,
+        )  # fmt: skip
+    if adapter is not None:
+        raise UsageError("adapter= names an adapter of a model: give the model, not a directory")
     from ..formats.pack import prepare_package
     from ..registry.publish import publish_directory
 
@@ -65,6 +76,31 @@ def publish(
     with staged_with_card(session, Path(path), manifest) as (staged, carded):
         entry, created = publish_directory(root, staged, carded)
     return Published(entry["name"], entry["version"], spec.name, spec.url, entry["manifest"]["sha256"], created)
+
+
+def _publish_model(
+    session: Session,
+    model: Any,
+    adapter: str | None,
+    registry: str | None,
+    name: str | None,
+    version: str | None,
+    **fields: Any,
+) -> Published:
+    if not hasattr(model, "state_dict"):
+        raise UsageError(f"expected a package directory or a model, got {type(model).__name__}")
+    if not adapter or not name or not version:
+        raise UsageError(
+            "publishing from a model needs adapter=, name= and version= (e.g. name='acme/x', version='1.0.0')"
+        )
+    from ..formats import save_adapter
+
+    staging = session.cache.ensure().tmp_dir("from-model-")
+    try:
+        package = save_adapter(model, adapter, staging / "package", name=name, version=version)
+        return publish(session, package, registry, **fields)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 @contextlib.contextmanager
