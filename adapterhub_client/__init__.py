@@ -26,6 +26,8 @@ _LAZY = {
     "Exported": "adapterhub_client.operations.results",
     "Fingerprinted": "adapterhub_client.operations.results",
     "HubSource": "adapterhub_client.operations.results",
+    "OciSource": "adapterhub_client.operations.results",
+    "BuildReport": "adapterhub_client.registry.build",
     "AdapterHubOptions": "adapterhub_client.operations.results",
     "Info": "adapterhub_client.operations.results",
     "Installed": "adapterhub_client.operations.results",
@@ -138,6 +140,7 @@ if TYPE_CHECKING:
         Locked,
         Merged,
         ModelInstall,
+        OciSource,
         Packed,
         Published,
         Removed,
@@ -146,6 +149,7 @@ if TYPE_CHECKING:
         VerifyReport,
         Yanked,
     )
+    from .registry.build import BuildReport
 
 # Spelled out (not built from _LAZY) so that linters and IDEs read it; tests check they agree.
 __all__ = [
@@ -164,6 +168,8 @@ __all__ = [
     "Exported",
     "Fingerprinted",
     "HubSource",
+    "OciSource",
+    "BuildReport",
     "AdapterHubOptions",
     "Hub",
     "IncompatibleError",

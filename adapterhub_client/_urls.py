@@ -35,3 +35,17 @@ def _looks_like_userinfo(before: str, after: str) -> bool:
     first = before.split("/", 1)[0]
     _, colon, rest = first.partition(":")
     return bool(colon) and not rest.isdigit()
+
+
+def is_loopback(host: str | None) -> bool:
+    """Whether a URL's host is this machine (plain HTTP is allowed only there)."""
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from .basemodel.compat import Verdict
     from .basemodel.fingerprint import LocalModel
     from .refs import Requirement
+    from .registry.build import BuildReport
     from .registry.client import IndexEntry, RegistryClient
     from .store.cache import Cache
     from .store.download import Downloader
@@ -291,6 +292,21 @@ class Hub:
     ) -> Packed:
         """`adapters pack`: a PEFT or AdapterHub directory -> a package directory (publishable, loadable)."""
         return _publish.pack(self.session, directory, output, name=name, version=version, base=base)
+
+    def build_registry(self, directory: PathLike, *, repair: bool = True) -> BuildReport:
+        """`adapters registry build`: check a directory registry and rewrite what it derives."""
+        return _publish.build(directory, repair=repair)
+
+    def login(self, host: str, username: str, password: str) -> str:
+        """`adapters login HOST`: check the credentials against the OCI registry, then store them (0600)."""
+        from .operations import oci_source
+
+        return str(oci_source.login(self.session, host, username, password))
+
+    def logout(self, host: str) -> bool:
+        from .operations import oci_source
+
+        return oci_source.logout(self.session, host)
 
     def convert(self, source: PathLike, output: PathLike, allow_pickle: bool = False) -> Converted:
         """`adapters convert`: pickled adapter weights rewritten as safetensors (needs `allow_pickle`)."""

@@ -10,7 +10,6 @@ deadline, so a slow but steady download of any size completes while a drip of a 
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import math
 import random
 import threading
@@ -26,7 +25,7 @@ import httpcore
 import httpx
 
 from ._text import human_size
-from ._urls import has_credentials, redact
+from ._urls import has_credentials, is_loopback, redact
 from ._version import __version__
 from .errors import InvalidPackageError, RegistryError, UsageError
 
@@ -43,17 +42,6 @@ TOKEN_HINT = (
     "give a token with `adapters registry add NAME URL --token T`, `token = ...` in config.toml or ADAPTERS_TOKEN"
 )
 T = TypeVar("T")
-
-
-def is_loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def check_url(url: str) -> None:

@@ -11,6 +11,9 @@ https://host/registry/org/name@>=1
 hf://org/repo[@REV][:sub]  a Hugging Face Hub repository: REV a branch, tag or commit sha, or PEP 440
                            specifiers over the repo's version tags (`v1.2.0`); `:sub` a subfolder
 ah:task/subtask[@org]      an AdapterHub identifier (resolved for a base model name and an architecture)
+oci://host[:port]/repo[@SPEC]
+                           one OCI repository: SPEC an exact version, a PEP 440 range over its tags, a
+                           tag, or sha256:<hex>; none: the highest release tag
 """
 
 from __future__ import annotations
@@ -18,11 +21,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
-from packaging.version import Version
+from packaging.version import InvalidVersion, Version
 
+from ._urls import is_loopback, redact
 from .errors import InvalidPackageError, UsageError
 from .manifest import canonical_name, is_hub_id, parse_version, shown
 
@@ -84,8 +90,6 @@ class AdapterHubRef:
 
     text: str  # what follows `ah:`
 
-
-Ref = Requirement | LocalRef | HubRef | AdapterHubRef
 
 # Hugging Face Hub revisions and subfolders, as the Hub accepts them (full match; `..` refused).
 _HUB_REVISION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,199}")
@@ -155,6 +159,10 @@ def parse_ref(text: str) -> Ref:
         if len(text) > MAX_REF_CHARS:
             raise _too_long(text, MAX_REF_CHARS)
         return parse_hub_ref(text)
+    if text.startswith(SCHEME):
+        if len(text) > MAX_REF_CHARS:
+            raise _too_long(text, MAX_REF_CHARS)
+        return parse_oci_ref(text)
     if text.startswith("ah:"):
         if len(text) > MAX_REF_CHARS:
             raise _too_long(text, MAX_REF_CHARS)
@@ -191,3 +199,138 @@ def parse_ref(text: str) -> Ref:
     if looks_like_path and "@" not in text:
         raise UsageError(f"no such package directory: {text if len(text) <= 300 else shown(text, 300)}")
     return parse_requirement(text)
+
+
+# --- OCI references: oci://host[:port]/repository[@SPEC] ------------------------------------------
+SCHEME = "oci://"
+# The distribution spec's patterns (OCI), always used with fullmatch.
+REPOSITORY = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*")
+TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
+_HOST = re.compile(
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
+MAX_NAME_CHARS = 255  # host plus repository, as the spec advises
+
+
+@dataclass(frozen=True)
+class OciRef:
+    """`oci://host[:port]/repo/path[@SPEC]`: SPEC an exact version, a PEP 440 range over the tags, a
+    `sha256:<hex>` digest or another tag; none means the highest release among the tags."""
+
+    host: str  # name[:port], lower case
+    repository: str
+    tag: str | None = None
+    digest: str | None = None
+    specifier: SpecifierSet | None = None
+
+    @property
+    def url(self) -> str:
+        """The registry's base URL: https, plain http only on loopback."""
+        hostname = urlsplit(f"//{self.host}").hostname
+        return f"{'http' if is_loopback(hostname) else 'https'}://{self.host}"
+
+    def __str__(self) -> str:
+        spec = self.digest or self.tag or (str(self.specifier) if self.specifier is not None else "")
+        return f"{SCHEME}{self.host}/{self.repository}" + (f"@{spec}" if spec else "")
+
+
+def is_oci_ref(text: str) -> bool:
+    return text.startswith(SCHEME)
+
+
+def check_repository(name: str) -> str:
+    if not REPOSITORY.fullmatch(name):
+        raise UsageError(
+            f"invalid OCI repository name {name[:200]!r}: lower-case letters and digits in '/'-separated parts, "
+            "joined inside a part by '.', '_', '__' or '-'"
+        )
+    return name
+
+
+def check_tag(tag: str) -> str:
+    if not TAG.fullmatch(tag):
+        raise UsageError(
+            f"invalid OCI tag {tag[:200]!r}: 1-128 letters, digits, '_', '.' or '-', not starting with '.' or '-'"
+        )
+    return tag
+
+
+def version_tag(version: str) -> str:
+    """The tag a version is pushed under: its normalised PEP 440 spelling (an epoch's `!` has no tag)."""
+    try:
+        text = str(Version(version))
+    except InvalidVersion:
+        raise InvalidPackageError(f"invalid version {version[:100]!r}") from None
+    if not TAG.fullmatch(text):
+        raise InvalidPackageError(f"version {text} cannot be an OCI tag (epochs and local labels have no tag)")
+    return text
+
+
+def parse_oci_ref(text: str) -> OciRef:
+    """Parse and validate an `oci://` reference (UsageError naming what is wrong)."""
+    if not text.startswith(SCHEME):
+        raise UsageError(f"not an OCI reference (expected {SCHEME}host/repository[@spec]): {text[:200]!r}")
+    rest = text[len(SCHEME) :]
+    host, sep, path = rest.partition("/")
+    if not sep or not path:
+        raise UsageError(f"{text[:200]!r}: expected {SCHEME}host[:port]/repository[@spec]")
+    if "@" in host:
+        raise UsageError(f"{redact(text[:200])!r}: no credentials inside a registry reference; use `adapters login`")
+    parts = urlsplit(f"//{host}")
+    try:
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        raise UsageError(f"{text[:200]!r}: invalid port in {host!r}") from None
+    hostname = parts.hostname or ""
+    if not (_HOST.fullmatch(hostname) or (host.startswith("[") and is_loopback(hostname)) or _is_ip(hostname)):
+        raise UsageError(f"{text[:200]!r}: invalid registry host {host!r}")
+    repository, at, spec = path.partition("@")
+    check_repository(repository)
+    host = host.lower()
+    if len(host) + 1 + len(repository) > MAX_NAME_CHARS:
+        raise UsageError(f"{text[:200]!r}: registry host and repository longer than {MAX_NAME_CHARS} characters")
+    ref = OciRef(host, repository)
+    if not at:
+        return ref
+    if not spec:
+        raise UsageError(f"{text[:200]!r}: nothing after '@' (a version, a range or sha256:<hex>)")
+    if spec.startswith("sha256:") or ":" in spec:
+        if not DIGEST.fullmatch(spec):
+            raise UsageError(f"{text[:200]!r}: a digest must be sha256: and 64 lower-case hex digits")
+        return OciRef(ref.host, repository, digest=spec)
+    try:
+        return OciRef(ref.host, repository, tag=version_tag(spec)) if _is_plain_version(spec) else _ranged(ref, spec)
+    except InvalidPackageError as exc:
+        raise UsageError(f"{text[:200]!r}: {exc}") from None
+
+
+def _is_ip(hostname: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(hostname)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_plain_version(spec: str) -> bool:
+    try:
+        Version(spec)
+    except InvalidVersion:
+        return False
+    return True
+
+
+def _ranged(ref: OciRef, spec: str) -> OciRef:
+    try:
+        return OciRef(ref.host, ref.repository, specifier=SpecifierSet(spec))
+    except InvalidSpecifier:
+        pass
+    if TAG.fullmatch(spec):  # `latest`, `main`, ...: a tag used as it is
+        return OciRef(ref.host, ref.repository, tag=spec)
+    raise UsageError(f"{spec[:100]!r} is neither a version, a version range, a tag nor sha256:<hex>")
+
+
+Ref = Requirement | LocalRef | HubRef | AdapterHubRef | OciRef

@@ -17,7 +17,7 @@ from hypothesis import settings
 from tests.pkgs import make_package
 
 # Fixtures shared by every tier, registered here (not imported by name in test modules).
-pytest_plugins = ["tests.httpserver", "tests.basemodels", "tests.hubfake"]
+pytest_plugins = ["tests.httpserver", "tests.basemodels", "tests.hubfake", "tests.ociregistry"]
 
 # No per-example deadline: a loaded 2-core CI machine must not turn slow examples into failures.
 settings.register_profile("default", deadline=None)
@@ -105,13 +105,20 @@ def cli(home: Path, capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]
     """Run `adapters ARGS...` in-process; returns exit code, stdout and stderr."""
     from adapterhub_client.cli.main import main
 
-    def run(*args: str) -> Result:
+    def run(*args: str, input: str | None = None) -> Result:
+        import io
+
         capsys.readouterr()
+        stdin = sys.stdin
+        if input is not None:
+            sys.stdin = io.StringIO(input)
         try:
             main(list(args))
             code = 0
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
+        finally:
+            sys.stdin = stdin
         captured = capsys.readouterr()
         assert "Traceback" not in captured.err, captured.err
         return Result(code, captured.out, captured.err)

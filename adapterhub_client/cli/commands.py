@@ -463,6 +463,39 @@ def registry_add(name: str, url: str, token: str | None, as_json: bool) -> None:
         say(f"added registry {spec.name} ({spec.url})")
 
 
+@registry.command(name="build")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--check", "check_only", is_flag=True, help="Report only; rewrite nothing.")
+@click.option("--json", "as_json", is_flag=True)
+def registry_build(directory: str, check_only: bool, as_json: bool) -> None:
+    """Check a directory registry (every index line's manifest and blobs present with the right size and
+    sha256) and rewrite what it derives (reverse index, search.jsonl, config.json), ready for any static
+    host (docs/HOSTING.md). Exit 7 naming each inconsistency it cannot repair."""
+    from pathlib import Path
+
+    from ..errors import InvalidPackageError
+    from ..hub import Hub
+
+    with Hub() as hub:
+        report = hub.build_registry(Path(directory), repair=not check_only)
+    if as_json:
+        emit_json(report.to_json())
+    else:
+        for line in report.repaired:
+            say(f"repaired {line}")
+        say(
+            f"checked {plural(report.versions, 'version')} of {plural(report.names, 'adapter')}, "
+            f"{plural(report.blobs_checked, 'blob')} ({human_size(report.bytes_hashed)} hashed)"
+        )
+    if not report.ok:
+        more = report.problem_count - len(report.problems)
+        lines = report.problems + ([f"... and {more} more"] if more > 0 else [])
+        raise InvalidPackageError(
+            f"{directory}: {plural(report.problem_count, 'inconsistency', 'inconsistencies')} "
+            f"cannot be repaired: " + "; ".join(lines)
+        )
+
+
 @registry.command(name="list")
 @click.option("--json", "as_json", is_flag=True)
 def registry_list(as_json: bool) -> None:
@@ -541,3 +574,39 @@ def cache_clean(hub: Hub, yes: bool, as_json: bool) -> None:
         emit_json({"cleaned": str(hub.cache.root)})
     else:
         say(f"cleaned {hub.cache.root}")
+
+
+@click.command()
+@click.argument("host")
+@click.option("--username", "-u", required=True, help="The registry user.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input (else prompted).")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
+def login(host: str, username: str, password_stdin: bool, as_json: bool) -> None:
+    """Store credentials for an OCI registry HOST (checked against it first; kept mode 0600 under the
+    adapters home). The password is never echoed or printed."""
+    import sys
+
+    from ..hub import Hub
+
+    password = sys.stdin.readline().rstrip("\r\n") if password_stdin else click.prompt("Password", hide_input=True)
+    with Hub() as hub, adapter_warnings():
+        store = hub.login(host, username, password)
+    if as_json:
+        emit_json({"host": host, "username": username, "store": store})
+        return
+    say(f"logged in to {host} as {username} (credentials in {store})")
+
+
+@click.command()
+@click.argument("host")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
+def logout(host: str, as_json: bool) -> None:
+    """Forget the stored credentials for an OCI registry HOST."""
+    from ..hub import Hub
+
+    with Hub() as hub:
+        removed = hub.logout(host)
+    if as_json:
+        emit_json({"host": host, "removed": removed})
+        return
+    say(f"logged out of {host}" if removed else f"no stored credentials for {host}")

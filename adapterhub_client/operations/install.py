@@ -133,6 +133,11 @@ def fetch_files(session: Session, jobs: list[FileJob]) -> None:
             if update is not None:
                 update(f["size"])
             return
+        if item.oci is not None:
+            from .oci_source import fetch_oci_file
+
+            fetch_oci_file(session, item, f, update)
+            return
         if item.local_dir is not None:
             url, client = (item.local_dir / f["path"]).resolve().as_uri(), None
         else:

@@ -86,7 +86,7 @@ def check_locked_files(pinned: LockEntry, item: Resolved) -> None:
 def resolve_record(session: Session, record: dict[str, Any]) -> Resolved:
     """What an install record names (`verify --repair`): its source and manifest sha256, re-resolved."""
     name, version, source, sha = (str(record.get(k, "")) for k in ("name", "version", "source", "manifest_sha256"))
-    if local_package_dir(source) is not None or source.startswith("hf://") or "#sha256=" in source:
+    if local_package_dir(source) is not None or source.startswith(("hf://", "oci://")) or "#sha256=" in source:
         return resolve_pinned(session, _pin(name, version, source, sha, 0))
     client = session.client_for_url(source)
     raw = manifest_bytes(session, client.pinned(name, version, {"sha256": sha, "size": 0}))
@@ -102,12 +102,17 @@ def resolve_pinned(session: Session, pinned: LockEntry) -> Resolved:
     source, sha = pinned["source"], pinned["manifest"]["sha256"]
     from .adapterhub_source import archive_pin_of_source, resolve_archive_pin
     from .hub_source import hub_ref_of_source, resolve_hub
+    from .oci_source import pinned_ref as oci_pinned_ref
+    from .oci_source import resolve_oci
 
     hub_ref = hub_ref_of_source(source)
     archived = archive_pin_of_source(source)
-    if hub_ref is not None or archived is not None:  # the manifest derived from the pin must be the locked one
+    oci_ref = oci_pinned_ref(source)
+    if hub_ref is not None or archived is not None or oci_ref is not None:  # the pin must give the locked manifest
         if hub_ref is not None:
             item = resolve_hub(session, hub_ref, version=pinned["version"])
+        elif oci_ref is not None:
+            item = resolve_oci(session, oci_ref, version=pinned["version"])
         else:
             assert archived is not None
             item = resolve_archive_pin(session, archived[0], archived[1], pinned["name"], pinned["version"])

@@ -8,13 +8,16 @@ import os
 import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import RegistrySpec
 from ..errors import UsageError
 from ..manifest import canonical_name
 from ..refs import Requirement, parse_ref
 from .results import Converted, Exported, Packed, Published, Yanked
+
+if TYPE_CHECKING:
+    from ..registry.build import BuildReport
 from .session import Session
 
 PathLike = str | os.PathLike[str]
@@ -69,6 +72,11 @@ def publish(
     manifest["name"] = canonical_name(manifest["name"])
     if registry is not None and registry.startswith("hf://"):
         return publish_hub(session, Path(path), manifest, registry, private=private)
+    if registry is not None and registry.startswith("oci://"):
+        from .oci_source import publish_oci
+
+        with staged_with_card(session, Path(path), manifest) as (staged, carded):
+            return publish_oci(session, staged, carded, registry)
     spec = _target(session, registry)
     root = session.client(spec).local_root
     if root is None:
@@ -281,3 +289,10 @@ def convert(source: PathLike, output: PathLike, allow_pickle: bool = False) -> C
     out = convert_package(source, output, allow_pickle=allow_pickle)
     files = sorted(p.relative_to(out).as_posix() for p in Path(out).rglob("*") if p.is_file())
     return Converted(Path(source), Path(out), files)
+
+
+def build(directory: PathLike, repair: bool = True) -> BuildReport:
+    """`adapters registry build`: a directory registry checked, and what it derives rewritten (`repair`)."""
+    from ..registry.build import build_registry
+
+    return build_registry(Path(directory), repair=repair)

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 def info(session: Session, ref: str, pre: bool = False) -> Info:
     """The manifest `ref` resolves to (by the rule install uses), whether that version is yanked, and
     every listed version of its name (one index request)."""
-    from ..refs import AdapterHubRef, HubRef, LocalRef, Requirement
+    from ..refs import AdapterHubRef, HubRef, LocalRef, OciRef, Requirement
     from ..resolve import Resolver
     from .resolution import parse, resolve_local, resolved_entry
 
@@ -37,6 +37,11 @@ def info(session: Session, ref: str, pre: bool = False) -> Info:
 
         item = resolve_hub(session, parsed)
         return Info(item.manifest, item.source, session.hub().versions(parsed.repo), item.manifest_sha256)
+    if isinstance(parsed, OciRef):
+        from .oci_source import resolve_oci
+
+        item = resolve_oci(session, parsed)
+        return Info(item.manifest, item.source, [item.version], item.manifest_sha256)
     if isinstance(parsed, AdapterHubRef):
         from .adapterhub_source import resolve_adapterhub
 

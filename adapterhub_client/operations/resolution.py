@@ -13,14 +13,14 @@ from typing import Any
 from .._fs import sha256_bytes
 from ..errors import IntegrityError, InvalidPackageError, OfflineMissError
 from ..manifest import MANIFEST_FILE, MAX_MANIFEST_BYTES, canonical_name, dumps_manifest
-from ..refs import AdapterHubRef, HubRef, LocalRef, Ref, Requirement, parse_ref
+from ..refs import AdapterHubRef, HubRef, LocalRef, OciRef, Ref, Requirement, parse_ref
 from ..registry.client import IndexEntry
 from ..resolve import Resolver, dependency_requirement
 from .results import Resolved
 from .session import Session
 
 ManifestCheck = Callable[[dict[str, Any]], None]
-RefLike = str | Requirement | LocalRef | HubRef
+RefLike = str | Requirement | LocalRef | HubRef | OciRef
 
 
 def parse(ref: RefLike) -> Ref:
@@ -48,6 +48,10 @@ def resolve(
             from .adapterhub_source import resolve_adapterhub
 
             resolved.append(resolve_adapterhub(session, parsed))
+        elif isinstance(parsed, OciRef):
+            from .oci_source import resolve_oci
+
+            resolved.append(resolve_oci(session, parsed))
         else:
             assert isinstance(parsed, Requirement)
             requirements.append(parsed)
@@ -131,6 +135,8 @@ def root_index(items: Sequence[Resolved], ref: str) -> int:
         if isinstance(parsed, LocalRef) and item.local_dir == parsed.path:
             return i
         if isinstance(parsed, HubRef) and item.hub is not None and item.hub.repo == parsed.repo:
+            return i
+        if isinstance(parsed, OciRef) and item.oci is not None and item.oci.repository == parsed.repository:
             return i
         if isinstance(parsed, AdapterHubRef) and (item.hub is not None or item.name.lower().startswith("adapterhub/")):
             return i

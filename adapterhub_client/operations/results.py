@@ -35,6 +35,7 @@ __all__ = [
     "Installed",
     "InstalledAdapter",
     "Locked",
+    "OciSource",
     "Merged",
     "ModelInstall",
     "Packed",
@@ -93,6 +94,15 @@ class HubSource:
     revision: str  # as asked (branch, tag, sha) or the version tag a range picked
 
 
+@dataclasses.dataclass(frozen=True)
+class OciSource:
+    """Where a package from an OCI registry lives: a repository at a manifest digest."""
+
+    host: str
+    repository: str
+    digest: str  # sha256:<hex> of the image manifest
+
+
 @dataclasses.dataclass
 class Resolved:
     """One pinned version: where it comes from and its (verified) manifest."""
@@ -106,6 +116,7 @@ class Resolved:
     entry: IndexEntry | None = None  # set when it comes from a registry index
     local_dir: Path | None = None  # set when it is a package directory on this machine
     hub: HubSource | None = None  # set when it comes from a Hugging Face Hub repo
+    oci: OciSource | None = None  # set when it comes from an OCI registry
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -17,7 +17,12 @@ from ..store.download import Downloader
 if TYPE_CHECKING:
     import httpx
 
+    from ..refs import OciRef
     from ..registry.hf import HubClient
+    from ..registry.oci import OciClient
+
+
+CREDENTIALS_FILE = "credentials.json"  # registry logins under the home (Docker's `auths` format, mode 0600)
 
 
 class Session:
@@ -30,6 +35,7 @@ class Session:
         self._http: dict[str | None, httpx.Client] = {}
         self._hub: HubClient | None = None
         self.hub_base_files: dict[tuple[str, str], dict[str, str] | None] = {}  # base repo -> weight sha256s
+        self._oci: dict[str, OciClient] = {}
         from .results import AdapterHubOptions
 
         self.adapterhub = AdapterHubOptions()  # how `ah:` identifiers resolve (the CLI's --base-name ...)
@@ -63,6 +69,20 @@ class Session:
 
             self._hub = HubClient(hub_settings(self.offline), timeout=self.settings.timeout)
         return self._hub
+
+    def oci(self, ref: OciRef) -> OciClient:
+        """The OCI client for a registry host (one per host: its auth and token cache), with the
+        credentials found for it (ADAPTERS_USERNAME/PASSWORD, our credentials store, the Docker config)."""
+        if ref.host not in self._oci:
+            from ..net import make_client
+            from ..registry.oci import OciClient
+            from ..registry.oci_auth import credentials_for
+
+            store = self.settings.home / CREDENTIALS_FILE
+            http = make_client(timeout=self.settings.timeout)
+            self._http[f"oci:{ref.host}"] = http  # closed with the session's other clients
+            self._oci[ref.host] = OciClient(ref.url, credentials=credentials_for(ref.host, store=store), http=http)
+        return self._oci[ref.host]
 
     def client(self, spec: RegistrySpec) -> RegistryClient:
         """The registry client for `spec` (one per URL)."""

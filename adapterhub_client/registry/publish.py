@@ -76,9 +76,31 @@ def _same_content(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return strip(a) == strip(b)
 
 
+def jsonl_line(item: dict[str, Any]) -> bytes:
+    """One line of an index, reverse-index or search file, as publish appends it (and build rewrites it)."""
+    return (json.dumps(item, sort_keys=True, separators=(",", ":")) + "\n").encode()
+
+
+def base_index_line(entry: dict[str, Any]) -> dict[str, Any]:
+    """The reverse-index line of a published version (`entry`: its index line)."""
+    return {"name": entry["name"], "version": entry["version"], "type": entry.get("type")}
+
+
+def search_line(entry: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any]:
+    """The search.jsonl line of a published version: the index line's facts and the manifest's words."""
+    return {
+        "name": entry["name"],
+        "version": entry["version"],
+        "description": manifest.get("description", "")[:300],
+        "tags": manifest.get("tags", []),
+        "type": entry["type"],
+        "base": entry["base"]["name"],
+    }
+
+
 def _append_line(path: Path, item: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = (json.dumps(item, sort_keys=True, separators=(",", ":")) + "\n").encode()
+    line = jsonl_line(item)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line)
@@ -95,7 +117,7 @@ def ensure_registry(root: Path, name: str | None = None) -> None:
             data["name"] = name
         try:
             root.mkdir(parents=True, exist_ok=True)
-            atomic_write(config, json.dumps(data, indent=2) + "\n")
+            atomic_write(config, json.dumps(data, indent=2) + "\n", mode=0o644)  # served by any web server
         except OSError as exc:
             mapped = storage_error(exc, root, instead="another registry (--registry)")
             raise mapped or AdapterError(f"cannot create a registry at {root}: {exc.strerror or exc}") from None
@@ -159,21 +181,8 @@ def _publish_directory(root: Path, package_dir: Path, manifest: dict[str, Any]) 
         write_blob(root / layout.blob_path(entry["manifest"]["sha256"]), manifest_bytes)
         _append_line(index_file, entry)
         if entry["base"]["fingerprint"]:
-            _append_line(
-                root / layout.base_index_path(entry["base"]["fingerprint"]),
-                {"name": name, "version": manifest["version"], "type": entry["type"]},
-            )
-        _append_line(
-            root / layout.SEARCH_PATH,
-            {
-                "name": name,
-                "version": manifest["version"],
-                "description": manifest.get("description", "")[:300],
-                "tags": manifest.get("tags", []),
-                "type": entry["type"],
-                "base": entry["base"]["name"],
-            },
-        )
+            _append_line(root / layout.base_index_path(entry["base"]["fingerprint"]), base_index_line(entry))
+        _append_line(root / layout.SEARCH_PATH, search_line(entry, manifest))
     return entry, True
 
 
@@ -198,6 +207,4 @@ def set_yanked(root: Path, name: str, version: str, yanked: bool = True) -> None
             raise NotFoundError(f"{name} has no version {version} in registry {root}")
         for item in hits:
             item["yanked"] = yanked
-        atomic_write(
-            index_file, b"".join((json.dumps(i, sort_keys=True, separators=(",", ":")) + "\n").encode() for i in lines)
-        )
+        atomic_write(index_file, b"".join(jsonl_line(i) for i in lines), mode=0o644)

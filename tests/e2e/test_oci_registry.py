@@ -1,0 +1,111 @@
+"""`oci://` end to end through the CLI against a real OCI registry (Debian's docker-registry on loopback,
+tests/ociregistry.py): publish a trained LoRA, install it into a fresh cache, attach it with the trained
+model's outputs; lock / --frozen pin the manifest digest; an artifact `oras` pushed from a PEFT directory
+installs with a derived manifest; wrong credentials are exit 6 and leave no tag."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+import adapterhub_client as ah
+from tests import models as tiny
+
+
+@pytest.fixture
+def trained(tmp_path):
+    model = tiny.tiny_bert()
+    ah.add_adapter(model, "t", ah.LoRAConfig(r=4, alpha=8, target_modules=["query", "value"]))
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.2)
+    pkg = ah.save_adapter(model, "t", tmp_path / "pkg", name="acme/oci-lora", version="1.0.0")
+    return model.eval(), pkg
+
+
+def test_publish_install_attach_lock_frozen(cli, oci_registry, trained, tmp_path, monkeypatch):
+    model, pkg = trained
+    repo = f"oci://{oci_registry.host}/acme/oci-lora"
+    r = cli("publish", str(pkg), "--registry", repo, "--json")
+    assert r.code == 0, r.err
+    assert r.json()["created"] is True and oci_registry.tags_on_disk("acme/oci-lora") == ["1.0.0"]
+    assert cli("publish", str(pkg), "--registry", repo, "--json").json()["created"] is False  # same content
+
+    monkeypatch.setenv("ADAPTERS_CACHE_DIR", str(tmp_path / "fresh"))
+    fresh = tiny.tiny_bert()
+    with ah.Hub() as hub:
+        hub.attach(fresh, f"{repo}@>=1,<2", strict=True)  # the fingerprint recorded at save: exact
+    ids = tiny.token_ids(96)
+    with torch.no_grad():
+        tiny.assert_close(fresh.eval()(input_ids=ids).last_hidden_state, model(input_ids=ids).last_hidden_state)
+
+    monkeypatch.chdir(tmp_path)
+    assert cli("lock", f"{repo}@1.0.0").code == 0
+    (entry,) = json.loads((tmp_path / "adapters.lock").read_text())["adapters"]
+    assert entry["source"].startswith(f"{repo}@sha256:")
+    monkeypatch.setenv("ADAPTERS_CACHE_DIR", str(tmp_path / "fresh2"))
+    r = cli("install", "--frozen", "--json")
+    assert r.code == 0, r.err
+    assert r.json()["installed"][0]["source"] == entry["source"]
+
+
+def test_an_oras_pushed_peft_directory_installs(cli, oci_registry, tmp_path, monkeypatch, models):
+    import oras.client
+    from peft import PeftModel
+    from transformers import BertModel
+
+    peft_dir = tmp_path / "peft"
+    shutil.copytree(models["lora"], peft_dir)
+    monkeypatch.chdir(peft_dir)  # oras titles files by the paths given
+    oras.client.OrasClient(insecure=True).push(
+        target=f"{oci_registry.host}/acme/oras-peft:1.0.0", files=["adapter_config.json", "adapter_model.safetensors"]
+    )
+    ref = f"oci://{oci_registry.host}/acme/oras-peft@1.0.0"
+    r = cli("install", ref, "--json")
+    assert r.code == 0, r.err
+    assert (r.json()["installed"][0]["name"], r.json()["installed"][0]["version"]) == ("acme/oras-peft", "1.0.0")
+    minilm = BertModel.from_pretrained(str(models["minilm"]))
+    with ah.Hub() as hub:
+        hub.attach(minilm, ref)
+    want = PeftModel.from_pretrained(BertModel.from_pretrained(str(models["minilm"])), str(peft_dir)).eval()
+    ids = tiny.token_ids(1000)
+    with torch.no_grad():
+        tiny.assert_close(minilm.eval()(input_ids=ids).last_hidden_state, want(input_ids=ids).last_hidden_state)
+
+
+def test_wrong_credentials_are_exit_6_and_leave_no_tag(cli, oci_basic_registry, trained, monkeypatch):
+    _, pkg = trained
+    monkeypatch.setenv("ADAPTERS_USERNAME", oci_basic_registry.username)
+    monkeypatch.setenv("ADAPTERS_PASSWORD", "not-the-password")
+    r = cli("publish", str(pkg), "--registry", f"oci://{oci_basic_registry.host}/acme/guarded")
+    assert r.code == 6, r.err
+    assert oci_basic_registry.host in r.err and "not-the-password" not in r.err
+    assert oci_basic_registry.tags_on_disk("acme/guarded") == []
+    monkeypatch.setenv("ADAPTERS_PASSWORD", oci_basic_registry.password)
+    assert cli("publish", str(pkg), "--registry", f"oci://{oci_basic_registry.host}/acme/guarded").code == 0
+    assert oci_basic_registry.tags_on_disk("acme/guarded") == ["1.0.0"]
+
+
+def test_login_stores_credentials_0600_and_logout_forgets_them(cli, oci_basic_registry, trained, home):
+    import os
+    import stat
+
+    _, pkg = trained
+    host = oci_basic_registry.host
+    r = cli("login", host, "-u", oci_basic_registry.username, "--password-stdin", input="wrong\n")
+    assert r.code == 6 and "wrong" not in r.err and not (home / "credentials.json").exists()
+    r = cli(
+        "login", host, "-u", oci_basic_registry.username, "--password-stdin", input=oci_basic_registry.password + "\n"
+    )
+    assert r.code == 0, r.err
+    store = home / "credentials.json"
+    assert stat.S_IMODE(os.stat(store).st_mode) == 0o600
+    assert oci_basic_registry.password not in r.out + r.err
+    assert cli("publish", str(pkg), "--registry", f"oci://{host}/acme/logged-in").code == 0
+    assert cli("logout", host).code == 0
+    assert cli("publish", str(pkg), "--registry", f"oci://{host}/acme/logged-out").code == 6
