@@ -46,7 +46,7 @@ _HELP = {
     "login": "Store credentials for an OCI registry.",
     "logout": "Forget the credentials for an OCI registry.",
     "lock": "Resolve references and write adapters.lock.",
-    "registry": "Add, list or remove registries.",
+    "registry": "Add, list, remove or build registries.",
     "cache": "Inspect, prune or clean the cache.",
     "fingerprint": "Fingerprint a local base model directory.",
     "attach": "Check adapters against a local model, then attach or merge them.",
