@@ -193,6 +193,11 @@ def registry_url(url: str) -> str:
         from .net import check_url  # deferred: httpx
 
         check_url(url)
+    elif url.startswith("oci://"):  # an OCI registry host and a repository prefix: org/name in <prefix>/org/name
+        from .refs import parse_oci_ref
+
+        host, _, prefix = url[len("oci://") :].rstrip("/").partition("/")
+        parse_oci_ref(f"oci://{host}/{prefix or 'x'}")  # the host and the prefix, validated
     elif not url.startswith("file:"):
         raise UsageError(f"unsupported registry URL {url!r}")
     return url if url.endswith("/") else url + "/"

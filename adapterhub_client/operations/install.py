@@ -144,8 +144,12 @@ def fetch_files(session: Session, jobs: list[FileJob]) -> None:
             assert item.entry is not None
             registry = item.entry.registry
             url = registry.blob_url(f["sha256"])
-            # the registry's own client (its scoped token); a blob on this machine needs none
-            client = None if url.startswith("file:") else session.http_client(registry.spec)
+            oci = getattr(registry, "oci", None)  # an OCI registry by name: its client carries its auth
+            if oci is not None:
+                oci.prepare_blob_auth(url, label)
+                client = oci.http
+            else:  # the registry's own client (its scoped token); a blob on this machine needs none
+                client = None if url.startswith("file:") else session.http_client(registry.spec)
         session.downloader.fetch(url, f["sha256"], f["size"], label, update, client=client)
 
     try:

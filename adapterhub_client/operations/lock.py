@@ -86,7 +86,12 @@ def check_locked_files(pinned: LockEntry, item: Resolved) -> None:
 def resolve_record(session: Session, record: dict[str, Any]) -> Resolved:
     """What an install record names (`verify --repair`): its source and manifest sha256, re-resolved."""
     name, version, source, sha = (str(record.get(k, "")) for k in ("name", "version", "source", "manifest_sha256"))
-    if local_package_dir(source) is not None or source.startswith(("hf://", "oci://")) or "#sha256=" in source:
+    if (
+        local_package_dir(source) is not None
+        or source.startswith("hf://")
+        or "#sha256=" in source
+        or "@sha256:" in source
+    ):
         return resolve_pinned(session, _pin(name, version, source, sha, 0))
     client = session.client_for_url(source)
     raw = manifest_bytes(session, client.pinned(name, version, {"sha256": sha, "size": 0}))

@@ -106,7 +106,9 @@ def _version_of(tag: str | None) -> str:
 
 def pinned_ref(source: str) -> OciRef | None:
     """The reference an install record or lockfile source names (`oci://host/repo@sha256:...`)."""
-    return parse_oci_ref(source) if source.startswith("oci://") else None
+    if not source.startswith("oci://") or "@sha256:" not in source:
+        return None  # an OCI registry by name (oci://host/prefix/): resolved through its index
+    return parse_oci_ref(source)
 
 
 def fetch_oci_file(session: Session, item: Resolved, entry: dict[str, Any], progress: Any = None) -> None:
@@ -121,7 +123,13 @@ def fetch_oci_file(session: Session, item: Resolved, entry: dict[str, Any], prog
 
 
 def publish_oci(
-    session: Session, package_dir: Path, manifest: dict[str, Any], target: str, *, force: bool = False
+    session: Session,
+    package_dir: Path,
+    manifest: dict[str, Any],
+    target: str,
+    *,
+    force: bool = False,
+    registry_name: str | None = None,
 ) -> Published:
     """Push to exactly the repository `target` names, tagged with the version (blobs the registry has are
     skipped, the manifest last: a failed push leaves no tag)."""
@@ -130,11 +138,11 @@ def publish_oci(
         raise UsageError(f"--registry {target}: publish to oci://host/repository (the version is the tag)")
     if session.offline:
         raise UsageError(f"--registry {target}: publishing needs the network (offline mode is on)")
-    pushed = session.oci(ref).push(ref.repository, package_dir, manifest)
+    pushed = session.oci(ref).push(ref.repository, package_dir, manifest, force=force)
     return Published(
         canonical_name(manifest["name"]),
         manifest["version"],
-        target,
+        registry_name or target,
         f"oci://{ref.host}/{ref.repository}@{pushed.digest}",
         sha256_bytes(dumps_manifest(manifest)),
         pushed.created,

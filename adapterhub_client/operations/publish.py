@@ -78,6 +78,11 @@ def publish(
         with staged_with_card(session, Path(path), manifest) as (staged, carded):
             return publish_oci(session, staged, carded, registry)
     spec = _target(session, registry)
+    if spec.url.startswith("oci://"):  # an OCI registry by name: org/name goes to <prefix>/org/name
+        from .oci_source import publish_oci
+
+        with staged_with_card(session, Path(path), manifest) as (staged, carded):
+            return publish_oci(session, staged, carded, spec.url + manifest["name"], registry_name=spec.name)
     root = session.client(spec).local_root
     if root is None:
         raise UsageError(f"publishing to {spec.url} is not supported yet: publish to a local or file:// registry")

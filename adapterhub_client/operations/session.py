@@ -85,7 +85,13 @@ class Session:
         return self._oci[ref.host]
 
     def client(self, spec: RegistrySpec) -> RegistryClient:
-        """The registry client for `spec` (one per URL)."""
+        """The registry client for `spec` (one per URL); an `oci://host/prefix/` registry behind the same
+        interface (registry.oci_index)."""
+        if spec.url not in self._clients and spec.url.startswith("oci://"):
+            from ..registry.oci_index import OciIndex, prefix_ref
+
+            ref, prefix = prefix_ref(spec.url)
+            self._clients[spec.url] = OciIndex(spec, self.oci(ref), prefix)  # type: ignore[assignment]
         if spec.url not in self._clients:
 
             def http() -> httpx.Client:

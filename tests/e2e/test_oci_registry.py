@@ -109,3 +109,28 @@ def test_login_stores_credentials_0600_and_logout_forgets_them(cli, oci_basic_re
     assert cli("publish", str(pkg), "--registry", f"oci://{host}/acme/logged-in").code == 0
     assert cli("logout", host).code == 0
     assert cli("publish", str(pkg), "--registry", f"oci://{host}/acme/logged-out").code == 6
+
+
+def test_an_oci_registry_by_name_with_a_prefix(cli, oci_registry, trained, tmp_path, monkeypatch):
+    """`registry add team oci://host/prefix`: org/name lives in <prefix>/org/name; install and publish use
+    it like any registry, lock and --frozen too."""
+    model, pkg = trained
+    assert cli("registry", "add", "team", f"oci://{oci_registry.host}/teamprefix").code == 0
+    r = cli("publish", str(pkg), "--registry", "team", "--json")
+    assert r.code == 0, r.err
+    assert r.json()["registry"] == "team" and oci_registry.tags_on_disk("teamprefix/acme/oci-lora") == ["1.0.0"]
+    r = cli("install", "acme/oci-lora@>=1", "--json")
+    assert r.code == 0, r.err
+    assert r.json()["installed"][0]["source"] == f"oci://{oci_registry.host}/teamprefix/"
+    fresh = tiny.tiny_bert()
+    with ah.Hub() as hub:
+        hub.attach(fresh, "acme/oci-lora", strict=True)
+    ids = tiny.token_ids(96)
+    with torch.no_grad():
+        tiny.assert_close(fresh.eval()(input_ids=ids).last_hidden_state, model(input_ids=ids).last_hidden_state)
+    monkeypatch.chdir(tmp_path)
+    assert cli("lock", "acme/oci-lora").code == 0
+    monkeypatch.setenv("ADAPTERS_CACHE_DIR", str(tmp_path / "fresh"))
+    r = cli("install", "--frozen", "--json")
+    assert r.code == 0, r.err
+    assert cli("install", "acme/not-there").code == 3
