@@ -38,8 +38,11 @@ def common(func: Callable[..., Any]) -> Callable[..., Any]:
     ) -> Any:
         from ..hub import Hub
 
+        progress = False if kw.get("as_json") else None  # --json: machine output only, no progress bars
         with adapter_warnings():  # settings warnings (an unknown config.toml key), before the Hub exists
-            hub = Hub(registry=registry, cache_dir=cache_dir, offline=offline or None, timeout=timeout)
+            hub = Hub(
+                registry=registry, cache_dir=cache_dir, offline=offline or None, timeout=timeout, progress=progress
+            )
         with hub, adapter_warnings():
             return func(hub, *args, **kw)
 

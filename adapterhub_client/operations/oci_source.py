@@ -138,7 +138,28 @@ def publish_oci(
         raise UsageError(f"--registry {target}: publish to oci://host/repository (the version is the tag)")
     if session.offline:
         raise UsageError(f"--registry {target}: publishing needs the network (offline mode is on)")
-    pushed = session.oci(ref).push(ref.repository, package_dir, manifest, force=force)
+    bar = None
+    if session.progress:  # a terminal, and not --json: bytes, rate, then what the registry already had
+        import sys
+
+        from tqdm import tqdm
+
+        total = sum(int(f["size"]) for f in manifest["files"])
+        bar = tqdm(total=total, unit="B", unit_scale=True, file=sys.stderr, desc=f"pushing {manifest['name']}")
+    try:
+        pushed = session.oci(ref).push(
+            ref.repository, package_dir, manifest, force=force, progress=bar.update if bar is not None else None
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    if bar is not None and (pushed.skipped or pushed.mounted):
+        import sys
+
+        print(
+            f"{pushed.skipped} blob(s) already in the registry, {pushed.mounted} mounted: not sent",
+            file=sys.stderr,
+        )
     return Published(
         canonical_name(manifest["name"]),
         manifest["version"],

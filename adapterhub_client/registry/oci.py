@@ -523,10 +523,12 @@ class OciClient:
         tag: str | None = None,
         force: bool = False,
         mount_from: str | None = None,
+        progress: Callable[[int], None] | None = None,
     ) -> PushResult:
         """Push a completed package (its manifest validated, its files re-hashed) as an artifact under
         `tag` (default: the version). Blobs the registry has are skipped (or mounted from `mount_from`);
-        the manifest goes last. A tag holding other content is refused unless `force`."""
+        the manifest goes last. A tag holding other content is refused unless `force`. `progress` gets
+        each blob's size once it is uploaded, skipped or mounted."""
         check_repository(repository)
         if mount_from is not None:
             check_repository(mount_from)
@@ -565,6 +567,8 @@ class OciClient:
             if blob.digest not in seen:
                 seen.add(blob.digest)
                 self._ensure_blob(repository, blob, mount_from, result)
+                if progress is not None:
+                    progress(blob.size)
         answer = self._request(
             "PUT",
             self._repo_url(repository, f"manifests/{tag}"),

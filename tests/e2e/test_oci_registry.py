@@ -134,3 +134,66 @@ def test_an_oci_registry_by_name_with_a_prefix(cli, oci_registry, trained, tmp_p
     r = cli("install", "--frozen", "--json")
     assert r.code == 0, r.err
     assert cli("install", "acme/not-there").code == 3
+
+
+def test_push_progress_on_a_terminal_and_none_under_json(cli, oci_registry, trained, capsys):
+    _, pkg = trained
+    repo = f"oci://{oci_registry.host}/acme/progress"
+    with ah.Hub(progress=True) as hub:  # as on a terminal
+        hub.publish(pkg, registry=repo)
+        first = capsys.readouterr().err
+        hub.publish(pkg, registry=repo, version="1.0.1")  # the same files under a new version
+        second = capsys.readouterr().err
+    assert "pushing acme/oci-lora" in first and "B/s" in first
+    assert "already in the registry" in second  # what was skipped is said
+    r = cli("publish", str(pkg), "--registry", repo, "--version", "1.0.2", "--json")
+    assert r.code == 0, r.err
+    assert "pushing" not in r.err  # --json: machine output only
+
+
+def test_registry_down_before_the_manifest_leaves_no_tag_and_a_rerun_skips_what_was_sent(
+    cli, oci_registry, trained, monkeypatch, capsys
+):
+    import contextlib
+    import socket
+
+    from tests.ociregistry import CuttingProxy
+
+    class GoesDown(CuttingProxy):
+        """Forwards everything until a manifest PUT arrives; while `down`, such a connection is closed
+        unanswered (the registry went away after the blobs, before the tag)."""
+
+        down = True
+
+        def _pump_up(self, src: socket.socket, dst: socket.socket) -> None:
+            try:
+                while data := src.recv(65536):
+                    if self.down and data.startswith(b"PUT ") and b"/manifests/" in data.split(b"\r\n", 1)[0]:
+                        break
+                    dst.sendall(data)
+            except OSError:
+                pass
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                s.close()
+
+    _, pkg = trained
+    proxy = GoesDown(int(oci_registry.host.rsplit(":", 1)[1]), after_bytes=0)
+    proxy.armed = False
+    monkeypatch.setenv("ADAPTERS_TIMEOUT", "3")
+    try:
+        repo = f"oci://{proxy.host}/acme/interrupted"
+        r = cli("publish", str(pkg), "--registry", repo)
+        assert r.code == 6, r.err
+        assert oci_registry.tags_on_disk("acme/interrupted") == []  # no tag: the manifest goes last
+        proxy.down = False
+        capsys.readouterr()
+        with ah.Hub(progress=True) as hub:
+            done = hub.publish(pkg, registry=repo)
+        assert done.created and oci_registry.tags_on_disk("acme/interrupted") == ["1.0.0"]
+        assert "already in the registry" in capsys.readouterr().err  # the blobs sent before are not sent again
+        r = cli("install", f"{repo}@1.0.0")
+        assert r.code == 0, r.err
+    finally:
+        proxy.close()
