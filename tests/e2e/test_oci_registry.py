@@ -197,3 +197,43 @@ def test_registry_down_before_the_manifest_leaves_no_tag_and_a_rerun_skips_what_
         assert r.code == 0, r.err
     finally:
         proxy.close()
+
+
+def test_a_rejected_blob_upload_fails_the_push_with_no_tag(cli, oci_registry, trained):
+    import contextlib
+    import socket
+
+    from tests.ociregistry import CuttingProxy
+
+    class RejectsBlobs(CuttingProxy):
+        """Answers every blob upload PUT with 400, as a registry refusing the bytes (quota, policy) would."""
+
+        def _pump_up(self, src: socket.socket, dst: socket.socket) -> None:
+            try:
+                while data := src.recv(65536):
+                    line = data.split(b"\r\n", 1)[0]
+                    if line.startswith(b"PUT ") and b"/blobs/uploads/" in line:
+                        body = b'{"errors":[{"code":"BLOB_UPLOAD_INVALID","message":"rejected by policy"}]}'
+                        src.sendall(
+                            b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
+                            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+                        )
+                        break
+                    dst.sendall(data)
+            except OSError:
+                pass
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                s.close()
+
+    _, pkg = trained
+    proxy = RejectsBlobs(int(oci_registry.host.rsplit(":", 1)[1]), after_bytes=0)
+    proxy.armed = False
+    try:
+        r = cli("publish", str(pkg), "--registry", f"oci://{proxy.host}/acme/rejected")
+        assert r.code == 6, r.err
+        assert r.err.count("\n") == 1 and ("400" in r.err or "rejected" in r.err), r.err
+        assert oci_registry.tags_on_disk("acme/rejected") == []
+    finally:
+        proxy.close()
