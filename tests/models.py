@@ -45,6 +45,21 @@ def tiny_bert(vocab: int = 96, positions: int = 64, pooler: bool = False):
     return BertModel(tiny_bert_config(vocab, positions), add_pooling_layer=pooler).eval()
 
 
+def trained_tiny_lora(name: str = "t", seed: int = 1):
+    """The tiny BERT with a LoRA r=4 on query/value whose B factors are random (as after training: not a
+    no-op), in eval mode."""
+    import adapterhub_client as ah
+
+    model = tiny_bert()
+    ah.add_adapter(model, name, ah.LoRAConfig(r=4, alpha=8, target_modules=["query", "value"]))
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for param_name, p in model.named_parameters():
+            if "lora_B" in param_name:
+                p.normal_(0, 0.2)
+    return model.eval()
+
+
 def bert_classifier(seed: int = 0, num_labels: int = 3):
     """The tiny BERT as a BertForSequenceClassification (seeded), `num_labels` labels."""
     from transformers import BertForSequenceClassification

@@ -22,7 +22,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -375,3 +375,30 @@ class CuttingProxy:
     def close(self) -> None:
         self._stop.set()
         self._listener.close()
+
+
+class InterceptingProxy(CuttingProxy):
+    """A loopback proxy in front of a registry that hands each request's first bytes to `intercept`:
+    None forwards them; bytes are answered to the client instead (b"": the connection is closed
+    unanswered, as when the registry went away). For fault tests: a rejected upload, a registry down."""
+
+    def __init__(self, target_port: int, intercept: Callable[[bytes], bytes | None]) -> None:
+        super().__init__(target_port, after_bytes=0)
+        self.armed = False
+        self.intercept = intercept
+
+    def _pump_up(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                answer = self.intercept(data)
+                if answer is not None:
+                    if answer:
+                        src.sendall(answer)
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()

@@ -45,3 +45,12 @@ def make_package(
     }
     (directory / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return directory
+
+
+def make_toy_base(directory: Path) -> Path:
+    """A tiny base model on disk (one 4x4 weight, model_type "toy"): publish --base records its real
+    content fingerprint, and search --for-model finds what was published on it."""
+    directory.mkdir(parents=True)
+    save_file({"layer.weight": np.ones((4, 4), dtype=np.float32)}, str(directory / "model.safetensors"))
+    (directory / "config.json").write_text(json.dumps({"model_type": "toy"}))
+    return directory

@@ -21,15 +21,9 @@ def trained(tmp_path):
     """A LoRA on the tiny BERT with non-zero B (as after training), saved as our package."""
     base_dir = tmp_path / "base"
     tiny.tiny_bert().save_pretrained(base_dir)
-    model = tiny.tiny_bert()
-    ah.add_adapter(model, "t", ah.LoRAConfig(r=4, alpha=8, target_modules=["query", "value"]))
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.2)
+    model = tiny.trained_tiny_lora("t", seed=1)
     pkg = ah.save_adapter(model, "t", tmp_path / "pkg", name=REPO, version="1.0.0")
-    return {"model": model.eval(), "pkg": pkg, "base": base_dir}
+    return {"model": model, "pkg": pkg, "base": base_dir}
 
 
 def test_publish_install_back_attach_and_peft_loads_it(cli, fake_hub, trained, tmp_path, monkeypatch):

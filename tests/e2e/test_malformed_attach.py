@@ -30,12 +30,17 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"base": root / "base", "package": package, "peft": root / "peft"}
 
 
-def crafted_base(tiny: dict[str, Path], tmp_path: Path, case: str) -> Path:
-    d = tmp_path / f"base-{case}"
-    shutil.copytree(tiny["base"], d)
-    weights = d / "model.safetensors"
+def crafted_copy(source: Path, weights_file: str, tmp_path: Path, case: str) -> Path:
+    """A copy of the directory `source` with its `weights_file` crafted as `case`."""
+    d = tmp_path / f"{source.name}-{case}"
+    shutil.copytree(source, d)
+    weights = d / weights_file
     weights.write_bytes(CRAFTED[case][0](weights.read_bytes()))
     return d
+
+
+def crafted_base(tiny: dict[str, Path], tmp_path: Path, case: str) -> Path:
+    return crafted_copy(tiny["base"], "model.safetensors", tmp_path, case)
 
 
 @pytest.mark.parametrize("case", sorted(CRAFTED))
@@ -61,10 +66,7 @@ def test_merge_checkpoint_validates_the_base_itself(tiny, tmp_path):
 def _crafted_package(tiny: dict[str, Path], tmp_path: Path, case: str) -> Path:
     """Our package with a crafted adapter.safetensors, the manifest's sha256 updated to match
     (so the loader, not the integrity check, meets the file)."""
-    d = tmp_path / f"package-{case}"
-    shutil.copytree(tiny["package"], d)
-    weights = d / "adapter.safetensors"
-    weights.write_bytes(CRAFTED[case][0](weights.read_bytes()))
+    d = crafted_copy(tiny["package"], "adapter.safetensors", tmp_path, case)
     data = read_manifest(d)
     for f in data["files"]:
         f.pop("sha256"), f.pop("size")
@@ -73,11 +75,7 @@ def _crafted_package(tiny: dict[str, Path], tmp_path: Path, case: str) -> Path:
 
 
 def _crafted_peft(tiny: dict[str, Path], tmp_path: Path, case: str) -> Path:
-    d = tmp_path / f"peft-{case}"
-    shutil.copytree(tiny["peft"], d)
-    weights = d / "adapter_model.safetensors"
-    weights.write_bytes(CRAFTED[case][0](weights.read_bytes()))
-    return d
+    return crafted_copy(tiny["peft"], "adapter_model.safetensors", tmp_path, case)
 
 
 @pytest.mark.parametrize("make", [_crafted_package, _crafted_peft], ids=["package", "peft"])

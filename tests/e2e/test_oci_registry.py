@@ -17,15 +17,9 @@ from tests import models as tiny
 
 @pytest.fixture
 def trained(tmp_path):
-    model = tiny.tiny_bert()
-    ah.add_adapter(model, "t", ah.LoRAConfig(r=4, alpha=8, target_modules=["query", "value"]))
-    torch.manual_seed(3)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.2)
+    model = tiny.trained_tiny_lora("t", seed=3)
     pkg = ah.save_adapter(model, "t", tmp_path / "pkg", name="acme/oci-lora", version="1.0.0")
-    return model.eval(), pkg
+    return model, pkg
 
 
 def test_publish_install_attach_lock_frozen(cli, oci_registry, trained, tmp_path, monkeypatch):
@@ -154,40 +148,25 @@ def test_push_progress_on_a_terminal_and_none_under_json(cli, oci_registry, trai
 def test_registry_down_before_the_manifest_leaves_no_tag_and_a_rerun_skips_what_was_sent(
     cli, oci_registry, trained, monkeypatch, capsys
 ):
-    import contextlib
-    import socket
+    from tests.ociregistry import InterceptingProxy
 
-    from tests.ociregistry import CuttingProxy
+    down = True
 
-    class GoesDown(CuttingProxy):
-        """Forwards everything until a manifest PUT arrives; while `down`, such a connection is closed
-        unanswered (the registry went away after the blobs, before the tag)."""
-
-        down = True
-
-        def _pump_up(self, src: socket.socket, dst: socket.socket) -> None:
-            try:
-                while data := src.recv(65536):
-                    if self.down and data.startswith(b"PUT ") and b"/manifests/" in data.split(b"\r\n", 1)[0]:
-                        break
-                    dst.sendall(data)
-            except OSError:
-                pass
-            for s in (src, dst):
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
-                s.close()
+    def before_the_tag(data: bytes) -> bytes | None:
+        """While `down`, a manifest PUT's connection is closed unanswered: the registry went away after
+        the blobs, before the tag."""
+        first_line = data.split(b"\r\n", 1)[0]
+        return b"" if down and first_line.startswith(b"PUT ") and b"/manifests/" in first_line else None
 
     _, pkg = trained
-    proxy = GoesDown(int(oci_registry.host.rsplit(":", 1)[1]), after_bytes=0)
-    proxy.armed = False
+    proxy = InterceptingProxy(int(oci_registry.host.rsplit(":", 1)[1]), before_the_tag)
     monkeypatch.setenv("ADAPTERS_TIMEOUT", "3")
     try:
         repo = f"oci://{proxy.host}/acme/interrupted"
         r = cli("publish", str(pkg), "--registry", repo)
         assert r.code == 6, r.err
         assert oci_registry.tags_on_disk("acme/interrupted") == []  # no tag: the manifest goes last
-        proxy.down = False
+        down = False
         capsys.readouterr()
         with ah.Hub(progress=True) as hub:
             done = hub.publish(pkg, registry=repo)
@@ -200,36 +179,21 @@ def test_registry_down_before_the_manifest_leaves_no_tag_and_a_rerun_skips_what_
 
 
 def test_a_rejected_blob_upload_fails_the_push_with_no_tag(cli, oci_registry, trained):
-    import contextlib
-    import socket
+    from tests.ociregistry import InterceptingProxy
 
-    from tests.ociregistry import CuttingProxy
-
-    class RejectsBlobs(CuttingProxy):
-        """Answers every blob upload PUT with 400, as a registry refusing the bytes (quota, policy) would."""
-
-        def _pump_up(self, src: socket.socket, dst: socket.socket) -> None:
-            try:
-                while data := src.recv(65536):
-                    line = data.split(b"\r\n", 1)[0]
-                    if line.startswith(b"PUT ") and b"/blobs/uploads/" in line:
-                        body = b'{"errors":[{"code":"BLOB_UPLOAD_INVALID","message":"rejected by policy"}]}'
-                        src.sendall(
-                            b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
-                            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
-                        )
-                        break
-                    dst.sendall(data)
-            except OSError:
-                pass
-            for s in (src, dst):
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
-                s.close()
+    def reject_uploads(data: bytes) -> bytes | None:
+        """Every blob upload PUT answered 400, as a registry refusing the bytes (quota, policy) would."""
+        first_line = data.split(b"\r\n", 1)[0]
+        if not (first_line.startswith(b"PUT ") and b"/blobs/uploads/" in first_line):
+            return None
+        body = b'{"errors":[{"code":"BLOB_UPLOAD_INVALID","message":"rejected by policy"}]}'
+        return (
+            b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+        )
 
     _, pkg = trained
-    proxy = RejectsBlobs(int(oci_registry.host.rsplit(":", 1)[1]), after_bytes=0)
-    proxy.armed = False
+    proxy = InterceptingProxy(int(oci_registry.host.rsplit(":", 1)[1]), reject_uploads)
     try:
         r = cli("publish", str(pkg), "--registry", f"oci://{proxy.host}/acme/rejected")
         assert r.code == 6, r.err

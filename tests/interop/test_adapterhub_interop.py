@@ -27,20 +27,6 @@ CASES = {  # fixture -> (our kind, weights file)
 }
 
 
-@pytest.fixture(scope="module")
-def data():
-    from safetensors.torch import load_file
-
-    return load_file(str(FIX / "inputs.safetensors")), load_file(str(FIX / "expected.safetensors"))
-
-
-@pytest.fixture(scope="module")
-def base_model():
-    from transformers import BertModel
-
-    return BertModel.from_pretrained(str(FIX / "base"), add_pooling_layer=False).eval()
-
-
 def run(model, inputs):
     with torch.no_grad():
         return model(**inputs).last_hidden_state

@@ -160,18 +160,6 @@ def test_package_keeps_copies_and_exports_them_to_peft(ids, tmp_path):
 # --- AdapterHub's prediction heads -------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def data():
-    return load_file(str(FIX / "inputs.safetensors")), load_file(str(FIX / "expected.safetensors"))
-
-
-@pytest.fixture(scope="module")
-def base_model():
-    from transformers import BertModel
-
-    return BertModel.from_pretrained(str(FIX / "base"), add_pooling_layer=False).eval()
-
-
 def run(model, inputs):
     with torch.no_grad():
         outputs = model(**inputs)

@@ -12,16 +12,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
 from filelock import FileLock
-from safetensors.numpy import save_file
 
 from adapterhub_client.errors import NotFoundError
 from adapterhub_client.registry import layout
 from adapterhub_client.registry.build import MAX_REPORTED_PROBLEMS, build_registry
 from adapterhub_client.registry.publish import LOCK_FILE
 from tests.conftest import run_adapters
+from tests.pkgs import make_toy_base
 
 # Published in the order of their index paths, so publish order and the index's order agree.
 PUBLISHED = [("acme/alpha", "1.0.0"), ("acme/alpha", "1.1.0"), ("acme/beta", "1.0.0"), ("team/gamma", "0.1.0")]
@@ -29,12 +28,8 @@ PUBLISHED = [("acme/alpha", "1.0.0"), ("acme/alpha", "1.1.0"), ("acme/beta", "1.
 
 @pytest.fixture
 def base_dir(tmp_path: Path) -> Path:
-    """A tiny base model on disk: publish --base records its real content fingerprint."""
-    d = tmp_path / "base"
-    d.mkdir()
-    save_file({"layer.weight": np.ones((4, 4), dtype=np.float32)}, str(d / "model.safetensors"))
-    (d / "config.json").write_text(json.dumps({"model_type": "toy"}))
-    return d
+    """A tiny base model on disk (tests.pkgs.make_toy_base)."""
+    return make_toy_base(tmp_path / "base")
 
 
 @pytest.fixture

@@ -3,22 +3,17 @@
 
 from __future__ import annotations
 
-import json
-
-import numpy as np
 import pytest
-from safetensors.numpy import save_file
+
+from tests.pkgs import make_toy_base
 
 VERSIONS = ["1.0.0", "1.0.2", "1.0.3", "2.0.0rc1", "1.1.0rc1"]
 
 
 @pytest.fixture
 def base_dir(tmp_path):
-    d = tmp_path / "base"
-    d.mkdir()
-    save_file({"layer.weight": np.ones((4, 4), dtype=np.float32)}, str(d / "model.safetensors"))
-    (d / "config.json").write_text(json.dumps({"model_type": "toy"}))
-    return d
+    """A tiny base model on disk (tests.pkgs.make_toy_base)."""
+    return make_toy_base(tmp_path / "base")
 
 
 @pytest.fixture
