@@ -1,7 +1,7 @@
 """Settings, with one precedence everywhere: flag > environment > config file > defaults.
 
 Environment: ADAPTERS_HOME, ADAPTERS_CACHE_DIR, ADAPTERS_REGISTRY, ADAPTERS_OFFLINE, ADAPTERS_TOKEN,
-ADAPTERS_TIMEOUT. Config file: `config.toml` under ADAPTERS_HOME when set, else in the platformdirs
+ADAPTERS_TIMEOUT, ADAPTERS_ADAPTERHUB_MIRROR. Config file: `config.toml` under ADAPTERS_HOME when set, else in the platformdirs
 config dir. An unknown key warns (AdapterWarning), naming the closest known one.
 
 ```toml
@@ -54,6 +54,7 @@ class Settings:
     offline: bool
     registries: list[RegistrySpec]  # searched in order; the first is the default publish target
     timeout: float | None = None  # seconds a request may wait without progress; None: net.DEFAULT_TIMEOUT
+    adapterhub_mirror: str | None = None  # ADAPTERS_ADAPTERHUB_MIRROR: a mirror of AdapterHub's file server
 
     @property
     def local_registry(self) -> RegistrySpec:
@@ -271,7 +272,8 @@ def load_settings(
         timeout = timeout_seconds(cfg["timeout"], f"{cfg_path}: timeout")
 
     configured = [RegistrySpec(r["name"], r["url"], r.get("token")) for r in cfg.get("registry", [])]
-    settings = Settings(Path(home), cfg_path, Path(cache_dir).expanduser(), offline, [], timeout)
+    mirror = os.environ.get("ADAPTERS_ADAPTERHUB_MIRROR") or None
+    settings = Settings(Path(home), cfg_path, Path(cache_dir).expanduser(), offline, [], timeout, mirror)
     settings.registries = [settings.local_registry, *configured]
 
     # A registry chosen by flag or environment replaces the search list. An explicit `token`

@@ -107,7 +107,7 @@ def fetch_archive(session: Session, url: str, sha256: str, where: str) -> Path:
     target = cache.root / "archives" / sha256
     if (target / "adapter_config.json").is_file():
         return target
-    fetch_from = archive_url(url)
+    fetch_from = archive_url(url, session.settings.adapterhub_mirror)
     size = _archive_size(session, fetch_from, where)
     blob = session.downloader.fetch(fetch_from, sha256, size, where)
     staging = cache.tmp_dir("archive-")
@@ -145,13 +145,10 @@ def archive_dir_resolved(directory: Path, name: str, version: str, url: str, whe
     return Resolved(name, manifest["version"], source, manifest, raw, sha256_bytes(raw), local_dir=directory)
 
 
-MIRROR_ENV = "ADAPTERS_ADAPTERHUB_MIRROR"
-
-
-def archive_url(url: str) -> str:
-    """The archive's URL, or its path under a mirror of AdapterHub's file server (ADAPTERS_ADAPTERHUB_MIRROR:
-    the original server may not answer any more; the index's sha256 still decides what is accepted)."""
-    mirror = os.environ.get(MIRROR_ENV)
+def archive_url(url: str, mirror: str | None) -> str:
+    """The archive's URL, or its path under a mirror of AdapterHub's file server (the setting
+    ADAPTERS_ADAPTERHUB_MIRROR: the original server may not answer any more; the index's sha256 still
+    decides what is accepted)."""
     if not mirror:
         return url
     from urllib.parse import urlsplit

@@ -22,7 +22,6 @@ import dataclasses
 import json
 import os
 import stat
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,6 @@ from . import layout
 from .client import MAX_BASE_INDEX_BYTES, MAX_CONFIG_BYTES, MAX_INDEX_BYTES, MAX_SEARCH_BYTES
 from .publish import (
     LOCK_FILE,
-    STALE_TEMP_SECONDS,
     base_index_line,
     clean_stale_temps,
     index_entry,
@@ -526,30 +524,6 @@ def _config_bytes(data: dict[str, Any]) -> bytes:
 # ---- the whole build ---------------------------------------------------------------------------------
 
 
-def _remove_own_temps(root: Path) -> tuple[int, int]:
-    """Temps of killed builds (by-base/, search.jsonl: written only under the lock) and of killed config
-    writers (publish creates config.json before it locks: only old ones go). The caller holds the lock."""
-    removed = freed = 0
-    old = time.time() - STALE_TEMP_SECONDS
-    candidates: list[tuple[Path, float | None]] = []
-    for dirpath, _, files in os.walk(root / BASE_INDEX_DIR):
-        candidates += [(Path(dirpath) / n, None) for n in files if n.startswith(TEMP_PREFIX)]
-    for name in os.listdir(root):
-        if name.startswith(f"{TEMP_PREFIX}{layout.SEARCH_PATH}."):
-            candidates.append((root / name, None))
-        elif name.startswith(f"{TEMP_PREFIX}{layout.CONFIG_PATH}."):
-            candidates.append((root / name, old))
-    for path, older_than in candidates:
-        try:
-            st = path.stat()
-            if older_than is None or st.st_mtime < older_than:
-                path.unlink()
-                removed, freed = removed + 1, freed + st.st_size
-        except FileNotFoundError:
-            continue
-    return removed, freed
-
-
 def build_registry(root: Path, *, repair: bool = True) -> BuildReport:
     """Check the directory registry at `root`; with `repair`, rewrite what it derives (by-base/,
     search.jsonl, config.json) and remove killed writers' temps, under the publish lock. Without `repair`
@@ -593,9 +567,7 @@ def _build(root: Path, repair: bool) -> BuildReport:
     checker.scan()  # the hashing, without the lock: publishes go on
     with _publish_lock(root, required=repair):
         if repair:
-            removed, freed = clean_stale_temps(root, locked=True)
-            own_removed, own_freed = _remove_own_temps(root)
-            report.temps_removed, report.temp_bytes_freed = removed + own_removed, freed + own_freed
+            report.temps_removed, report.temp_bytes_freed = clean_stale_temps(root, locked=True)
             if report.temps_removed:
                 report.repaired.append(
                     f"removed {plural(report.temps_removed, 'temp file')} of killed writers "

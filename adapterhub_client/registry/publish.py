@@ -12,6 +12,7 @@ so will `registry build`. Temps older than STALE_TEMP_SECONDS are removed even w
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -30,11 +31,11 @@ from .client import parse_jsonl
 _VOLATILE = ("created", "tool")
 LOCK_FILE = ".publish.lock"
 STALE_TEMP_SECONDS = 3600.0  # without the lock: a temp this old has no live writer
-_WRITTEN_DIRS = ("blobs", "index")  # where publish and yank write through temp files
+_WRITTEN_DIRS = ("blobs", "index", "by-base")  # where publish, yank and `registry build` write through temps
 
 
 def clean_stale_temps(root: Path, *, locked: bool = False) -> tuple[int, int]:
-    """Remove temp files killed writers left under blobs/ and index/; (files removed, bytes freed).
+    """Remove temp files killed writers (publish, yank, `registry build`) left; (files removed, bytes freed).
 
     `locked`: the caller holds `.publish.lock`, so every temp is stale; otherwise the lock is taken
     (waiting at most a second) and, if it is busy, only temps older than STALE_TEMP_SECONDS go."""
@@ -52,20 +53,28 @@ def clean_stale_temps(root: Path, *, locked: bool = False) -> tuple[int, int]:
 
 
 def _remove_temps(root: Path, older_than: float | None) -> tuple[int, int]:
-    removed = freed = 0
+    """Temps under blobs/, index/ and by-base/ and beside search.jsonl; a temp of config.json only when
+    old (publish writes config.json before it takes the lock, so a young one may have a live writer)."""
+    stale = time.time() - STALE_TEMP_SECONDS
+    candidates: list[tuple[Path, float | None]] = []
     for sub in _WRITTEN_DIRS:
         for dirpath, _, files in os.walk(root / sub):
-            for name in files:
-                if not name.startswith(TEMP_PREFIX):
-                    continue
-                path = Path(dirpath) / name
-                try:
-                    stat = path.stat()
-                    if older_than is None or stat.st_mtime < older_than:
-                        path.unlink()
-                        removed, freed = removed + 1, freed + stat.st_size
-                except FileNotFoundError:
-                    continue
+            candidates += [(Path(dirpath) / n, older_than) for n in files if n.startswith(TEMP_PREFIX)]
+    with contextlib.suppress(FileNotFoundError):
+        for name in os.listdir(root):
+            if name.startswith(f"{TEMP_PREFIX}{layout.SEARCH_PATH}."):
+                candidates.append((root / name, older_than))
+            elif name.startswith(f"{TEMP_PREFIX}{layout.CONFIG_PATH}."):
+                candidates.append((root / name, stale if older_than is None else min(older_than, stale)))
+    removed = freed = 0
+    for path, before in candidates:
+        try:
+            st = path.stat()
+            if before is None or st.st_mtime < before:
+                path.unlink()
+                removed, freed = removed + 1, freed + st.st_size
+        except FileNotFoundError:
+            continue
     return removed, freed
 
 
