@@ -261,11 +261,13 @@ class Hub:
         license: str | None = None,
         tags: Sequence[str] = (),
         private: bool = False,
+        force: bool = False,
     ) -> Published:
         """Publish a package (ours, PEFT or AdapterHub), or adapter `adapter` of a model (`path` the model;
         saved on the way, with the base's fingerprint), to `registry` (default: the local one; a registry
         name or URL, or `hf://org/repo` for the Hugging Face Hub, where `private` creates a private repo),
-        with a model card (generated, or the package's own README.md with its front matter completed)."""
+        with a model card (generated, or the package's own README.md with its front matter completed).
+        `force` moves an OCI tag that holds other content (refused elsewhere)."""
         return _publish.publish(
             self.session,
             path,
@@ -279,6 +281,7 @@ class Hub:
             license=license,
             tags=tags,
             private=private,
+            force=force,
         )
 
     def pack(

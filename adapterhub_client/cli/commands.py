@@ -337,6 +337,7 @@ def search(hub: Hub, query: str | None, for_model: str | None, pre: bool, hf: bo
     help="The registry to publish to (default: the local one), or a Hugging Face Hub repo (HF_TOKEN).",
 )
 @click.option("--private", is_flag=True, help="With hf://: create the Hub repo as private.")
+@click.option("--force", is_flag=True, help="With an OCI registry: move a tag that holds other content.")
 @local_options
 def publish(
     hub: Hub,
@@ -350,6 +351,7 @@ def publish(
     tags: tuple[str, ...],
     target: str | None,
     private: bool,
+    force: bool,
     as_json: bool,
 ) -> None:
     """Publish PATH (a package directory, or a PEFT or AdapterHub directory) to a local or file://
@@ -368,6 +370,7 @@ def publish(
         license=license_,
         tags=tags,
         private=private,
+        force=force,
     )
     if as_json:
         emit_json(result.to_json())

@@ -42,17 +42,21 @@ def publish(
     license: str | None = None,
     tags: Sequence[str] = (),
     private: bool = False,
+    force: bool = False,
 ) -> Published:
     """Validate the package (ours, PEFT or AdapterHub; `base` records a base model's fingerprint, Hub id
     and model_type; `base_name` names the base by its Hub id), then publish it. The name is stored in
     its canonical form, so `Acme/Sentiment` and `acme/sentiment` are one package.
 
     `path` may also be a model with adapter `adapter` on it (a training script ends with one call): the
-    adapter is saved as a package on the way (with the base's fingerprint, from the model itself)."""
+    adapter is saved as a package on the way (with the base's fingerprint, from the model itself).
+
+    `force` moves an OCI tag that holds other content; a directory registry or a Hub repo never
+    changes a published version (yank it and publish a new one)."""
     if not isinstance(path, (str, os.PathLike)):
         return _publish_model(
             session, path, adapter, registry, name, version, base_name=base_name, description=description,
-            license=license, tags=tags, private=private,
+            license=license, tags=tags, private=private, force=force,
         )  # fmt: skip
     if adapter is not None:
         raise UsageError("adapter= names an adapter of a model: give the model, not a directory")
@@ -70,19 +74,26 @@ def publish(
         tags=tags,
     )
     manifest["name"] = canonical_name(manifest["name"])
+    spec = None if registry is not None and registry.startswith(("hf://", "oci://")) else _target(session, registry)
+    if force and not (registry or "").startswith("oci://") and not (spec and spec.url.startswith("oci://")):
+        raise UsageError(
+            "--force applies to OCI registries only: a published version never changes elsewhere "
+            "(yank it and publish a new version)"
+        )
     if registry is not None and registry.startswith("hf://"):
         return publish_hub(session, Path(path), manifest, registry, private=private)
     if registry is not None and registry.startswith("oci://"):
         from .oci_source import publish_oci
 
         with staged_with_card(session, Path(path), manifest) as (staged, carded):
-            return publish_oci(session, staged, carded, registry)
-    spec = _target(session, registry)
+            return publish_oci(session, staged, carded, registry, force=force)
+    assert spec is not None
     if spec.url.startswith("oci://"):  # an OCI registry by name: org/name goes to <prefix>/org/name
         from .oci_source import publish_oci
 
         with staged_with_card(session, Path(path), manifest) as (staged, carded):
-            return publish_oci(session, staged, carded, spec.url + manifest["name"], registry_name=spec.name)
+            target = spec.url + manifest["name"]
+            return publish_oci(session, staged, carded, target, registry_name=spec.name, force=force)
     root = session.client(spec).local_root
     if root is None:
         raise UsageError(f"publishing to {spec.url} is not supported yet: publish to a local or file:// registry")

@@ -72,6 +72,8 @@ class BlobFetcher(Protocol):
 
 
 IMAGE_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+# the least wait before a new tag is read back to see whether a concurrent push overwrote it
+RACE_SETTLE_S = 0.05
 ARTIFACT_TYPE = "application/vnd.adapterhub.adapter.v1+json"
 CONFIG_MEDIA_TYPE = "application/vnd.adapterhub.manifest.v1+json"
 LAYER_MEDIA_TYPE = "application/vnd.oci.image.layer.v1.tar"  # what ORAS uses for a file
@@ -551,16 +553,10 @@ class OciClient:
         body = build_artifact_manifest(manifest, config)
         digest = f"sha256:{sha256_bytes(body)}"
 
-        existing = self._existing(repository, tag)
-        if existing is not None and not force:
-            if existing.digest == digest:
-                return PushResult(ref, digest, created=False)
-            old = self.package_manifest(existing) if existing.is_package else None
-            if old is not None and _same_package(old, manifest):
-                return PushResult(ref, existing.digest, created=False)
-            raise InvalidPackageError(
-                f"{ref} already holds other content ({existing.digest[:19]}…); push a new version or force it"
-            )
+        if not force:
+            held = self._held(repository, tag, ref, digest, manifest)
+            if held is not None:
+                return held
         result = PushResult(ref, digest, created=True)
         seen: set[str] = set()
         for blob in blobs:
@@ -569,6 +565,35 @@ class OciClient:
                 self._ensure_blob(repository, blob, mount_from, result)
                 if progress is not None:
                     progress(blob.size)
+        if not force:
+            # the blobs took a while: another push of this tag may have landed meanwhile
+            held = self._held(repository, tag, ref, digest, manifest)
+            if held is not None:
+                return held
+        checked = time.monotonic()
+        self._put_manifest(repository, tag, ref, body, digest)
+        if not force:
+            # a rival that checked just before our PUT lands its own PUT about as long after its check as
+            # ours took: wait that long (twice, at least RACE_SETTLE_S) before reading the tag back
+            time.sleep(max(2 * (time.monotonic() - checked), RACE_SETTLE_S))
+            self._check_won(repository, tag, ref, digest, manifest)
+        return result
+
+    def _held(self, repository: str, tag: str, ref: str, digest: str, manifest: dict[str, Any]) -> PushResult | None:
+        """What `tag` holds already: None if nothing; a not-created result if this package; refused if other."""
+        existing = self._existing(repository, tag)
+        if existing is None:
+            return None
+        if existing.digest == digest:
+            return PushResult(ref, digest, created=False)
+        old = self.package_manifest(existing) if existing.is_package else None
+        if old is not None and _same_package(old, manifest):
+            return PushResult(ref, existing.digest, created=False)
+        raise InvalidPackageError(
+            f"{ref} already holds other content ({existing.digest[:19]}…); push a new version or force it"
+        )
+
+    def _put_manifest(self, repository: str, tag: str, ref: str, body: bytes, digest: str) -> None:
         answer = self._request(
             "PUT",
             self._repo_url(repository, f"manifests/{tag}"),
@@ -581,7 +606,20 @@ class OciClient:
         sent = answer.headers.get("Docker-Content-Digest")
         if sent and sent.strip() != digest:
             raise IntegrityError(f"{ref}: the registry stored the manifest as {sent[:80]}, not {digest}")
-        return result
+
+    def _check_won(self, repository: str, tag: str, ref: str, digest: str, manifest: dict[str, Any]) -> None:
+        """The distribution API has no create-only tag write: two pushes of one new tag can both PUT, and
+        the last write stays. Read the tag back; a push whose package is not the one there lost."""
+        now = self._existing(repository, tag)
+        if now is not None and now.digest == digest:
+            return
+        old = self.package_manifest(now) if now is not None and now.is_package else None
+        if old is not None and _same_package(old, manifest):
+            return
+        held = now.digest[:19] + "…" if now is not None else "nothing"
+        raise InvalidPackageError(
+            f"{ref}: another push of this version won the race (the tag now holds {held}); push a new version"
+        )
 
     def _existing(self, repository: str, tag: str) -> Artifact | None:
         try:

@@ -201,3 +201,51 @@ def test_a_rejected_blob_upload_fails_the_push_with_no_tag(cli, oci_registry, tr
         assert oci_registry.tags_on_disk("acme/rejected") == []
     finally:
         proxy.close()
+
+
+def test_a_tag_moved_between_resolution_and_download_the_pinned_digest_wins(
+    cli, oci_registry, trained, tmp_path, monkeypatch
+):
+    """Resolution pins the manifest digest; blobs are fetched by digest, so a tag force-pushed to other
+    content meanwhile (or after `lock`) changes nothing that is installed."""
+    from adapterhub_client.operations import oci_source
+
+    model, pkg = trained
+    other = ah.save_adapter(
+        tiny.trained_tiny_lora("t", seed=4), "t", tmp_path / "other", name="acme/oci-lora", version="1.0.0"
+    )
+    repo = f"oci://{oci_registry.host}/acme/moving"
+    assert cli("publish", str(pkg), "--registry", repo).code == 0
+    real_resolve = oci_source.resolve_oci
+    moved = []
+
+    def resolve_then_move(*args, **kwargs):
+        item = real_resolve(*args, **kwargs)
+        if not moved:  # someone force-pushes other content to the tag right after we resolved it
+            assert cli("publish", str(other), "--registry", repo, "--force").code == 0
+            moved.append(True)
+        return item
+
+    monkeypatch.setattr(oci_source, "resolve_oci", resolve_then_move)
+    monkeypatch.setenv("ADAPTERS_CACHE_DIR", str(tmp_path / "fresh"))
+    r = cli("install", f"{repo}@1.0.0", "--json")
+    assert r.code == 0, r.err
+    assert moved
+    installed = r.json()["installed"][0]
+    monkeypatch.setattr(oci_source, "resolve_oci", real_resolve)
+    fresh = tiny.tiny_bert()
+    with ah.Hub() as hub:
+        hub.attach(fresh, installed["source"], strict=True)  # the pinned digest: the first package
+    ids = tiny.token_ids(96)
+    with torch.no_grad():
+        tiny.assert_close(fresh.eval()(input_ids=ids).last_hidden_state, model(input_ids=ids).last_hidden_state)
+
+    # the same through the lockfile: locked before the tag moves back, installed after
+    monkeypatch.chdir(tmp_path)
+    assert cli("lock", installed["source"]).code == 0
+    assert cli("publish", str(pkg), "--registry", repo, "--force").code == 0
+    monkeypatch.setenv("ADAPTERS_CACHE_DIR", str(tmp_path / "fresh2"))
+    r = cli("install", "--frozen", "--json")
+    assert r.code == 0, r.err
+    assert r.json()["installed"][0]["source"] == installed["source"]
+    assert cli("publish", str(other), "--force").code == 2  # a directory registry never moves a version

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import stat
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -161,6 +162,56 @@ def test_a_tag_with_other_content_is_refused_unless_forced(oci_registry: OciRegi
     assert client.get_manifest("acme/clash", "1.0.0").digest == pushed.digest
     forced = client.push("acme/clash", tmp_path / "b", other, force=True)
     assert client.get_manifest("acme/clash", "1.0.0").digest == forced.digest != pushed.digest
+
+
+@pytest.mark.parametrize("meet_at", ["blobs", "manifest"])
+def test_two_concurrent_pushes_of_one_new_version_one_wins_the_other_is_refused(
+    oci_registry: OciRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, meet_at: str
+) -> None:
+    """Both pushes pass the first tag check. `blobs`: they meet after uploading, so the re-check before
+    the manifest PUT decides; `manifest`: both PUT before either reads the tag back (the registry has no
+    create-only tag write), so the read-back decides. Either way exactly one wins."""
+    repository = f"acme/race-{meet_at}"
+    pushes = {"a": completed(tmp_path / "a", seed=1), "b": completed(tmp_path / "b", seed=2)}
+    barrier = threading.Barrier(2, timeout=30)
+    original_put = OciClient._put_manifest
+    original_ensure = OciClient._ensure_blob
+
+    def ensure_then_meet(self: OciClient, repo: str, blob: Any, *args: Any) -> None:
+        original_ensure(self, repo, blob, *args)
+        if meet_at == "blobs" and blob.path is not None:  # the last blob (one file per package)
+            barrier.wait()
+
+    def put_between_meetings(self: OciClient, *args: Any) -> None:
+        if meet_at == "manifest":
+            barrier.wait()
+        original_put(self, *args)
+        if meet_at == "manifest":
+            barrier.wait()  # both manifests are in before either checks
+
+    monkeypatch.setattr(OciClient, "_ensure_blob", ensure_then_meet)
+    monkeypatch.setattr(OciClient, "_put_manifest", put_between_meetings)
+    outcome: dict[str, Any] = {}
+
+    def push(key: str) -> None:
+        client, _ = oci(oci_registry)
+        try:
+            outcome[key] = client.push(repository, tmp_path / key, pushes[key])
+        except InvalidPackageError as exc:
+            outcome[key] = exc
+
+    threads = [threading.Thread(target=push, args=(k,)) for k in pushes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    won = [k for k, v in outcome.items() if not isinstance(v, Exception)]
+    lost = [k for k, v in outcome.items() if isinstance(v, InvalidPackageError)]
+    assert len(won) == 1 and len(lost) == 1, outcome
+    assert InvalidPackageError.exit_code == 7
+    assert re.search("already holds other content|won the race", str(outcome[lost[0]]))
+    client, _ = oci(oci_registry)
+    assert client.get_manifest(repository, "1.0.0").digest == outcome[won[0]].digest
 
 
 def test_push_validates_before_sending_anything(oci_registry: OciRegistry, tmp_path: Path) -> None:
