@@ -124,6 +124,9 @@ def _capped(timeout: float | None, kind: type[Exception]) -> float | None:
     return left if timeout is None else min(timeout, left)
 
 
+READ_BYTES = 256 << 10  # the least a socket read asks for
+
+
 class _DeadlineStream(httpcore.NetworkStream):
     """A connection whose every read and write waits at most what the deadline leaves (so a server
     dribbling its headers a byte at a time cannot hold a request past it)."""
@@ -132,7 +135,9 @@ class _DeadlineStream(httpcore.NetworkStream):
         self._stream = stream
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._stream.read(max_bytes, _capped(timeout, httpcore.ReadTimeout))
+        # httpcore asks for 64 KiB at a time; larger reads mean a quarter of the h11 events per MB
+        # (a 50 MB OCI pull went from 0.6-0.75 to 0.85-0.95 of curl's speed: benchmarks/bench_oci.py)
+        return self._stream.read(max(max_bytes, READ_BYTES), _capped(timeout, httpcore.ReadTimeout))
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
         self._stream.write(buffer, _capped(timeout, httpcore.WriteTimeout))

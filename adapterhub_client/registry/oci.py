@@ -73,7 +73,7 @@ class BlobFetcher(Protocol):
 
 IMAGE_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 # the least wait before a new tag is read back to see whether a concurrent push overwrote it
-RACE_SETTLE_S = 0.05
+RACE_SETTLE_S = 0.02
 ARTIFACT_TYPE = "application/vnd.adapterhub.adapter.v1+json"
 CONFIG_MEDIA_TYPE = "application/vnd.adapterhub.manifest.v1+json"
 LAYER_MEDIA_TYPE = "application/vnd.oci.image.layer.v1.tar"  # what ORAS uses for a file

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
+import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import httpx
@@ -38,6 +40,45 @@ def _hash_existing(part: Path, size: int) -> tuple[hashlib._Hash, int]:
         return h, hash_into(part, h)
     except FileNotFoundError:
         return hashlib.sha256(), 0
+
+
+# blobs this large hash in a second thread while the socket is read (hashlib releases the GIL)
+THREADED_HASH_BYTES = 8 << 20
+
+
+class _HashingWriter:
+    """Writes a download's chunks to its partial file and hashes them in order. For a large blob the
+    hash runs in a second thread, so hashing overlaps the socket reads and file writes; at most
+    `_QUEUED` chunks wait for it (memory stays bounded whatever the speeds)."""
+
+    _QUEUED = 64
+
+    def __init__(self, out: Any, h: hashlib._Hash, threaded: bool) -> None:
+        self._out, self._h = out, h
+        self._queue: queue.Queue[bytes | None] | None = None
+        if threaded:
+            self._queue = queue.Queue(self._QUEUED)
+            self._thread = threading.Thread(target=self._run, name="hash", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        assert self._queue is not None
+        while (chunk := self._queue.get()) is not None:
+            self._h.update(chunk)
+
+    def write(self, chunk: bytes) -> None:
+        self._out.write(chunk)
+        if self._queue is None:
+            self._h.update(chunk)
+        else:
+            self._queue.put(chunk)
+
+    def close(self) -> None:
+        """Every written chunk hashed (also after a dropped connection: the bytes on disk stay usable)."""
+        if self._queue is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._queue = None
 
 
 class Downloader:
@@ -152,14 +193,17 @@ class Downloader:
                 with open(part, "r+b" if have else "wb") as out:
                     out.seek(have)
                     out.truncate()
-                    for chunk in iter_body(response):  # as received: a drop keeps every byte read
-                        have += len(chunk)
-                        if have > size:
-                            raise IntegrityError(f"{label}: server sent more than the {size} bytes listed")
-                        out.write(chunk)
-                        h.update(chunk)
-                        if progress:
-                            progress(len(chunk))
+                    sink = _HashingWriter(out, h, size - have >= THREADED_HASH_BYTES)
+                    try:
+                        for chunk in iter_body(response):  # as received: a drop keeps every byte read
+                            have += len(chunk)
+                            if have > size:
+                                raise IntegrityError(f"{label}: server sent more than the {size} bytes listed")
+                            sink.write(chunk)
+                            if progress:
+                                progress(len(chunk))
+                    finally:
+                        sink.close()
             if size != 0 and have != size:
                 raise Retry("connection closed early")
 
