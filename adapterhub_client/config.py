@@ -12,6 +12,11 @@ timeout = 15                             # seconds a request may wait without pr
 name = "team"
 url = "https://adapters.example.com/registry/"
 token = "..."                            # optional; sent only to that registry's host
+[[trust]]                                # signature policy (docs/SIGNING.md); the first match wins
+match = "acme/*"                         # fnmatch pattern on canonical adapter names
+registry = "team"                        # optional: only versions from this registry (name or URL)
+require_signature = true                 # default true
+trusted_keys = ["/etc/adapters/acme.pub"]  # PEM public keys or CA certificates (paths or inline), "identity:..."
 ```
 Registry URLs never carry credentials (`https://user:pw@host/` is refused): tokens go in `token`,
 `--token` or ADAPTERS_TOKEN, so a URL can be printed in any message.
@@ -35,8 +40,9 @@ from .errors import AdapterWarning, NotFoundError, UsageError
 APP = "adapterhub"
 LOCAL_REGISTRY = "local"
 _TRUE = {"1", "true", "yes", "on"}
-CONFIG_KEYS = ("cache_dir", "offline", "timeout", "registry")
+CONFIG_KEYS = ("cache_dir", "offline", "timeout", "registry", "trust")
 REGISTRY_KEYS = ("name", "url", "token")
+TRUST_KEYS = ("match", "registry", "require_signature", "trusted_keys")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +50,18 @@ class RegistrySpec:
     name: str
     url: str
     token: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class TrustRule:
+    """One `[[trust]]` table: which adapters it covers and which signers it accepts (signing.policy applies it).
+    `trusted_keys` are as written (paths relative to the config file's directory, inline PEM, "identity:...")."""
+
+    match: str
+    registry: str | None = None
+    require_signature: bool = True
+    trusted_keys: tuple[str, ...] = ()
+    where: str = "config.toml"  # the file it came from: key paths resolve against its directory
 
 
 @dataclasses.dataclass
@@ -55,6 +73,7 @@ class Settings:
     registries: list[RegistrySpec]  # searched in order; the first is the default publish target
     timeout: float | None = None  # seconds a request may wait without progress; None: net.DEFAULT_TIMEOUT
     adapterhub_mirror: str | None = None  # ADAPTERS_ADAPTERHUB_MIRROR: a mirror of AdapterHub's file server
+    trust: list[TrustRule] = dataclasses.field(default_factory=list)  # [[trust]] tables, first match wins
 
     @property
     def local_registry(self) -> RegistrySpec:
@@ -173,6 +192,33 @@ def _check_config(data: dict[str, Any], path: Path) -> None:
     for r in registries:
         _warn_unknown(r, REGISTRY_KEYS, str(path), f" in [[registry]] {r['name']!r}")
         refuse_credentials(r["url"], f"{path}: registry {r['name']!r}")
+    trust_rules(data, path)
+
+
+def trust_rules(data: dict[str, Any], path: Path) -> list[TrustRule]:
+    """The `[[trust]]` tables of a config file, checked: each needs a `match` pattern; a rule requiring
+    signatures needs at least one trusted key."""
+    tables = data.get("trust", [])
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise UsageError(f"{path}: 'trust' must be an array of tables ([[trust]])")
+    rules = []
+    for i, t in enumerate(tables):
+        where = f"{path}: [[trust]] #{i + 1}"
+        _warn_unknown(t, TRUST_KEYS, where)
+        if not isinstance(t.get("match"), str) or not t["match"].strip():
+            raise UsageError(f"{where}: 'match' must be a non-empty name pattern such as \"acme/*\"")
+        if not isinstance(t.get("registry", ""), str):
+            raise UsageError(f"{where}: 'registry' must be a registry name or URL, not {t['registry']!r}")
+        required = t.get("require_signature", True)
+        if not isinstance(required, bool):
+            raise UsageError(f"{where}: 'require_signature' must be true or false, not {required!r}")
+        keys = t.get("trusted_keys", [])
+        if not isinstance(keys, list) or not all(isinstance(k, str) and k.strip() for k in keys):
+            raise UsageError(f"{where}: 'trusted_keys' must be an array of key paths or inline PEM strings")
+        if required and not keys:
+            raise UsageError(f"{where}: require_signature needs trusted_keys (the public keys it accepts)")
+        rules.append(TrustRule(t["match"], t.get("registry") or None, required, tuple(keys), str(path)))
+    return rules
 
 
 def write_config_file(path: Path, data: dict[str, Any]) -> None:
@@ -274,6 +320,7 @@ def load_settings(
     configured = [RegistrySpec(r["name"], r["url"], r.get("token")) for r in cfg.get("registry", [])]
     mirror = os.environ.get("ADAPTERS_ADAPTERHUB_MIRROR") or None
     settings = Settings(Path(home), cfg_path, Path(cache_dir).expanduser(), offline, [], timeout, mirror)
+    settings.trust = trust_rules(cfg, cfg_path)
     settings.registries = [settings.local_registry, *configured]
 
     # A registry chosen by flag or environment replaces the search list. An explicit `token`

@@ -37,6 +37,7 @@ class LockEntry(_LockEntryRequired, total=False):
     """One pinned adapter: exactly what `--frozen` installs."""
 
     dependencies: list[str]  # optional in the schema; always written
+    signer: str  # sha256:<hex> of the key that signed the version (signed versions only)
 
 
 class LockData(TypedDict):
@@ -56,9 +57,15 @@ def make_lock(requirements: list[str], resolved: list[LockEntry]) -> LockData:
 
 
 def lock_entry(
-    name: str, version: str, source: str, manifest_sha256: str, manifest_size: int, manifest: dict[str, Any]
+    name: str,
+    version: str,
+    source: str,
+    manifest_sha256: str,
+    manifest_size: int,
+    manifest: dict[str, Any],
+    signer: str | None = None,
 ) -> LockEntry:
-    return {
+    entry: LockEntry = {
         "name": name,
         "version": version,
         "source": source,
@@ -66,6 +73,9 @@ def lock_entry(
         "files": [{"path": f["path"], "sha256": f["sha256"], "size": f["size"]} for f in manifest["files"]],
         "dependencies": sorted(d["name"] for d in manifest.get("dependencies", [])),
     }
+    if signer is not None:
+        entry["signer"] = signer
+    return entry
 
 
 def read_lock(path: str | os.PathLike[str]) -> LockData:

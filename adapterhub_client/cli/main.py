@@ -33,6 +33,8 @@ _COMMANDS = {
     "pack": ("cmd_pack", "pack"),
     "export": ("cmd_pack", "export"),
     "convert": ("cmd_pack", "convert"),
+    "sign": ("cmd_sign", "sign"),
+    "keygen": ("cmd_sign", "keygen"),
 }
 _HELP = {
     "install": "Install adapters (and their dependencies) into the cache.",
@@ -42,11 +44,11 @@ _HELP = {
     "search": "Search the configured registries.",
     "publish": "Publish a package directory (or a PEFT adapter) to a registry.",
     "yank": "Mark a published version as yanked (or --undo).",
-    "verify": "Re-hash every installed file.",
+    "verify": "Re-hash every installed file (--signatures: check signatures too).",
     "login": "Store credentials for an OCI registry.",
     "logout": "Forget the credentials for an OCI registry.",
     "lock": "Resolve references and write adapters.lock.",
-    "registry": "Add, list, remove or build registries.",
+    "registry": "Add, list, remove or build registries, and write their catalogue sites.",
     "cache": "Inspect, prune or clean the cache.",
     "fingerprint": "Fingerprint a local base model directory.",
     "attach": "Check adapters against a local model, then attach or merge them.",
@@ -54,6 +56,8 @@ _HELP = {
     "pack": "Turn a PEFT or AdapterHub directory into a package directory.",
     "export": "Write a LoRA package as a PEFT adapter directory.",
     "convert": "Rewrite an adapter's pickled weights as safetensors.",
+    "sign": "Sign a package directory (model.sig, the OpenSSF model signing format).",
+    "keygen": "Write a signing key pair (ECDSA P-256 or Ed25519).",
 }
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import shutil
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._fs import file_digest
 from .._text import human_size
@@ -19,6 +19,10 @@ from ..store.cache import Cache
 from .resolution import ManifestCheck, RefLike, resolve
 from .results import Installed, Removed, Resolved
 from .session import Session
+
+if TYPE_CHECKING:
+    from ..signing import SignatureInfo
+    from ..signing.policy import TrustPolicy
 
 PARALLEL_DOWNLOADS = 4
 FileJob = tuple[Resolved, dict[str, Any]]  # a package and one entry of its manifest's "files"
@@ -34,13 +38,17 @@ def install(
     return install_resolved(session, resolve(session, refs, pre=pre, check=check), reinstall=reinstall)
 
 
-def install_resolved(session: Session, items: Sequence[Resolved], reinstall: bool = False) -> list[Installed]:
+def install_resolved(
+    session: Session, items: Sequence[Resolved], reinstall: bool = False, signers: Mapping[str, str] | None = None
+) -> list[Installed]:
     """Make every item an installed view (those already installed with this manifest stay, unless
     `reinstall`: then their cached blobs are re-hashed, the corrupt ones fetched again, and every
-    view rebuilt). A full, read-only or forbidden cache is a StorageError naming the directory."""
+    view rebuilt). Signatures are checked by the trust policy before any view is built; `signers`
+    (name -> key fingerprint, from a lockfile) must be who signed. A full, read-only or forbidden
+    cache is a StorageError naming the directory."""
     cache = session.cache.ensure()
     try:
-        return _install(session, cache, items, reinstall)
+        return _install(session, cache, items, reinstall, signers or {})
     except OSError as exc:
         mapped = storage_error(exc, cache.root)
         if mapped is None:
@@ -48,12 +56,16 @@ def install_resolved(session: Session, items: Sequence[Resolved], reinstall: boo
         raise mapped from None
 
 
-def _install(session: Session, cache: Cache, items: Sequence[Resolved], reinstall: bool) -> list[Installed]:
+def _install(
+    session: Session, cache: Cache, items: Sequence[Resolved], reinstall: bool, signers: Mapping[str, str]
+) -> list[Installed]:
     already = {id(i): not reinstall and views.is_installed(cache, i.name, i.version, i.manifest_sha256) for i in items}
     jobs = [(i, f) for i in items if not already[id(i)] for f in i.manifest["files"]]
     if reinstall:
         rehash_blobs(cache, jobs)
     fetch_files(session, jobs)
+    for item in items:  # every file is in the cache and hashed: check signatures before any view appears
+        check_signature(session, item, signers.get(item.name))
     results = []
     for item in items:
         build = (cache, item.manifest, item.manifest_bytes, item.source, item.manifest_sha256)
@@ -64,6 +76,33 @@ def _install(session: Session, cache: Cache, items: Sequence[Resolved], reinstal
             path = views.make_view(*build, force=reinstall)
         results.append(Installed(item.name, item.version, path, item.source, item.manifest_sha256, already[id(item)]))
     return results
+
+
+def check_signature(
+    session: Session,
+    item: Resolved,
+    expected_signer: str | None = None,
+    *,
+    policy: TrustPolicy | None = None,
+    manifest_file_sha256: str | None = None,
+) -> SignatureInfo | None:
+    """The trust policy (the session's, unless `policy`) applied to one resolved version; its model.sig is
+    read from the cache, fetched (and hash-checked) first when missing there."""
+    from ..signing import signature_entry
+
+    entry = signature_entry(item.manifest)
+    registry = item.entry.registry.url if item.entry is not None else None
+
+    def read() -> bytes | None:
+        if entry is None:
+            return None
+        blob = session.cache.blob_path(entry["sha256"])
+        if not blob.is_file():  # pruned since it was fetched, or never fetched (info, lock): fetch it now
+            session.cache.ensure()
+            fetch_files(session, [(item, entry)])
+        return blob.read_bytes()
+
+    return (policy or session.trust).check(item.manifest, read, registry, expected_signer, manifest_file_sha256)
 
 
 def rehash_blobs(cache: Cache, jobs: list[FileJob]) -> None:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,7 @@ from .. import lockfile
 from ..errors import IntegrityError, LockMismatchError, UsageError
 from ..lockfile import LockData, LockEntry
 from ..registry.transport import local_package_dir
-from .install import install_resolved
+from .install import check_signature, install_resolved
 from .resolution import manifest_bytes, resolve, resolve_local, resolved_entry
 from .results import Installed, Locked, Resolved
 from .session import Session
@@ -20,15 +20,39 @@ from .session import Session
 PathLike = str | os.PathLike[str]
 
 
-def lock_data(refs: Sequence[str], items: Sequence[Resolved]) -> LockData:
-    """The lockfile content for `refs` resolved to `items`."""
+def lock_data(refs: Sequence[str], items: Sequence[Resolved], signers: Mapping[str, str] | None = None) -> LockData:
+    """The lockfile content for `refs` resolved to `items` (`signers`: name -> signing key fingerprint)."""
+    signers = signers or {}
     return lockfile.make_lock(
         list(refs),
         [
-            lockfile.lock_entry(i.name, i.version, i.source, i.manifest_sha256, len(i.manifest_bytes), i.manifest)
+            lockfile.lock_entry(
+                i.name, i.version, i.source, i.manifest_sha256, len(i.manifest_bytes), i.manifest, signers.get(i.name)
+            )
             for i in items
         ],
     )
+
+
+def signers_of(session: Session, items: Sequence[Resolved]) -> dict[str, str]:
+    """Who signed each signed item (model.sig fetched and checked by the trust policy, as install will)."""
+    signers = {}
+    for item in items:
+        info = check_signature(session, item)
+        if info is not None and info.signer.startswith("sha256:") and len(info.signer) == 71:
+            signers[item.name] = info.signer
+    return signers
+
+
+def _check_locked_signer(session: Session, pinned: LockEntry, item: Resolved) -> None:
+    """A pinned version whose content changed: when the lock records its signer, say whether the signer
+    changed too (IntegrityError naming both), the likelier news for whoever reads the message."""
+    if "signer" in pinned:
+        check_signature(session, item, pinned["signer"])
+
+
+def _locked_signers(data: LockData) -> dict[str, str]:
+    return {a["name"]: a["signer"] for a in data["adapters"] if "signer" in a}
 
 
 def lock(session: Session, refs: Sequence[str], path: PathLike | None = None, pre: bool = False) -> Locked:
@@ -37,7 +61,8 @@ def lock(session: Session, refs: Sequence[str], path: PathLike | None = None, pr
         refs = list(lockfile.read_lock(path or lockfile.LOCK_FILE)["requirements"])
         if not refs:
             raise UsageError("the lockfile records no requirements: give adapter references")
-    data = lock_data(refs, resolve(session, refs, pre=pre))
+    items = resolve(session, refs, pre=pre)
+    data = lock_data(refs, items, signers_of(session, items))
     written = lockfile.write_lock(path or lockfile.LOCK_FILE, data)
     return Locked(Path(written), data)
 
@@ -52,7 +77,7 @@ def install_locked(
     items = resolve(session, wanted, pre=pre)
     if not lockfile.same_resolution(current, lock_data(wanted, items)):
         raise LockMismatchError(f"{lock_path} is out of date with a fresh resolution; run `adapters lock` to update it")
-    return install_resolved(session, items)
+    return install_resolved(session, items, signers=_locked_signers(current))
 
 
 def install_frozen(session: Session, path: PathLike | None = None) -> list[Installed]:
@@ -62,7 +87,7 @@ def install_frozen(session: Session, path: PathLike | None = None) -> list[Insta
     items = [resolve_pinned(session, pinned) for pinned in current["adapters"]]
     for pinned, item in zip(current["adapters"], items, strict=True):
         check_locked_files(pinned, item)
-    return install_resolved(session, items)
+    return install_resolved(session, items, signers=_locked_signers(current))
 
 
 def check_locked_files(pinned: LockEntry, item: Resolved) -> None:
@@ -122,12 +147,14 @@ def resolve_pinned(session: Session, pinned: LockEntry) -> Resolved:
             assert archived is not None
             item = resolve_archive_pin(session, archived[0], archived[1], pinned["name"], pinned["version"])
         if item.manifest_sha256 != sha:
+            _check_locked_signer(session, pinned, item)
             raise IntegrityError(f"{pinned['name']} {pinned['version']}: {source} no longer matches the lockfile")
         return item
     local = local_package_dir(source)
     if local is not None:
         item = resolve_local(session, local)
         if item.manifest_sha256 != sha:
+            _check_locked_signer(session, pinned, item)
             raise IntegrityError(f"{pinned['name']} {pinned['version']}: {local} no longer matches the lockfile")
         return item
     entry = session.client_for_url(source).pinned(pinned["name"], pinned["version"], dict(pinned["manifest"]))

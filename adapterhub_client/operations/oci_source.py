@@ -160,6 +160,7 @@ def publish_oci(
             f"{pushed.skipped} blob(s) already in the registry, {pushed.mounted} mounted: not sent",
             file=sys.stderr,
         )
+    _attach_signature(session, ref, package_dir, manifest, pushed.digest)
     return Published(
         canonical_name(manifest["name"]),
         manifest["version"],
@@ -168,6 +169,31 @@ def publish_oci(
         sha256_bytes(dumps_manifest(manifest)),
         pushed.created,
     )
+
+
+def _attach_signature(session: Session, ref: OciRef, package_dir: Path, manifest: dict[str, Any], digest: str) -> None:
+    """A signed package's model.sig also as a signature artifact on its manifest (as cosign attaches one), so
+    that other OCI tools find it and `adapters verify oci://...` reads it without the package's blobs."""
+    from ..signing import SIGNATURE_FILE, signature_entry
+
+    if signature_entry(manifest) is None:
+        return
+    client = session.oci(ref)
+    subject = client.get_manifest(ref.repository, digest)
+    client.push_signature(ref.repository, subject, (package_dir / SIGNATURE_FILE).read_bytes())
+
+
+def attached_signatures(session: Session, item: Resolved) -> list[bytes]:
+    """The signatures (Sigstore bundles) attached to an OCI version's manifest as signature artifacts,
+    read without any blob of the package."""
+    assert item.oci is not None
+    client = session.oci(parse_oci_ref(f"oci://{item.oci.host}/{item.oci.repository}"))
+    bundles = []
+    for desc in client.signatures(item.oci.repository, item.oci.digest):
+        subject, bundle = client.read_signature(item.oci.repository, desc)
+        if subject == item.oci.digest:  # listed under this manifest's fallback tag, yet made for another: skipped
+            bundles.append(bundle)
+    return bundles
 
 
 def login(session: Session, host: str, username: str, password: str) -> Path:

@@ -14,7 +14,9 @@ if TYPE_CHECKING:
     from packaging.version import Version
 
     from ..registry.client import IndexEntry, RegistryClient
+    from ..signing import SignatureInfo
     from ..store.cache import Cache
+    from .results import Resolved
     from .session import Session
 
 # Resolution and registry code is imported by the functions that use it: `adapters list` imports this
@@ -31,29 +33,43 @@ def info(session: Session, ref: str, pre: bool = False) -> Info:
     parsed = parse(ref)
     if isinstance(parsed, LocalRef):
         item = resolve_local(session, parsed.path)
-        return Info(item.manifest, item.source, [item.version])
+        return Info(item.manifest, item.source, [item.version], signature=_signature(session, item))
     if isinstance(parsed, HubRef):
         from .hub_source import resolve_hub
 
         item = resolve_hub(session, parsed)
-        return Info(item.manifest, item.source, session.hub().versions(parsed.repo), item.manifest_sha256)
+        versions = session.hub().versions(parsed.repo)
+        return Info(item.manifest, item.source, versions, item.manifest_sha256, signature=_signature(session, item))
     if isinstance(parsed, OciRef):
         from .oci_source import resolve_oci
 
         item = resolve_oci(session, parsed)
-        return Info(item.manifest, item.source, [item.version], item.manifest_sha256)
+        return Info(
+            item.manifest, item.source, [item.version], item.manifest_sha256, signature=_signature(session, item)
+        )
     if isinstance(parsed, AdapterHubRef):
         from .adapterhub_source import resolve_adapterhub
 
         item = resolve_adapterhub(session, parsed)
-        return Info(item.manifest, item.source, [item.version], item.manifest_sha256)
+        return Info(
+            item.manifest, item.source, [item.version], item.manifest_sha256, signature=_signature(session, item)
+        )
     assert isinstance(parsed, Requirement)
     resolver = Resolver(session.provider({parsed.name: parsed.registry_url} if parsed.registry_url else {}), pre)
     entry = resolver.resolve([parsed])[parsed.name]
     item = resolved_entry(session, entry)
     entries = sorted(resolver.entries(parsed.name), key=lambda e: e.version)
     versions = [f"{e.version}{' (yanked)' if e.yanked else ''}" for e in entries]
-    return Info(item.manifest, item.source, versions, item.manifest_sha256, yanked=entry.yanked)
+    signature = _signature(session, item)
+    return Info(item.manifest, item.source, versions, item.manifest_sha256, yanked=entry.yanked, signature=signature)
+
+
+def _signature(session: Session, item: Resolved) -> SignatureInfo | None:
+    """Who signed the version (its model.sig fetched, nothing else): verified when a trust rule covers it;
+    a signature that fails the policy is an IntegrityError, as it would be for install."""
+    from .install import check_signature
+
+    return check_signature(session, item)
 
 
 def _skipped(client: RegistryClient, exc: Exception) -> None:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from ..refs import OciRef
     from ..registry.hf import HubClient
     from ..registry.oci import OciClient
+    from ..signing.policy import TrustPolicy
 
 
 CREDENTIALS_FILE = "credentials.json"  # registry logins under the home (Docker's `auths` format, mode 0600)
@@ -36,6 +37,7 @@ class Session:
         self._hub: HubClient | None = None
         self.hub_base_files: dict[tuple[str, str], dict[str, str] | None] = {}  # base repo -> weight sha256s
         self._oci: dict[str, OciClient] = {}
+        self._trust: TrustPolicy | None = None
         from .results import AdapterHubOptions
 
         self.adapterhub = AdapterHubOptions()  # how `ah:` identifiers resolve (the CLI's --base-name ...)
@@ -43,6 +45,15 @@ class Session:
     @property
     def offline(self) -> bool:
         return self.settings.offline
+
+    @property
+    def trust(self) -> TrustPolicy:
+        """The `[[trust]]` rules (signing.policy): which signatures installs require and whose they accept."""
+        if self._trust is None:
+            from ..signing.policy import TrustPolicy
+
+            self._trust = TrustPolicy(self.settings.trust, self.settings.registries)
+        return self._trust
 
     # --- HTTP and registries ------------------------------------------------------------
     def http_client(self, spec: RegistrySpec | None = None) -> httpx.Client:

@@ -6,15 +6,22 @@ the blob again and rebuilds the view. `--repair` does that rebuild at once for e
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .._fs import file_digest
-from ..errors import AdapterError
+from ..errors import AdapterError, IntegrityError
 from ..store import install as views
 from ..store.cache import Cache
-from .results import VerifyReport
+from .results import SignatureReport, VerifyReport
 from .session import Session
+
+if TYPE_CHECKING:
+    from ..signing import SignatureInfo
+    from ..signing.policy import TrustPolicy
 
 
 def _quarantine(cache: Cache, path: Path, what: str, reason: str, report: list[str], problems: list[str]) -> None:
@@ -25,18 +32,23 @@ def _quarantine(cache: Cache, path: Path, what: str, reason: str, report: list[s
         problems.append(f"{path}: could not be moved into quarantine ({exc.strerror or exc})")
 
 
-def verify(cache: Cache) -> VerifyReport:
+def verify(cache: Cache, trust: TrustPolicy | None = None) -> VerifyReport:
     """Problems with any installed view or cached blob (the CLI exits 4 on any), quarantining what is
-    corrupt, and leftovers of interrupted installs."""
+    corrupt, and leftovers of interrupted installs. With `trust` (`--signatures`), every view's signature
+    is checked by that policy too (a failure is a problem; the view is not marked broken: its bytes are
+    what was installed, and a rebuild would give the same)."""
     checked = 0
     problems: list[str] = []
     broken: list[str] = []
     quarantined: list[str] = []
+    signatures: list[tuple[str, str, SignatureInfo | None]] = []
     seen: set[tuple[int, int]] = set()  # (device, inode) of blobs already hashed through a view
     for record, path in views.iter_installed(cache):
         checked += 1
         found, bad = views.check_view(path, record)
         problems.extend(found)
+        if trust is not None:
+            problems.extend(_check_view_signature(trust, record, path, signatures))
         for target, f in bad:
             blob = cache.blob_path(f["sha256"])
             if blob.is_file() and os.path.samefile(blob, target):  # the view's link: the blob itself is bad
@@ -64,7 +76,73 @@ def verify(cache: Cache) -> VerifyReport:
             _quarantine(cache, blob, f"blob {sha}", f"content hashes to {digest}", quarantined, problems)
     tmp = cache.root / "tmp"
     leftovers = sorted(p.name for p in tmp.glob("view-*")) if tmp.exists() else []
-    return VerifyReport(checked, problems, leftovers, quarantined=quarantined, broken=broken)
+    checked_signatures = signatures if trust is not None else None
+    return VerifyReport(
+        checked, problems, leftovers, quarantined=quarantined, broken=broken, signatures=checked_signatures
+    )
+
+
+def _check_view_signature(
+    trust: TrustPolicy, record: dict[str, object], view: Path, out: list[tuple[str, str, SignatureInfo | None]]
+) -> list[str]:
+    from ..signing import SIGNATURE_FILE, signature_entry
+
+    label = (str(record.get("name")), str(record.get("version")))
+    try:
+        manifest = views.read_view_manifest(view)
+        signed = signature_entry(manifest) is not None
+        read = lambda: (view / SIGNATURE_FILE).read_bytes() if signed else None
+        info = trust.check(manifest, read, str(record.get("source") or ""))
+    except (IntegrityError, OSError, ValueError, KeyError, TypeError) as exc:
+        return [f"{view}: {exc}"]
+    out.append((*label, info))
+    return []
+
+
+def verify_signature_of(session: Session, ref: str, keys: Sequence[str] = ()) -> SignatureReport:
+    """`adapters verify --signatures REF`: one version's signature checked without installing it (only its
+    manifest and model.sig are read: an OCI version's signature artifact, a registry's blob, a package
+    directory's file), by the trust policy or, given `keys` (PEM public keys or CA certificates), by those."""
+    from ..config import TrustRule
+    from ..manifest import MANIFEST_FILE
+    from ..signing.policy import TrustPolicy
+    from .install import check_signature
+    from .resolution import resolve, root_index
+
+    items = resolve(session, [ref])
+    item = items[root_index(items, ref)]
+    manifest_file = None
+    if item.local_dir is not None:  # a directory another tool signed as it is: its manifest.json, as on disk
+        from .publish import adopt_signature
+
+        item.manifest = adopt_signature(item.local_dir, item.manifest)
+        if (item.local_dir / MANIFEST_FILE).is_file():
+            manifest_file = file_digest(item.local_dir / MANIFEST_FILE)[0]
+    policy = session.trust
+    if keys:
+        policy = TrustPolicy([TrustRule("*", None, True, tuple(keys), "--key")])
+    attached: list[bytes] = []
+    if item.oci is not None:  # the signature artifacts on its manifest: no blob of the package is read
+        from .oci_source import attached_signatures
+
+        attached = attached_signatures(session, item)
+    if not attached:
+        info = check_signature(session, item, policy=policy, manifest_file_sha256=manifest_file)
+    else:
+        info = _first_passing(policy, item.manifest, attached)
+    return SignatureReport(item.name, item.version, item.source, info)
+
+
+def _first_passing(policy: TrustPolicy, manifest: dict[str, Any], bundles: list[bytes]) -> SignatureInfo | None:
+    """A version with several signatures attached (re-signed, or by several keys) passes when one does."""
+    failure: IntegrityError | None = None
+    for bundle in bundles:
+        try:
+            return policy.check(manifest, functools.partial(bytes, bundle))
+        except IntegrityError as exc:
+            failure = failure or exc
+    assert failure is not None
+    raise failure
 
 
 def repair(session: Session) -> VerifyReport:

@@ -15,6 +15,7 @@ the manifest last, so a failed push leaves no tag; an existing tag with other co
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -84,6 +85,12 @@ ANN_CREATED = "org.opencontainers.image.created"
 ANN_DESCRIPTION = "org.opencontainers.image.description"
 ANN_BASE_FINGERPRINT = "io.adapterhub.base.fingerprint"
 ANN_BASE_ARCHITECTURE = "io.adapterhub.base.architecture"
+# A package's signature (model.sig, a Sigstore bundle) attached to its manifest, as cosign attaches one:
+# an artifact of this type whose `subject` is the package manifest, found through the referrers API or,
+# on registries without it (docker-registry 2.8), the tag-schema fallback: an image index at `sha256-<hex>`.
+SIGNATURE_ARTIFACT_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
+IMAGE_INDEX = "application/vnd.oci.image.index.v1+json"
+MAX_SIGNATURE_BYTES = 16 * 1024 * 1024
 
 
 MAX_OCI_MANIFEST_BYTES = 4 * 1024 * 1024  # the size registries must accept, and no more
@@ -448,11 +455,16 @@ class OciClient:
 
     def get_manifest(self, repository: str, reference: str) -> Artifact:
         """The image manifest at a tag or digest, its bytes checked against their digest."""
+        raw, digest = self._manifest_bytes(repository, reference, IMAGE_MANIFEST)
+        return parse_artifact(raw, digest, repository, f"{self.host}/{repository}@{reference}")
+
+    def _manifest_bytes(self, repository: str, reference: str, accept: str) -> tuple[bytes, str]:
+        """(bytes, digest) of the manifest or index at a tag or digest, checked against the digest."""
         if not DIGEST.fullmatch(reference):
             check_tag(reference)
         url = self._repo_url(repository, f"manifests/{reference}")
         what = f"manifest {reference}"
-        answer = self._request("GET", url, what, headers={"Accept": IMAGE_MANIFEST}, limit=MAX_OCI_MANIFEST_BYTES)
+        answer = self._request("GET", url, what, headers={"Accept": accept}, limit=MAX_OCI_MANIFEST_BYTES)
         if answer.status != 200:
             raise self._fail(answer, f"the {what}", repository)
         digest = f"sha256:{sha256_bytes(answer.body)}"
@@ -462,7 +474,7 @@ class OciClient:
             raise IntegrityError(f"{where}: the manifest's bytes hash to {digest}, the registry says {sent[:80]}")
         if DIGEST.fullmatch(reference) and reference != digest:
             raise IntegrityError(f"{where}: the manifest's bytes hash to {digest}, not the digest asked for")
-        return parse_artifact(answer.body, digest, repository, where)
+        return answer.body, digest
 
     def blob_url(self, repository: str, digest: str) -> str:
         if not DIGEST.fullmatch(digest):
@@ -514,6 +526,107 @@ class OciClient:
             label = f"{self.host}/{artifact.repository} {f.title}"
             out[f.title] = downloader.fetch(url, f.sha256, f.size, label, progress, client=self.http)
         return out
+
+    # --- signatures: artifacts whose subject is a package manifest -----------------------------------
+    def push_signature(self, repository: str, subject: Artifact, bundle: bytes) -> str:
+        """Attach `bundle` (model.sig) to `subject` as a signature artifact (its `subject` field names the
+        package manifest), listed in the referrers fallback index `sha256-<hex>` when the registry does not
+        index referrers itself (no `OCI-Subject` header); returns the signature manifest's digest."""
+        empty = b"{}"
+        config = _Blob(f"sha256:{sha256_bytes(empty)}", len(empty), data=empty)
+        layer = _Blob(f"sha256:{sha256_bytes(bundle)}", len(bundle), data=bundle)
+        result = PushResult(f"{SCHEME}{self.host}/{repository}@{subject.digest}", subject.digest, created=True)
+        for blob in (config, layer):
+            self._ensure_blob(repository, blob, None, result)
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": IMAGE_MANIFEST,
+            "artifactType": SIGNATURE_ARTIFACT_TYPE,
+            "config": {"mediaType": EMPTY_CONFIG, "digest": config.digest, "size": config.size},
+            "layers": [{"mediaType": SIGNATURE_ARTIFACT_TYPE, "digest": layer.digest, "size": layer.size}],
+            "subject": {"mediaType": IMAGE_MANIFEST, "digest": subject.digest, "size": len(subject.raw)},
+        }
+        body = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
+        digest = f"sha256:{sha256_bytes(body)}"
+        answer = self._request(
+            "PUT",
+            self._repo_url(repository, f"manifests/{digest}"),
+            "the signature manifest",
+            headers={"Content-Type": IMAGE_MANIFEST},
+            content=body,
+        )
+        if answer.status not in (200, 201):
+            raise self._fail(answer, "pushing the signature manifest", repository)
+        if not answer.headers.get("OCI-Subject"):
+            entry = {"mediaType": IMAGE_MANIFEST, "digest": digest, "size": len(body)}
+            self._add_referrer(repository, subject.digest, {**entry, "artifactType": SIGNATURE_ARTIFACT_TYPE})
+        return digest
+
+    def _add_referrer(self, repository: str, subject_digest: str, entry: dict[str, Any]) -> None:
+        tag = referrers_tag(subject_digest)
+        empty: dict[str, Any] = {"schemaVersion": 2, "mediaType": IMAGE_INDEX, "manifests": []}
+        index = self._referrers_index(repository, tag) or empty
+        if any(m.get("digest") == entry["digest"] for m in index["manifests"]):
+            return
+        index["manifests"].append(entry)
+        answer = self._request(
+            "PUT",
+            self._repo_url(repository, f"manifests/{tag}"),
+            f"the referrers index {tag}",
+            headers={"Content-Type": IMAGE_INDEX},
+            content=json.dumps(index, sort_keys=True, separators=(",", ":")).encode(),
+        )
+        if answer.status not in (200, 201):
+            raise self._fail(answer, f"pushing the referrers index {tag}", repository)
+
+    def _referrers_index(self, repository: str, tag: str) -> dict[str, Any] | None:
+        try:
+            raw, _ = self._manifest_bytes(repository, tag, IMAGE_INDEX)
+        except NotFoundError:
+            return None
+        try:
+            index = json.loads(raw)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            index = None
+        if not isinstance(index, dict) or not isinstance(index.get("manifests"), list):
+            raise InvalidPackageError(f"{self.host}/{repository}@{tag}: not an image index")
+        return index
+
+    def signatures(self, repository: str, subject_digest: str) -> list[Descriptor]:
+        """The signature artifacts attached to a manifest: from the referrers API, else the fallback tag."""
+        answer = self._request(
+            "GET",
+            self._repo_url(repository, f"referrers/{subject_digest}"),
+            "the referrers list",
+            headers={"Accept": IMAGE_INDEX},
+            limit=MAX_OCI_MANIFEST_BYTES,
+        )
+        index: dict[str, Any] | None = None
+        if answer.status == 200:
+            with contextlib.suppress(ValueError, UnicodeDecodeError, RecursionError):
+                index = json.loads(answer.body)
+        if not isinstance(index, dict) or not index.get("manifests"):
+            index = self._referrers_index(repository, referrers_tag(subject_digest))
+        where = f"{self.host}/{repository}: referrers of {subject_digest[:19]}"
+        found = []
+        for i, m in enumerate((index or {}).get("manifests") or []):
+            if isinstance(m, dict) and m.get("artifactType") == SIGNATURE_ARTIFACT_TYPE:
+                found.append(_descriptor(m, f"{where}: manifests/{i}"))
+        return found
+
+    def read_signature(self, repository: str, desc: Descriptor) -> tuple[str, bytes]:
+        """(subject digest, bundle bytes) of a signature artifact, every digest checked."""
+        raw, _ = self._manifest_bytes(repository, desc.digest, IMAGE_MANIFEST)
+        where = f"{self.host}/{repository}@{desc.digest[:19]}"
+        try:
+            data = json.loads(raw)
+            layers, subject = data["layers"], data["subject"]["digest"]
+        except (ValueError, UnicodeDecodeError, RecursionError, KeyError, TypeError):
+            raise InvalidPackageError(f"{where}: not a signature artifact (no layers and subject)") from None
+        if not isinstance(layers, list) or len(layers) != 1:
+            raise InvalidPackageError(f"{where}: a signature artifact holds exactly one layer")
+        layer = _descriptor(layers[0], f"{where}: layers/0")
+        return str(subject), self.read_blob(repository, layer, MAX_SIGNATURE_BYTES, "the signature")
 
     # --- pushing -----------------------------------------------------------------------------------
     def push(
@@ -748,6 +861,11 @@ class OciClient:
 
     def close(self) -> None:
         self.http.close()
+
+
+def referrers_tag(digest: str) -> str:
+    """The referrers tag-schema fallback tag of a manifest digest: `sha256:<hex>` -> `sha256-<hex>`."""
+    return digest.replace(":", "-", 1)
 
 
 def _with_digest(location: str, digest: str) -> str:
