@@ -319,8 +319,10 @@ def _repo_id(manifest: Mapping[str, Any], repo_id: str | None) -> str:
     return repo
 
 
-def _usage(manifest: Mapping[str, Any], repo: str, version: str) -> list[str]:
-    ref, tag = f"hf://{repo}@{version}", version_tag(version)  # `@1.0.0` installs the tag v1.0.0
+def _usage(manifest: Mapping[str, Any], repo: str, version: str, on_hub: bool) -> list[str]:
+    # on the Hub `hf://repo@1.0.0` installs the tag v1.0.0; in a registry the name and version do
+    ref = f"hf://{repo}@{version}" if on_hub else f"{repo}@{version}"
+    tag = version_tag(version)
     base = base_model_id(manifest)
     base_dir = "./base-model"
     lines = [
@@ -351,7 +353,7 @@ def _usage(manifest: Mapping[str, Any], repo: str, version: str) -> list[str]:
         f"name = hub.attach(model, {ref!r})  # checks the base, then attaches; model stays an nn.Module",
         "```",
     ]
-    fmt = _config(manifest).get("format")
+    fmt = _config(manifest).get("format") if on_hub else None  # a registry serves no PEFT repo
     if fmt == "peft":
         lines += [
             "",
@@ -449,7 +451,9 @@ def _files_section(manifest: Mapping[str, Any]) -> list[str]:
 
 
 def card_body(manifest: Mapping[str, Any], repo_id: str | None = None) -> str:
-    """The Markdown body of the card (no front matter)."""
+    """The Markdown body of the card (no front matter). With `repo_id` (a Hub repository) the snippets
+    install from `hf://repo_id`; without, from the registry the package is published to, by name."""
+    on_hub = repo_id is not None
     repo = _repo_id(manifest, repo_id)
     version = manifest.get("version")
     if not isinstance(version, str) or not re.fullmatch(r"[0-9A-Za-z.!+_-]{1,64}", version):
@@ -465,8 +469,9 @@ def card_body(manifest: Mapping[str, Any], repo_id: str | None = None) -> str:
     description = manifest.get("description")
     if isinstance(description, str) and markdown_text(description):
         lines += [markdown_text(description), ""]
-    lines += [f"{what}{target}, published with adapterhub-client as tag {_code(version_tag(version))}.", ""]
-    for section in (_usage(manifest, repo, version), _parameters(manifest)):
+    published = f" as tag {_code(version_tag(version))}" if on_hub else ""
+    lines += [f"{what}{target}, published with adapterhub-client{published}.", ""]
+    for section in (_usage(manifest, repo, version, on_hub), _parameters(manifest)):
         lines += [*section, ""]
     lines += [*_base_section(manifest), "", *_files_section(manifest)]
     return "\n".join(lines) + "\n"
@@ -474,7 +479,7 @@ def card_body(manifest: Mapping[str, Any], repo_id: str | None = None) -> str:
 
 def render_card(manifest: dict[str, Any], *, repo_id: str | None = None) -> str:
     """A complete model card for `manifest`: front matter, then :func:`card_body`. `repo_id` is the Hub
-    repository the snippets install from (default: the manifest's name)."""
+    repository the snippets install from (None: a registry, by the manifest's name)."""
     body = card_body(manifest, repo_id)
     return front_matter(card_metadata(manifest)) + "\n" + body
 

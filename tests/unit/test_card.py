@@ -109,14 +109,23 @@ def test_bottleneck_and_adapterhub_format_are_adapter_transformers(tmp_path: Pat
     assert meta["library_name"] == "adapter-transformers"
     assert meta["tags"][:3] == ["base_model:adapter:test/base", "bottleneck", "adapter-transformers"]
     ah_lora = package_manifest(tmp_path / "b", adapter={"type": "lora", "config": {"format": "adapterhub", "r": 8}})
-    card = render_card(ah_lora)
+    card = render_card(ah_lora, repo_id="acme/sentiment")
     assert metadata_of(card)["library_name"] == "adapter-transformers"
     assert "model.load_adapter('acme/sentiment', source='hf', set_active=True)" in card
 
 
 def test_a_peft_format_card_shows_peft_loading_at_the_tag(tmp_path: Path) -> None:
     manifest = with_base(package_manifest(tmp_path, adapter={"type": "lora", "config": {"format": "peft", "r": 4}}))
-    assert "PeftModel.from_pretrained(base, 'acme/sentiment', revision='v1.0.0')" in render_card(manifest)
+    assert "PeftModel.from_pretrained(base, 'acme/sentiment', revision='v1.0.0')" in render_card(
+        manifest, repo_id="acme/sentiment"
+    )
+
+
+def test_a_card_for_a_registry_installs_by_name_and_names_no_hub_repo(tmp_path: Path) -> None:
+    manifest = with_base(package_manifest(tmp_path, adapter={"type": "lora", "config": {"format": "peft", "r": 4}}))
+    body = body_of(render_card(manifest))
+    assert "adapters install acme/sentiment@1.0.0" in body and "hub.attach(model, 'acme/sentiment@1.0.0')" in body
+    assert "hf://" not in body and "PeftModel" not in body and "as tag" not in body
 
 
 # --- trainable parameters ---------------------------------------------------------------------------
