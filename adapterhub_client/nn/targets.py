@@ -64,6 +64,9 @@ def is_linear(module: nn.Module) -> bool:
 
 def kind_of(module: nn.Module) -> str | None:
     """How `module` stores its weight (:mod:`.layout`: linear / conv1d / embedding), None for other modules."""
+    declared = getattr(type(module), "layout_kind", None)  # a layer storing its weight otherwise (4-bit codes)
+    if isinstance(declared, str):
+        return declared
     if isinstance(module, nn.Embedding):
         return EMBEDDING
     if is_conv1d(module):
