@@ -28,6 +28,7 @@ _LAZY = {
     "HubSource": "adapterhub_client.operations.results",
     "OciSource": "adapterhub_client.operations.results",
     "BuildReport": "adapterhub_client.registry.build",
+    "SiteReport": "adapterhub_client.site",
     "AdapterHubOptions": "adapterhub_client.operations.results",
     "Info": "adapterhub_client.operations.results",
     "Installed": "adapterhub_client.operations.results",
@@ -40,7 +41,11 @@ _LAZY = {
     "Removed": "adapterhub_client.operations.results",
     "Resolved": "adapterhub_client.operations.results",
     "SearchHit": "adapterhub_client.operations.results",
+    "SignatureReport": "adapterhub_client.operations.results",
+    "Signed": "adapterhub_client.operations.results",
     "VerifyReport": "adapterhub_client.operations.results",
+    # signatures (docs/SIGNING.md)
+    "SignatureInfo": "adapterhub_client.signing",
     "Yanked": "adapterhub_client.operations.results",
     # errors (every class in errors.__all__)
     "AdapterConfigError": "adapterhub_client.errors",
@@ -82,6 +87,34 @@ _LAZY = {
     "adapter_heads": "adapterhub_client.nn.model",
     "HeadConfig": "adapterhub_client.nn.heads",
     "ModuleCopy": "adapterhub_client.nn.heads",
+    # 4-bit bases for QLoRA (NF4 / FP4, bitsandbytes' format)
+    "Linear4bit": "adapterhub_client.nn.quant",
+    "quantize": "adapterhub_client.nn.quant",
+    "prepare_for_kbit_training": "adapterhub_client.nn.quant",
+    "load_quantized": "adapterhub_client.formats.quantized",
+    "save_quantized": "adapterhub_client.formats.quantized",
+    # composition blocks and AdapterFusion
+    "Stack": "adapterhub_client.nn.compose",
+    "Parallel": "adapterhub_client.nn.compose",
+    "Average": "adapterhub_client.nn.compose",
+    "BatchSplit": "adapterhub_client.nn.compose",
+    "Fuse": "adapterhub_client.nn.compose",
+    "active_composition": "adapterhub_client.nn.model",
+    "FusionConfig": "adapterhub_client.nn.fusion",
+    "add_fusion": "adapterhub_client.nn.fusion",
+    "train_fusion": "adapterhub_client.nn.fusion",
+    "fusion_regularization_loss": "adapterhub_client.nn.fusion",
+    "save_fusion": "adapterhub_client.formats.fusion",
+    "load_fusion": "adapterhub_client.formats.fusion",
+    "save_composition": "adapterhub_client.formats.composition",
+    "load_composition": "adapterhub_client.formats.composition",
+    "merge_weighted": "adapterhub_client.nn.merge",
+    "MergeReport": "adapterhub_client.nn.merge",
+    "ModuleMerge": "adapterhub_client.nn.merge",
+    "hotswap": "adapterhub_client.nn.hotswap",
+    "hotswap_metadata": "adapterhub_client.nn.hotswap",
+    "route": "adapterhub_client.nn.routing",
+    "enable_adapter_names": "adapterhub_client.nn.routing",
 }
 
 if TYPE_CHECKING:
@@ -104,11 +137,19 @@ if TYPE_CHECKING:
         YankedWarning,
     )
     from .formats import convert_package, export_peft, load_adapter, save_adapter
+    from .formats.composition import load_composition, save_composition
+    from .formats.fusion import load_fusion, save_fusion
+    from .formats.quantized import load_quantized, save_quantized
     from .hub import Hub
     from .nn.bottleneck import BottleneckConfig
+    from .nn.compose import Average, BatchSplit, Fuse, Parallel, Stack
+    from .nn.fusion import FusionConfig, add_fusion, fusion_regularization_loss, train_fusion
     from .nn.heads import HeadConfig, ModuleCopy
+    from .nn.hotswap import hotswap, hotswap_metadata
     from .nn.lora import LoRAConfig
+    from .nn.merge import MergeReport, ModuleMerge, merge_weighted
     from .nn.model import (
+        active_composition,
         adapter_heads,
         adapter_summary,
         add_adapter,
@@ -123,6 +164,8 @@ if TYPE_CHECKING:
         set_active_adapters,
         unmerge_adapters,
     )
+    from .nn.quant import Linear4bit, prepare_for_kbit_training, quantize
+    from .nn.routing import enable_adapter_names, route
     from .operations.results import (
         AdapterHubOptions,
         AttachCheck,
@@ -146,10 +189,14 @@ if TYPE_CHECKING:
         Removed,
         Resolved,
         SearchHit,
+        SignatureReport,
+        Signed,
         VerifyReport,
         Yanked,
     )
     from .registry.build import BuildReport
+    from .signing import SignatureInfo
+    from .site import SiteReport
 
 # Spelled out (not built from _LAZY) so that linters and IDEs read it; tests check they agree.
 __all__ = [
@@ -170,6 +217,7 @@ __all__ = [
     "HubSource",
     "OciSource",
     "BuildReport",
+    "SiteReport",
     "AdapterHubOptions",
     "Hub",
     "IncompatibleError",
@@ -192,6 +240,9 @@ __all__ = [
     "ResolutionError",
     "Resolved",
     "SearchHit",
+    "SignatureInfo",
+    "SignatureReport",
+    "Signed",
     "StorageError",
     "UnsupportedAdapterError",
     "UsageError",
@@ -210,6 +261,32 @@ __all__ = [
     "adapter_heads",
     "HeadConfig",
     "ModuleCopy",
+    "Linear4bit",
+    "quantize",
+    "prepare_for_kbit_training",
+    "load_quantized",
+    "save_quantized",
+    "Stack",
+    "Parallel",
+    "Average",
+    "BatchSplit",
+    "Fuse",
+    "active_composition",
+    "FusionConfig",
+    "add_fusion",
+    "train_fusion",
+    "fusion_regularization_loss",
+    "save_fusion",
+    "load_fusion",
+    "save_composition",
+    "load_composition",
+    "merge_weighted",
+    "MergeReport",
+    "ModuleMerge",
+    "hotswap",
+    "hotswap_metadata",
+    "route",
+    "enable_adapter_names",
     "load_adapter",
     "mark_only_adapters_trainable",
     "merge_adapters",

@@ -39,6 +39,8 @@ from .operations.results import (
     Removed,
     Resolved,
     SearchHit,
+    SignatureReport,
+    Signed,
     VerifyReport,
     Yanked,
 )
@@ -50,6 +52,7 @@ if TYPE_CHECKING:
     from .refs import Requirement
     from .registry.build import BuildReport
     from .registry.client import IndexEntry, RegistryClient
+    from .site import SiteReport
     from .store.cache import Cache
     from .store.download import Downloader
 
@@ -166,7 +169,10 @@ class Hub:
     ) -> str:
         """Check `ref` against `model`, install it if needed, attach it; return the adapter's name
         (default: `operations.attach.adapter_name`). An architecture-only match warns (strict: refused).
-        Pickled weights (AdapterHub's .bin) load only with `allow_pickle`, then with weights_only=True."""
+        Pickled weights (AdapterHub's .bin) load only with `allow_pickle`, then with weights_only=True.
+        A recipe or fusion package brings its parts: every part is checked against `model` before any
+        weight is fetched, attached under `adapter_name` of its package, and the recipe's composition
+        activated (`ah.active_composition(model)` gives the block); the recipe's name is returned."""
         return _attach.attach(self.session, model, ref, name=name, strict=strict, allow_pickle=allow_pickle)
 
     def attach_dir(
@@ -237,10 +243,18 @@ class Hub:
     def installed(self) -> list[InstalledAdapter]:
         return _query.installed(self.cache)
 
-    def verify(self, repair: bool = False) -> VerifyReport:
+    def verify(self, repair: bool = False, signatures: bool = False) -> VerifyReport:
         """Re-hash every installed file and cached blob, quarantining what is corrupt; report problems (the
-        CLI exits 4 on any). `repair`: then fetch again and rebuild every broken view."""
-        return _verify.repair(self.session) if repair else _verify.verify(self.cache)
+        CLI exits 4 on any). `repair`: then fetch again and rebuild every broken view. `signatures`: check
+        every installed version's signature by the trust policy too."""
+        if repair:
+            return _verify.repair(self.session)
+        return _verify.verify(self.cache, self.session.trust if signatures else None)
+
+    def verify_signature(self, ref: str, keys: Sequence[str] = ()) -> SignatureReport:
+        """One version's signature, checked without installing it (an OCI version through its signature
+        artifact, no weight blob pulled), by the trust policy or by `keys` (PEM public keys, CA certificates)."""
+        return _verify.verify_signature_of(self.session, ref, keys)
 
     def prune(self, grace_seconds: float = 600.0) -> tuple[int, int]:
         """Remove cached blobs no installed adapter uses and leftovers; (entries removed, bytes freed)."""
@@ -262,12 +276,18 @@ class Hub:
         tags: Sequence[str] = (),
         private: bool = False,
         force: bool = False,
+        site: bool = False,
+        sign_key: PathLike | None = None,
+        sign_cert_chain: Sequence[PathLike] = (),
     ) -> Published:
         """Publish a package (ours, PEFT or AdapterHub), or adapter `adapter` of a model (`path` the model;
         saved on the way, with the base's fingerprint), to `registry` (default: the local one; a registry
         name or URL, or `hf://org/repo` for the Hugging Face Hub, where `private` creates a private repo),
         with a model card (generated, or the package's own README.md with its front matter completed).
-        `force` moves an OCI tag that holds other content (refused elsewhere)."""
+        `force` moves an OCI tag that holds other content (refused elsewhere). `site`: then bring a directory
+        registry's catalogue site (DIR/site/) up to date (`Published.site`). `sign_key` (a PEM private key;
+        with `sign_cert_chain`, its certificate chain) signs what is published (model.sig, docs/SIGNING.md)."""
+        sign = _publish.SignWith(sign_key, tuple(sign_cert_chain)) if sign_key is not None else None
         return _publish.publish(
             self.session,
             path,
@@ -282,7 +302,28 @@ class Hub:
             tags=tags,
             private=private,
             force=force,
+            site=site,
+            sign=sign,
         )
+
+    def sign(
+        self,
+        path: PathLike,
+        key: PathLike | None = None,
+        *,
+        cert_chain: Sequence[PathLike] = (),
+        sigstore: bool = False,
+        prepare_only: bool = False,
+        name: str | None = None,
+        version: str | None = None,
+        base: PathLike | None = None,
+        base_name: str | None = None,
+    ) -> Signed:
+        """`adapters sign`: complete the package in `path` as publish would and sign it with `key` (ECDSA or
+        Ed25519 PEM; with `cert_chain` as its certificate; `sigstore`: keyless, untested here) into
+        path/model.sig. `prepare_only`: complete it, in canonical form, for another tool to sign."""
+        with_ = None if prepare_only else _publish.SignWith(key, tuple(cert_chain), sigstore)
+        return _publish.sign(self.session, path, with_, name=name, version=version, base=base, base_name=base_name)
 
     def pack(
         self,
@@ -299,6 +340,11 @@ class Hub:
     def build_registry(self, directory: PathLike, *, repair: bool = True) -> BuildReport:
         """`adapters registry build`: check a directory registry and rewrite what it derives."""
         return _publish.build(directory, repair=repair)
+
+    def build_site(self, directory: PathLike, out: PathLike | None = None) -> SiteReport:
+        """`adapters registry site`: write or update the directory registry's catalogue website (default
+        `directory/site/`), rewriting only the pages that changed (docs/SITE.md)."""
+        return _publish.build_site(directory, out)
 
     def login(self, host: str, username: str, password: str) -> str:
         """`adapters login HOST`: check the credentials against the OCI registry, then store them (0600)."""

@@ -12,6 +12,7 @@ import click
 
 from .._text import plural
 from ..errors import EXIT_INTEGRITY
+from .cmd_site import registry_site, say_site
 from .output import adapter_warnings, emit_json, human_size, say, table, warn
 
 if TYPE_CHECKING:
@@ -257,11 +258,21 @@ def info(hub: Hub, ref: str, pre: bool, as_json: bool) -> None:
     if m.get("description"):
         say(f"  {m['description']}")
     say(f"  source:     {data.source}")
+    say(f"  signed by:  {data.signature.label}" if data.signature else "  signed by:  nobody (unsigned)")
     say(f"  base model: {base.get('name') or '?'}" + (f"  [{fp}]" if fp else ""))
     modules = (base.get("architecture") or {}).get("modules") or {}
     if modules:
         say(f"  touches:    {plural(len(modules), 'module')}")
+    serving = m["adapter"].get("serving")
+    if serving:  # what a server groups adapters by for hot-swap slots and batched routing
+        rank = (serving.get("rank") or {}).get("max")
+        say(
+            f"  serving:    {serving.get('variant')}, rank {rank}, {plural(serving.get('modules', 0), 'module')} "
+            f"({', '.join(serving.get('target_modules') or [])})"
+        )
     say("  files:      " + ", ".join(f"{f['path']} ({human_size(f['size'])})" for f in m["files"]))
+    if data.composition:
+        say(f"  recipe:     {data.composition}")
     if m.get("dependencies"):
         say("  depends on: " + ", ".join(f"{d['name']}{d.get('specifier', '')}" for d in m["dependencies"]))
     say(f"  versions:   {', '.join(data.versions)}")
@@ -338,6 +349,16 @@ def search(hub: Hub, query: str | None, for_model: str | None, pre: bool, hf: bo
 )
 @click.option("--private", is_flag=True, help="With hf://: create the Hub repo as private.")
 @click.option("--force", is_flag=True, help="With an OCI registry: move a tag that holds other content.")
+@click.option("--site", is_flag=True, help="With a directory registry: then update its catalogue site (DIR/site/).")
+@click.option("--sign", "sign_it", is_flag=True, help="Sign what is published (model.sig) with --key.")
+@click.option("--key", "sign_key", type=click.Path(exists=True, dir_okay=False), help="With --sign: PEM private key.")
+@click.option(
+    "--cert-chain",
+    "cert_chain",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="With --sign: the key's certificate chain (PEM; the key's certificate first).",
+)
 @local_options
 def publish(
     hub: Hub,
@@ -352,6 +373,10 @@ def publish(
     target: str | None,
     private: bool,
     force: bool,
+    site: bool,
+    sign_it: bool,
+    sign_key: str | None,
+    cert_chain: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Publish PATH (a package directory, or a PEFT or AdapterHub directory) to a local or file://
@@ -371,6 +396,9 @@ def publish(
         tags=tags,
         private=private,
         force=force,
+        site=site,
+        sign_key=_sign_key(sign_it, sign_key, cert_chain),
+        sign_cert_chain=cert_chain,
     )
     if as_json:
         emit_json(result.to_json())
@@ -378,6 +406,17 @@ def publish(
     verb = "published" if result.created else "already published (identical content)"
     where = result.url if result.registry == result.url else f"{result.registry} ({result.url})"
     say(f"{verb} {result.name} {result.version} to {where}")
+    if result.site is not None:
+        say_site(result.site)
+
+
+def _sign_key(sign_it: bool, key: str | None, cert_chain: tuple[str, ...]) -> str | None:
+    """publish's --sign takes --key (and maybe --cert-chain); neither means anything without it."""
+    if sign_it and not key:
+        raise click.UsageError("--sign needs --key KEY.pem")
+    if (key or cert_chain) and not sign_it:
+        raise click.UsageError("--key and --cert-chain sign the package: add --sign")
+    return key if sign_it else None
 
 
 @click.command()
@@ -395,14 +434,37 @@ def yank(hub: Hub, ref: str, undo: bool, target: str | None, as_json: bool) -> N
 
 
 @click.command()
+@click.argument("ref", required=False)
 @click.option("--repair", is_flag=True, help="Fetch again and rebuild every view that fails (exit 0 when all are).")
+@click.option("--signatures", is_flag=True, help="Check signatures too, by the [[trust]] rules (or --key).")
+@click.option(
+    "--key",
+    "keys",
+    multiple=True,
+    metavar="PEM",
+    help="With REF: verify with this public key or CA certificate instead of the trust rules (repeatable).",
+)
 @local_options
-def verify(hub: Hub, repair: bool, as_json: bool) -> None:
-    """Re-hash every installed file and cached blob (exit 4 on any mismatch).
+def verify(hub: Hub, ref: str | None, repair: bool, signatures: bool, keys: tuple[str, ...], as_json: bool) -> None:
+    """Re-hash every installed file and cached blob (exit 4 on any mismatch); with --signatures, check
+    every installed version's signature by the [[trust]] rules too.
 
     What fails is moved into the cache's quarantine/ folder and its view marked broken: the next install
-    (or --repair, now) fetches it again."""
-    report = hub.verify(repair=repair)
+    (or --repair, now) fetches it again.
+
+    With REF (org/name@version, oci://host/repo:tag, a package directory, ...): check that version's
+    signature without installing it; an OCI version through its signature artifact, pulling no blob of
+    its files."""
+    if ref is not None:
+        if repair:
+            raise click.UsageError("--repair rebuilds installed views: give no REF")
+        _verify_ref(hub, ref, keys, as_json)
+        return
+    if keys:
+        raise click.UsageError("--key verifies one REF: give the reference to check")
+    if repair and signatures:
+        raise click.UsageError("--repair rebuilds what fails its hashes; check --signatures on its own")
+    report = hub.verify(repair=repair, signatures=signatures)
     if as_json:
         emit_json(report.to_json())
     else:
@@ -423,8 +485,21 @@ def verify(hub: Hub, repair: bool, as_json: bool) -> None:
             say(failure, err=True)
         if report.broken and not repair:
             say("run `adapters verify --repair` (or `adapters install --reinstall NAME`) to fetch them again", err=True)
+        for name, version, info in report.signatures or []:
+            say(f"{name} {version}: " + (f"signed by {info.label}" if info else "unsigned"), err=True)
     if not report.ok:
         raise SystemExit(EXIT_INTEGRITY)
+
+
+def _verify_ref(hub: Hub, ref: str, keys: tuple[str, ...], as_json: bool) -> None:
+    """`verify REF`: one version's signature (exit 4 when it fails the policy or the keys given)."""
+    check_refs((ref,))
+    result = hub.verify_signature(ref, keys)
+    if as_json:
+        emit_json(result.to_json())
+        return
+    info = result.signature
+    say(f"{result.name} {result.version} ({result.source}): " + (f"signed by {info.label}" if info else "unsigned"))
 
 
 @click.command()
@@ -472,8 +547,9 @@ def registry_add(name: str, url: str, token: str | None, as_json: bool) -> None:
 @registry.command(name="build")
 @click.argument("directory", type=click.Path(file_okay=False))
 @click.option("--check", "check_only", is_flag=True, help="Report only; rewrite nothing.")
+@click.option("--site", "with_site", is_flag=True, help="Then update the catalogue site (DIRECTORY/site/).")
 @click.option("--json", "as_json", is_flag=True)
-def registry_build(directory: str, check_only: bool, as_json: bool) -> None:
+def registry_build(directory: str, check_only: bool, with_site: bool, as_json: bool) -> None:
     """Check a directory registry (every index line's manifest and blobs present with the right size and
     sha256) and rewrite what it derives (reverse index, search.jsonl, config.json), ready for any static
     host (docs/HOSTING.md). Exit 7 naming each inconsistency it cannot repair."""
@@ -482,10 +558,13 @@ def registry_build(directory: str, check_only: bool, as_json: bool) -> None:
     from ..errors import InvalidPackageError
     from ..hub import Hub
 
+    if with_site and check_only:
+        raise click.UsageError("--site writes the site's pages; --check writes nothing")
     with Hub() as hub:
         report = hub.build_registry(Path(directory), repair=not check_only)
+        site = hub.build_site(Path(directory)) if with_site and report.ok else None
     if as_json:
-        emit_json(report.to_json())
+        emit_json({**report.to_json(), **({"site": site.to_json()} if site else {})})
     else:
         for line in report.repaired:
             say(f"repaired {line}")
@@ -493,6 +572,8 @@ def registry_build(directory: str, check_only: bool, as_json: bool) -> None:
             f"checked {plural(report.versions, 'version')} of {plural(report.names, 'adapter')}, "
             f"{plural(report.blobs_checked, 'blob')} ({human_size(report.bytes_hashed)} hashed)"
         )
+        if site is not None:
+            say_site(site)
     if not report.ok:
         more = report.problem_count - len(report.problems)
         lines = report.problems + ([f"... and {more} more"] if more > 0 else [])
@@ -500,6 +581,9 @@ def registry_build(directory: str, check_only: bool, as_json: bool) -> None:
             f"{directory}: {plural(report.problem_count, 'inconsistency', 'inconsistencies')} "
             f"cannot be repaired: " + "; ".join(lines)
         )
+
+
+registry.add_command(registry_site)
 
 
 @registry.command(name="list")

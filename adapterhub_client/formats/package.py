@@ -36,15 +36,17 @@ import torch
 from torch import nn
 
 from .._fs import is_pickle_name
-from ..errors import AdapterConfigError, InvalidPackageError, UnsupportedAdapterError
+from ..errors import AdapterConfigError, InvalidPackageError, UnsupportedAdapterError, UsageError
 from ..manifest import complete_package, new_manifest, read_manifest, write_manifest
-from ..nn import bottleneck, lora  # noqa: F401  (registers the built-in kinds with AdapterConfig)
+from ..nn import bottleneck, fusion, lora  # noqa: F401  (registers the built-in kinds with AdapterConfig)
 from ..nn.base import AdapterConfig, adapter_state, check_model
 from ..nn.heads import HeadConfig, HeadSpec, ModuleCopy
+from ..nn.hotswap import hotswap_metadata
 from ..nn.model import adapter_heads, adapter_tensors, list_adapters
 from ..nn.targets import base_of, get_module, kind_of
 from . import peft, peft_layout
 from .files import output_dir, verify_listed_file
+from .recipe_layout import COMPOSITION
 from .tensors import load_tensors, pickle_refused, save_tensors
 
 WEIGHTS_FILE = "adapter.safetensors"
@@ -53,7 +55,7 @@ MODULE_COPY = "module_copy"
 PREDICTION = "prediction"
 
 
-def _base_fingerprint(model: nn.Module) -> dict[str, Any] | None:
+def base_fingerprint(model: nn.Module) -> dict[str, Any] | None:
     """The base model's fingerprint for the manifest; None while adapters are merged (the weights
     are not the base's)."""
     from ..basemodel.fingerprint import fingerprint_module
@@ -108,7 +110,7 @@ def save_package(
         config.to_dict(),
         base_model={
             "name": getattr(model_config, "name_or_path", None) or None,
-            "fingerprint": _base_fingerprint(model),
+            "fingerprint": base_fingerprint(model),
             "architecture": base_architecture(model, adapter),
         },
         files=[WEIGHTS_FILE],
@@ -116,6 +118,7 @@ def save_package(
     )
     if heads:
         data["adapter"][HEADS] = heads_to_manifest(heads)
+    data["adapter"]["serving"] = hotswap_metadata(model, adapter)
     write_manifest(out, complete_package(out, data))
     return out
 
@@ -167,6 +170,11 @@ def read_package_heads(
     adapter = manifest["adapter"]
     config: AdapterConfig
     entries = {f["path"]: f for f in manifest["files"]}
+    if adapter["type"] == COMPOSITION:
+        raise UsageError(
+            f"{root}: {manifest['name']} is a recipe of other adapters: Hub.attach(model, {manifest['name']!r}) "
+            "fetches and attaches its parts (formats.composition.load_composition, once the model has them)"
+        )
     try:
         config = AdapterConfig.from_dict({**adapter["config"], "type": adapter["type"]})
     except AdapterConfigError as exc:

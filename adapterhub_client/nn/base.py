@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..errors import AdapterConfigError, UnsupportedAdapterError, UsageError
+from .compose import Composition, Node, leaves
 
 
 class AdapterConfig:
@@ -76,10 +77,24 @@ class AdapterLayer(nn.Module):
     Subclasses keep per-adapter parameters in ``nn.ModuleDict``/``nn.ParameterDict`` keyed by
     adapter name, so ``state_dict`` keys contain the name and the model's own keys move under
     ``base_layer.`` only where a layer wraps a base module.
+
+    What forward runs, in this order (the first that applies wins):
+
+    1. ``_route`` (per-sample routing, set by ``nn/routing.py``; a plain object, never an
+       ``nn.Module``, which would register as a submodule): when not None, the layer's forward is
+       exactly ``return self._route.lora_forward(self, x, *args, **kwargs)`` in ``LoRALinear`` and
+       ``LoRAEmbedding``, and ``return self._route.bottleneck_forward(self, *args, **kwargs)`` in
+       ``BottleneckLayer`` (the layer's own call arguments, untouched). This contract is stable.
+    2. ``_composition`` (a :class:`~.compose.Plan` projected onto this layer's adapters by
+       ``set_composition``): the composition blocks of :mod:`.compose`.
+    3. ``active_adapters`` minus ``merged_adapters``: today's list semantics (outputs add).
     """
 
     kind: ClassVar[str] = ""
     base_layer: nn.Module  # the module a wrapping layer wraps (see inner_of); not every layer wraps one
+    # class-level defaults: a read costs one attribute lookup on the fast path of every forward
+    _route: Any = None
+    _composition: Any = None
 
     def __init__(self) -> None:
         super().__init__()
@@ -143,6 +158,19 @@ class AdapterLayer(nn.Module):
         self.active_adapters = [n for n in names if n in self.adapter_names]
         self._refresh()
 
+    def set_composition(self, root: Node | None) -> None:
+        """Take the active composition's tree (None: none is active). Kinds that run compositions keep
+        it projected onto their adapters (``compose.project``) as ``_composition``; the default layer
+        (task heads) only follows ``active_adapters``."""
+
+    def _keep_plan(self, root: Node | None, plan: Node | None) -> None:
+        """Run `plan` (this layer's part of `root`); under a composition only what the plan runs is active
+        here, so a layer the plan leaves out runs nothing (rather than its adapters as a list)."""
+        self._composition = plan
+        if root is not None:
+            self.active_adapters = list(dict.fromkeys(leaves(plan)))
+            self._refresh()
+
     def _refresh(self) -> None:
         """Recompute what forward runs after ``active_adapters``/``merged_adapters`` changed (default: nothing)."""
 
@@ -160,6 +188,8 @@ class AdapterState:
     configs: dict[str, AdapterConfig] = dataclasses.field(default_factory=dict)
     modules: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # name -> paths
     active: list[str] = dataclasses.field(default_factory=list)
+    # the active composition block, checked (None: `active` is a plain list whose outputs add)
+    composition: Composition | None = None
 
 
 def check_model(model: Any) -> nn.Module:

@@ -32,7 +32,17 @@ import torch
 from torch import nn
 
 from ..errors import AdapterConfigError, AdapterWeightsError, NotFoundError, UsageError
-from .base import AdapterConfig, AdapterLayer, check_choice, check_fraction, config_error, is_int, is_number
+from .base import (
+    AdapterConfig,
+    AdapterLayer,
+    Node,
+    check_choice,
+    check_fraction,
+    config_error,
+    is_int,
+    is_number,
+)
+from .compose import apply, fusions_of, project, rows_of
 from .layout import CONV1D, LINEAR
 from .targets import TargetError, base_of, get_module, iter_modules, kind_of, set_module
 
@@ -194,7 +204,11 @@ class Bottleneck(nn.Module):
 
 
 class BottleneckLayer(AdapterLayer):
-    """Wraps one base module and carries named bottleneck adapters, each with its own mode."""
+    """Wraps one base module and carries named bottleneck adapters, each with its own mode, and the
+    AdapterFusion modules (:mod:`.fusion`) of the fusions over them, in ``fusions`` by fusion name.
+
+    A fusion is an adapter of its own (kind ``"fusion"``: named, saved, trained, deleted like one),
+    run only by the ``Fuse`` block of an active composition."""
 
     kind: ClassVar[str] = "bottleneck"
     _input_module: nn.Module | None  # a plain attribute (object.__setattr__), not a submodule
@@ -203,6 +217,7 @@ class BottleneckLayer(AdapterLayer):
         super().__init__()
         self.base_layer = base_layer
         self.adapters = nn.ModuleDict()
+        self.fusions = nn.ModuleDict()  # fusion name -> the fusion's module at this layer
         self.modes: dict[str, str] = {}
         self.role = role  # "attn" | "ffn": which AdapterHub location this layer stands for
         self.layer_index = layer_index
@@ -210,10 +225,27 @@ class BottleneckLayer(AdapterLayer):
         # (that would duplicate its weights in the model's state_dict)
         object.__setattr__(self, "_input_module", None)
         self._captured: torch.Tensor | None = None
+        self.train(base_layer.training)  # a wrapper put into an eval model must not run its dropout
 
     @property
     def adapter_names(self) -> list[str]:
-        return list(self.adapters.keys())
+        return [*self.adapters.keys(), *self.fusions.keys()]
+
+    def add_fusion(self, name: str, fusion: nn.Module) -> None:
+        if name in self.adapters or name in self.fusions:
+            raise UsageError(f"adapter {name!r} already exists on this module")
+        self.fusions[name] = fusion
+
+    def _module(self, name: str) -> nn.Module:
+        """Adapter or fusion `name`'s module here."""
+        return self.fusions[name] if name in self.fusions else self.adapters[name]
+
+    def set_composition(self, root: Node | None) -> None:
+        plan = project(root, set(self.adapters.keys()))
+        missing = [f for f in fusions_of(plan) if f not in self.fusions]
+        if missing:  # add_fusion places a fusion wherever one of its adapters is: a model edited by hand
+            raise UsageError(f"fusion {missing[0]!r} has no parameters at a module carrying its adapters")
+        self._keep_plan(root, plan)
 
     def add(self, name: str, adapter: Bottleneck, mode: str, input_module: nn.Module | None = None) -> None:
         problem = self.refuses(name, mode, input_module)
@@ -228,7 +260,7 @@ class BottleneckLayer(AdapterLayer):
 
     def refuses(self, name: str, mode: str, input_module: nn.Module | None) -> str | None:
         """Why adapter `name` in `mode` cannot join this layer, or None (checked before injecting)."""
-        if name in self.adapters:
+        if name in self.adapters or name in self.fusions:
             return f"adapter {name!r} already exists on this module"
         if mode not in MODES:
             return f"unknown placement mode {mode!r}; expected one of {MODES}"
@@ -243,6 +275,9 @@ class BottleneckLayer(AdapterLayer):
         self._captured = args[0] if args else next(iter(kwargs.values()))
 
     def delete_adapter(self, name: str) -> None:
+        if name in self.fusions:
+            del self.fusions[name]
+            return
         if name not in self.adapters:
             raise NotFoundError(f"no bottleneck adapter {name!r} on this module")
         del self.adapters[name]
@@ -268,16 +303,16 @@ class BottleneckLayer(AdapterLayer):
         self._captured = None
 
     def adapter_parameters(self, name: str) -> Iterator[nn.Parameter]:
-        yield from self.adapters[name].parameters()
+        yield from self._module(name).parameters()
 
     def _adapter(self, name: str) -> Bottleneck:
         return cast(Bottleneck, self.adapters[name])
 
     def adapter_state_dict(self, name: str) -> dict[str, torch.Tensor]:
-        return dict(self.adapters[name].state_dict())
+        return dict(self._module(name).state_dict())
 
     def load_adapter_state_dict(self, name: str, tensors: dict[str, torch.Tensor]) -> None:
-        adapter = self.adapters[name]
+        adapter = self._module(name)
         expected = set(adapter.state_dict())
         missing, unexpected = expected - set(tensors), set(tensors) - expected
         if missing or unexpected:
@@ -301,6 +336,12 @@ class BottleneckLayer(AdapterLayer):
     unmerge = merge  # type: ignore[assignment]
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
+        route = self._route
+        if route is not None:
+            return route.bottleneck_forward(self, *args, **kwargs)
+        plan = self._composition
+        if plan is not None:
+            return self._compose(plan, args, kwargs)
         active = self.active_adapters
         if not active:
             self._captured = None
@@ -327,6 +368,47 @@ class BottleneckLayer(AdapterLayer):
                 y = self._adapter(a).add_to(y, src)
         self._captured = None  # don't keep activations alive between forwards
         return y
+
+    def _compose(self, plan: Node, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """The active composition (:func:`.compose.apply`). The stream is the sum a post-LN norm reads
+        (``layernorm``: each adapter reads ``LN(stream)``, the output is ``LN`` of the result) or the
+        module's output (``output`` adapters read the stream, ``parallel`` ones the captured input).
+        A Fuse's query is what its last adapter reads (AdapterHub: the last adapter's placement counts)."""
+        x = args[0] if args else next(iter(kwargs.values()))
+        if "layernorm" in self.modes.values():
+            norm = self.base_layer
+            last_in: list[torch.Tensor | None] = [None, None]  # LN(s) for the stream s seen last
+
+            def normed(s: torch.Tensor) -> torch.Tensor:
+                if last_in[0] is not s:
+                    last_in[0], last_in[1] = s, norm(s)
+                return cast(torch.Tensor, last_in[1])
+
+            def ln_leaf(name: str, s: torch.Tensor, start: int) -> torch.Tensor:
+                return self._adapter(name)(normed(s))
+
+            def ln_fuse(fusion: str, ds: list[torch.Tensor], s: torch.Tensor, start: int, last: str) -> torch.Tensor:
+                return self.fusions[fusion](normed(s), ds)
+
+            return norm(apply(plan, x, 0, ln_leaf, ln_fuse))
+        y = self.base_layer(*args, **kwargs)
+        src = x if self._input_module is None else self._captured
+        self._captured = None
+
+        def reads(name: str, s: torch.Tensor, start: int) -> torch.Tensor:
+            if self.modes[name] != "parallel":
+                return s
+            if src is None:
+                raise UsageError("parallel adapter: the input module did not run before this module")
+            return rows_of(src, s, start)
+
+        def leaf(name: str, s: torch.Tensor, start: int) -> torch.Tensor:
+            return self._adapter(name)(reads(name, s, start))
+
+        def fuse(fusion: str, ds: list[torch.Tensor], s: torch.Tensor, start: int, last: str) -> torch.Tensor:
+            return self.fusions[fusion](reads(last, s, start), ds)
+
+        return apply(plan, y, 0, leaf, fuse)
 
 
 # --- config -------------------------------------------------------------------------------

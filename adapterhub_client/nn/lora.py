@@ -10,7 +10,8 @@ Math and tensor shapes follow PEFT's ``tuners/lora`` so adapters convert by rena
   weight math (norm, merge, unmerge) is :mod:`.dora`'s, shared with the streaming checkpoint merge.
 
 Parameters are plain tensors in ``ParameterDict``s keyed by adapter name (no ``nn.Linear`` per
-adapter): fewer modules to build when attaching, fewer calls per forward. :class:`LoRAConfig`
+adapter): fewer modules to build when attaching, fewer calls per forward. Under a composition block
+(:mod:`.compose`) forward runs the block's tree, each adapter giving its delta (``_adapter_delta``). :class:`LoRAConfig`
 validates every field when constructed (:class:`~..errors.AdapterConfigError`).
 """
 
@@ -30,6 +31,7 @@ from ..errors import AdapterWeightsError, UsageError
 from .base import (
     AdapterConfig,
     AdapterLayer,
+    Node,
     check_bool,
     check_choice,
     check_fraction,
@@ -38,6 +40,7 @@ from .base import (
     is_int,
     is_number,
 )
+from .compose import apply, no_fuse, project, rows_of
 from .dora import dora_merge, dora_norm, dora_unmerge
 from .layout import CONV1D, EMBEDDING
 from .targets import ALL_LINEAR, base_of, kind_of, pattern_value, select_modules, set_module
@@ -267,6 +270,7 @@ class LoRALayer(AdapterLayer):
         self.dropout: dict[str, float] = {}
         self._dora_norms: dict[str, torch.Tensor] = {}  # weight norm at merge time, for unmerge
         self._run: list[str] = []  # active and not merged: what forward adds
+        self.train(base_layer.training)  # a wrapper put into an eval model must not run its dropout
 
     def __getattr__(self, name: str) -> Any:
         # model code reads the wrapped module's attributes (`q_proj.weight`, `c_attn.nf`,
@@ -371,6 +375,30 @@ class LoRALayer(AdapterLayer):
 
     def _refresh(self) -> None:
         self._run = [n for n in self.active_adapters if n not in self.merged_adapters]
+
+    def set_composition(self, root: Node | None) -> None:
+        self._keep_plan(root, project(root, set(self.lora_A.keys())))
+
+    # --- composition (nn/compose.py) ----------------------------------------------------------
+    def _compose(self, plan: Node, x: torch.Tensor, args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor:
+        """The base output with the active composition's deltas (:func:`.compose.apply` holds the blocks)."""
+        result = self.base_layer(x, *args, **kwargs)
+
+        def leaf(name: str, s: torch.Tensor, start: int) -> torch.Tensor:
+            return self._adapter_delta(name, rows_of(x, s, start), s)
+
+        return apply(plan, result, 0, leaf, no_fuse)
+
+    def _adapter_delta(self, name: str, x: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
+        """What adapter `name` adds to `result` (the output so far for the rows of input `x`)."""
+        raise NotImplementedError
+
+    def _dropped_input(self, name: str, x: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        """`x` in the adapter's dtype, through its dropout when training; whether dropout ran."""
+        A, p = self.lora_A[name], self.dropout[name]
+        xa = x.to(A.dtype) if x.dtype != A.dtype else x
+        dropped = bool(p) and self.training
+        return (F.dropout(xa, p, True) if dropped else xa), dropped
 
     # --- math -----------------------------------------------------------------------------
     def _delta(self, name: str) -> torch.Tensor:
@@ -500,11 +528,18 @@ class LoRALinear(LoRALayer):
         return delta.T if self.fan_in_fan_out else delta
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        route = self._route
+        if route is not None:
+            return route.lora_forward(self, x, *args, **kwargs)
+        plan = self._composition
+        if plan is not None:
+            return self._compose(plan, x, args, kwargs)
         result = self.base_layer(x, *args, **kwargs)
         if not self._run:
             return result
         for name in self._run:
             A, B, s = self.lora_A[name], self.lora_B[name], self.scaling[name]
+            # _dropped_input, inlined: this loop is the hot path of every unmerged forward
             p = self.dropout[name]
             xa = x.to(A.dtype) if x.dtype != A.dtype else x
             dropped = bool(p) and self.training
@@ -521,6 +556,13 @@ class LoRALinear(LoRALayer):
             else:
                 result = result + (F.linear(h, B) * s).to(result.dtype)
         return result
+
+    def _adapter_delta(self, name: str, x: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
+        xd, dropped = self._dropped_input(name, x)
+        if name in self.lora_magnitude_vector:
+            return self._dora(name, xd, result, dropped).to(result.dtype)
+        A, B = self.lora_A[name], self.lora_B[name]
+        return (F.linear(F.linear(xd, A), B) * self.scaling[name]).to(result.dtype)
 
     def _dora(self, name: str, xd: torch.Tensor, result: torch.Tensor, dropped: bool) -> torch.Tensor:
         A, B, s = self.lora_A[name], self.lora_B[name], self.scaling[name]
@@ -562,17 +604,26 @@ class LoRAEmbedding(LoRALayer):
         return F.embedding(x, table, b.padding_idx, b.max_norm, b.norm_type, b.scale_grad_by_freq, b.sparse)
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        route = self._route
+        if route is not None:
+            return route.lora_forward(self, x, *args, **kwargs)
+        plan = self._composition
+        if plan is not None:
+            return self._compose(plan, x, args, kwargs)
         result = self.base_layer(x, *args, **kwargs)
         for name in self._run:
-            A, B, s = self.lora_A[name], self.lora_B[name], self.scaling[name]
-            out = self._lookup(x, A.T) @ B.T * s
-            if name in self.lora_magnitude_vector:
-                norm = self._weight_norm(name).detach()
-                scale = self.lora_magnitude_vector[name] / norm
-                result = (scale * result.to(scale.dtype) + scale * out).to(result.dtype)
-            else:
-                result = result + out.to(result.dtype)
+            result = result + self._adapter_delta(name, x, result)
         return result
+
+    def _adapter_delta(self, name: str, x: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
+        A, B, s = self.lora_A[name], self.lora_B[name], self.scaling[name]
+        out = self._lookup(x, A.T) @ B.T * s
+        if name in self.lora_magnitude_vector:
+            norm = self._weight_norm(name).detach()
+            scale = self.lora_magnitude_vector[name] / norm
+            # DoRA: scale * result + scale * out, as what it adds to result
+            return ((scale - 1) * result.to(scale.dtype) + scale * out).to(result.dtype)
+        return out.to(result.dtype)
 
 
 __all__: Sequence[str] = ["LoRAConfig", "LoRALayer", "LoRALinear", "LoRAEmbedding"]

@@ -10,6 +10,10 @@ Files are not this module's business: :mod:`adapterhub_client.formats` reads and
 to :func:`attach_weights`, the one strict way tensors get into adapter layers. Every error a caller
 can cause is an :class:`~..errors.AdapterError`.
 
+Activation takes a name, a list (outputs add) or a composition block (:mod:`.compose`: Stack,
+Parallel, Average, BatchSplit, Fuse), checked whole when activated and recorded as the state's
+``composition``; a fusion (:mod:`.fusion`) is an adapter of its own that only its Fuse runs.
+
 Task heads (:mod:`.heads`) belong to an adapter: :func:`add_head` gives adapter ``name`` a trained
 copy of one of the model's modules (``ModuleCopy("classifier")``, PEFT's ``modules_to_save``) or a
 prediction head for a headless base (``HeadConfig(...)``, AdapterHub's), and ``attach_weights(...,
@@ -30,7 +34,9 @@ from torch import nn
 from .._text import format_table, human_count
 from ..errors import AdapterWeightsError, NotFoundError, UsageError
 from ..modpaths import PathRewrite, align_paths
-from .base import AdapterConfig, AdapterLayer, adapter_state, check_model, inner_of
+from .base import AdapterConfig, AdapterLayer, AdapterState, adapter_state, check_model, inner_of
+from .compose import Block, Composition, Fuse, child_from_json, set_input_hook
+from .compose import check as check_composition
 from .heads import HEADS_PATH, HeadConfig, HeadLayer, HeadSpec, ModuleCopy, ModuleCopyLayer, build_head
 from .targets import TargetError, base_of, get_module, iter_modules, set_module, weight_of
 
@@ -38,6 +44,7 @@ __all__ = [
     "AdapterInfo",
     "AdapterWeightsError",
     "TrainableParams",
+    "active_composition",
     "adapter_heads",
     "adapter_layers",
     "adapter_parameters",
@@ -153,10 +160,32 @@ def _merged(model: nn.Module) -> list[str]:
     return list(seen)
 
 
-def _apply_active(model: nn.Module, names: list[str]) -> None:
+def _apply_active(model: nn.Module, names: list[str], composition: Composition | None = None) -> None:
+    """Make `names` the active list, or run `composition` (then `names` is ignored)."""
+    root = composition.root if composition is not None else None
+    if composition is not None:
+        names = list(composition.adapters)
     for _, layer in _layers(model):
         layer.set_active(names)
-    adapter_state(model).active = list(names)
+        layer.set_composition(root)
+    state = adapter_state(model)
+    state.active = list(names) if composition is None else [*composition.adapters, *composition.fusions]
+    state.composition = composition
+    set_input_hook(model, composition is not None and (composition.copies > 1 or composition.batch is not None))
+
+
+def _fuse_of(state: AdapterState, fusion: str) -> Fuse:
+    """The Fuse block fusion `fusion` was made for (activating a fusion by name runs it)."""
+    return Fuse(*(child_from_json(c) for c in getattr(state.configs[fusion], "children", [])), name=fusion)
+
+
+def _is_fusion(state: AdapterState, name: str) -> bool:
+    return state.configs[name].kind == "fusion"
+
+
+def _fused_by(state: AdapterState, name: str) -> list[str]:
+    """The fusions whose Fuse holds adapter `name`."""
+    return [f for f, cfg in state.configs.items() if cfg.kind == "fusion" and name in _fuse_of(state, f).names()]
 
 
 # --- attach / detach --------------------------------------------------------------------------
@@ -188,10 +217,12 @@ def add_adapter(model: nn.Module, name: str, config: AdapterConfig, *, activate:
             f"adapter {name!r} targets {', '.join(replaced[:3])}, which a trained module copy replaces "
             f"(modules_to_save of {', '.join(sorted(_copies_at(model, replaced[0])))}); exclude it (exclude_modules)"
         )
-    if activate:
+    if activate and _is_fusion(state, name):
+        _activate_composition(model, _fuse_of(state, name))
+    elif activate:
         _apply_active(model, [name])
     else:
-        _apply_active(model, state.active)  # new layers learn the current selection
+        _apply_active(model, state.active, state.composition)  # new layers learn the current selection
     return list(paths)
 
 
@@ -201,6 +232,14 @@ def delete_adapter(model: nn.Module, name: str) -> None:
     if name in _merged(model):
         raise UsageError(f"adapter {name!r} is merged; call unmerge_adapters(model) first")
     state = adapter_state(model)
+    if state.composition is not None and name in state.active:
+        raise UsageError(
+            f"adapter {name!r} is part of the active composition {state.composition.block!r}; "
+            "activate something else first"
+        )
+    fused = _fused_by(state, name)
+    if fused:
+        raise UsageError(f"adapter {name!r} is fused by {', '.join(map(repr, fused))}; delete the fusion first")
     for path, layer in _layers_of(model, name):
         layer.delete_adapter(name)
         if not layer.adapter_names and inner_of(layer) is not None:
@@ -376,9 +415,26 @@ def _check_copies_selection(model: nn.Module, selection: Sequence[str]) -> None:
 # --- activation -------------------------------------------------------------------------------
 
 
-def set_active_adapters(model: nn.Module, names: str | Sequence[str] | None) -> None:
-    """Activate one adapter, several (their outputs add up), or none (``None`` / ``[]``)."""
+def set_active_adapters(model: nn.Module, names: str | Sequence[str] | Block | None) -> None:
+    """Activate one adapter, several (their outputs add up), a composition block (``Stack``,
+    ``Parallel``, ``Average``, ``BatchSplit``, ``Fuse``: :mod:`.compose`), or none (``None`` / ``[]``).
+
+    A block is checked whole here (names, nestings, weights, batch sizes), before any forward; a
+    fusion's name activates its ``Fuse``.
+    """
+    if isinstance(names, Block):
+        _activate_composition(model, names)
+        return
     selection = _selection(model, names, [])
+    state = adapter_state(model)
+    fusions = [n for n in selection if _is_fusion(state, n)]
+    if fusions and len(selection) == 1:
+        _activate_composition(model, _fuse_of(state, fusions[0]))
+        return
+    if fusions:
+        raise UsageError(
+            f"{fusions[0]!r} is a fusion: activate it alone, or as {_fuse_of(state, fusions[0])!r} inside a block"
+        )
     _check_copies_selection(model, selection)
     merged = _merged(model)
     # the order counts too: DoRA rescales what the adapters before it produced, and merges follow it
@@ -387,18 +443,44 @@ def set_active_adapters(model: nn.Module, names: str | Sequence[str] | None) -> 
     _apply_active(model, selection)
 
 
+def _activate_composition(model: nn.Module, block: Block) -> None:
+    state = adapter_state(model)
+    composition = check_composition(block, state.configs)
+    merged = _merged(model)
+    if merged:
+        raise UsageError(
+            f"adapters {merged} are merged into the weights, which every row shares; "
+            f"unmerge_adapters(model) before activating {block!r}"
+        )
+    _check_copies_selection(model, composition.adapters)
+    for path, layer in _layers(model):
+        per_row = sorted(set(layer.adapter_names) & composition.row_adapters)
+        if isinstance(layer, ModuleCopyLayer) and per_row:
+            raise UsageError(
+                f"{block!r}: adapter {per_row[0]!r} has a trained copy of {path}, which would run for every row; "
+                "Parallel and BatchSplit cannot give rows their own module copies"
+            )
+    _apply_active(model, [], composition)
+
+
+def active_composition(model: nn.Module) -> Block | None:
+    """The active composition block (None when a plain list, or nothing, is active)."""
+    composition = adapter_state(model).composition
+    return composition.block if composition is not None else None
+
+
 @contextlib.contextmanager
 def disable_adapters(model: nn.Module) -> Iterator[nn.Module]:
-    """Run the bare base model inside the block; the previous selection (and merges) come back after."""
+    """Run the bare base model inside the block; the previous selection (composition, merges) comes back after."""
     state = adapter_state(model)
-    previous, merged = list(state.active), _merged(model)
+    previous, composition, merged = list(state.active), state.composition, _merged(model)
     if merged:
         unmerge_adapters(model)
     _apply_active(model, [])
     try:
         yield model
     finally:
-        _apply_active(model, previous)
+        _apply_active(model, previous, composition)
         if merged:
             merge_adapters(model, merged)
 
@@ -428,6 +510,11 @@ def merge_adapters(
     bit for bit (ties included) and raises. Deltas are computed in fp32 for fp16/bf16 bases.
     """
     state = adapter_state(model)
+    if state.composition is not None:
+        raise UsageError(
+            f"the composition {state.composition.block!r} is active and merged weights are shared by every row; "
+            "set_active_adapters(model, names) before merging"
+        )
     selection = _selection(model, names, state.active)
     configs = state.configs
     fixed = [n for n in selection if not getattr(configs[n], "mergeable", True)]

@@ -19,7 +19,7 @@ from ..errors import UsageError
 from .for_model import check, local_model
 from .install import install_resolved
 from .resolution import resolve, root_index
-from .results import AttachCheck, Attached, AttachReport, CheckedAdapter, Installed, Merged
+from .results import AttachCheck, Attached, AttachReport, CheckedAdapter, Installed, Merged, Resolved
 from .session import Session
 
 if TYPE_CHECKING:
@@ -66,8 +66,61 @@ def attach(
     for verdict in checked.verdicts:
         if verdict.kind != EXACT:
             warnings.warn(verdict.message, stacklevel=3)  # at the caller of Hub.attach
-    root = install_resolved(session, checked.items)[root_index(checked.items, ref)]
+    from ..formats.recipe_layout import COMPOSITION
+    from ..nn.fusion import KIND as FUSION
+
+    installed = install_resolved(session, checked.items)
+    index = root_index(checked.items, ref)
+    root, kind = installed[index], checked.items[index].manifest["adapter"]["type"]
+    if kind in (COMPOSITION, FUSION):
+        return attach_with_parts(model, root, installed, checked.items, name=name, allow_pickle=allow_pickle)
     return load_adapter(model, root.path, name=name or adapter_name(root.name), allow_pickle=allow_pickle)
+
+
+def attach_with_parts(
+    model: Any,
+    root: Installed,
+    installed: Sequence[Installed],
+    items: Sequence[Resolved],
+    *,
+    name: str | None = None,
+    allow_pickle: bool = False,
+) -> str:
+    """A recipe or a fusion (`root`), its parts already checked and installed: attach every part under
+    `adapter_name` of its package (adapters first, then fusions, which need their adapters), then
+    activate the root's composition; return the root's name."""
+    from ..formats import load_adapter
+    from ..formats.composition import load_composition
+    from ..formats.fusion import load_fusion
+    from ..formats.recipe_layout import COMPOSITION, PARTS
+    from ..nn.fusion import KIND as FUSION
+
+    kinds = {i.name: r.manifest["adapter"]["type"] for i, r in zip(installed, items, strict=True)}
+    parts_of = {i.name: r.manifest["adapter"].get(PARTS) or {} for i, r in zip(installed, items, strict=True)}
+    by_name = {i.name: i for i in installed}
+    nested = [p for p in parts_of[root.name].values() if kinds.get(p) == COMPOSITION]
+    if nested:
+        raise UsageError(
+            f"{root.name}: parts {nested} are recipes themselves; a recipe's parts are adapters or fusions"
+        )
+
+    def attached_names(package: str) -> dict[str, str]:
+        return {saved: adapter_name(part) for saved, part in parts_of[package].items()}
+
+    needed = set(parts_of[root.name].values())
+    for package in [p for p in needed if kinds.get(p) == FUSION]:
+        needed |= set(parts_of[package].values())
+    for package in sorted(p for p in needed if kinds.get(p) not in (FUSION, COMPOSITION)):
+        load_adapter(model, by_name[package].path, name=adapter_name(package), allow_pickle=allow_pickle)
+    for package in sorted(p for p in needed if kinds.get(p) == FUSION):
+        load_fusion(
+            model, by_name[package].path, adapter_name(package), adapters=attached_names(package), activate=False
+        )
+    own = name or adapter_name(root.name)
+    if kinds[root.name] == FUSION:
+        return load_fusion(model, root.path, own, adapters=attached_names(root.name))
+    load_composition(model, root.path, adapters=attached_names(root.name))
+    return own
 
 
 def attach_dir(

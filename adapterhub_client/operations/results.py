@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from ..basemodel.compat import Verdict
     from ..lockfile import LockData, LockEntry
     from ..registry.client import IndexEntry
+    from ..signing import SignatureInfo
+    from ..site import SiteReport
 
 __all__ = [
     "AdapterHubOptions",
@@ -43,6 +45,8 @@ __all__ = [
     "Removed",
     "Resolved",
     "SearchHit",
+    "SignatureReport",
+    "Signed",
     "VerifyReport",
     "Yanked",
 ]
@@ -201,6 +205,17 @@ class Info:
     versions: list[str]  # ascending, "1.5.0 (yanked)" for yanked ones
     manifest_sha256: str | None = None  # None for a local package directory (not published)
     yanked: bool = False  # the resolved version is yanked (only a pinned reference resolves to one)
+    signature: SignatureInfo | None = None  # who signed it (verified when a trust rule covers it)
+
+    @property
+    def composition(self) -> str | None:
+        """A recipe's block tree with its parts shown as packages (`Stack(acme/a, acme/b)`); else None."""
+        from ..formats.recipe_layout import COMPOSITION, PARTS, describe_block
+
+        adapter = self.manifest["adapter"]
+        if adapter["type"] != COMPOSITION:
+            return None
+        return describe_block(adapter["config"].get("block"), adapter.get(PARTS))
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -211,6 +226,8 @@ class Info:
         }
         if self.manifest_sha256 is not None:
             data["manifest_sha256"] = self.manifest_sha256
+        if self.signature is not None:
+            data["signature"] = self.signature.to_json()
         return data
 
 
@@ -286,6 +303,8 @@ class VerifyReport:
     repaired: list[str] = dataclasses.field(default_factory=list)  # --repair: views fetched and rebuilt
     unrepaired: list[str] = dataclasses.field(default_factory=list)  # --repair: what is still wrong
     repair: bool = False  # whether --repair ran (then ok means: everything repaired)
+    # --signatures: (name, version, signature or None when unsigned) of each installed view checked
+    signatures: list[tuple[str, str, SignatureInfo | None]] | None = None
 
     @property
     def ok(self) -> bool:
@@ -301,6 +320,11 @@ class VerifyReport:
         }
         if self.repair:
             data.update(repaired=self.repaired, unrepaired=self.unrepaired)
+        if self.signatures is not None:
+            data["signatures"] = [
+                {"name": n, "version": v, "signature": None if s is None else s.to_json()}
+                for n, v, s in self.signatures
+            ]
         return data
 
 
@@ -312,6 +336,36 @@ class Published(_Record):
     url: str
     manifest_sha256: str
     created: bool  # False: the identical content was already published
+    site: SiteReport | None = None  # `--site`: the catalogue site brought up to date after publishing
+
+
+@dataclasses.dataclass(frozen=True)
+class Signed(_Record):
+    """`adapters sign`: the package completed (name, card) and signed; `--prepare`: completed only."""
+
+    name: str
+    version: str
+    path: Path
+    signer: str | None  # sha256:<hex> of the signing public key
+    signature: Path | None  # DIR/model.sig
+
+
+@dataclasses.dataclass(frozen=True)
+class SignatureReport:
+    """`adapters verify --signatures REF`: one version's signature, checked without installing it."""
+
+    name: str
+    version: str
+    source: str
+    signature: SignatureInfo | None  # None: unsigned
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "source": self.source,
+            "signature": None if self.signature is None else self.signature.to_json(),
+        }
 
 
 @dataclasses.dataclass(frozen=True)
