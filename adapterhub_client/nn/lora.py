@@ -445,7 +445,23 @@ class LoRALayer(AdapterLayer):
                     f"before {late} and DoRA does not commute with other adapters; merge {first!r} too (or first)"
                 )
 
+    def _dense_base(self) -> None:
+        """A 4-bit base (nn.quant) has no weight to merge into: swap in a dense copy of its dequantized
+        weight; the quantized layer is kept (unmerge restores it exactly)."""
+        base = self.base_layer
+        dequantize = getattr(base, "dequantize", None)
+        if not (getattr(type(base), "layout_kind", None) and callable(dequantize)):
+            return
+        weight = cast(torch.Tensor, dequantize())  # [out, in] in the weight's own dtype
+        dense = nn.Linear(weight.shape[1], weight.shape[0], bias=False, device=weight.device, dtype=weight.dtype)
+        dense.weight = nn.Parameter(weight, requires_grad=False)
+        dense.bias = cast("nn.Parameter | None", getattr(base, "bias", None))  # type: ignore[assignment]
+        object.__setattr__(self, "_quantized_base", base)  # a plain attribute: not in the state dict
+        self.base_layer = dense
+
     def merge(self, names: list[str]) -> None:
+        if any(n in self.lora_A and n not in self.merged_adapters for n in names):
+            self._dense_base()
         weight = self._weight
         for name in self._merge_order(names):
             if name not in self.lora_A or name in self.merged_adapters:
@@ -482,6 +498,10 @@ class LoRALayer(AdapterLayer):
                     weight.sub_(self._to_base_layout(delta))
                 else:
                     weight.copy_(weight.to(delta.dtype) - self._to_base_layout(delta))
+        quantized = getattr(self, "_quantized_base", None)
+        if quantized is not None:  # the 4-bit layer merged into a dense copy comes back as it was
+            self.base_layer = quantized
+            object.__delattr__(self, "_quantized_base")
         self._refresh()
 
     def _dense_of(self, W: torch.Tensor) -> torch.Tensor:

@@ -26,18 +26,21 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from .._text import format_table, human_count
-from ..errors import AdapterWeightsError, NotFoundError, UsageError
+from ..errors import AdapterWarning, AdapterWeightsError, NotFoundError, UsageError
 from ..modpaths import PathRewrite, align_paths
 from .base import AdapterConfig, AdapterLayer, AdapterState, adapter_state, check_model, inner_of
 from .compose import Block, Composition, Fuse, child_from_json, set_input_hook
 from .compose import check as check_composition
 from .heads import HEADS_PATH, HeadConfig, HeadLayer, HeadSpec, ModuleCopy, ModuleCopyLayer, build_head
+from .quant.convert import Quantization, quantization_of, quantize_modules
+from .quant.layer import Linear4bit
 from .targets import TargetError, base_of, get_module, iter_modules, set_module, weight_of
 
 __all__ = [
@@ -632,11 +635,14 @@ def merge_and_unload(
     *,
     safe: bool = False,
     untie: bool = False,
+    requantize: bool = False,
 ) -> nn.Module:
     """Merge `names` (default: active) and remove every adapter layer; returns the plain model (same object).
 
     Adapters not merged (inactive ones, bottlenecks) are dropped, and every layer is released (no
-    hook is left on the base modules). ``safe``/``untie`` as in :func:`merge_adapters`.
+    hook is left on the base modules). ``safe``/``untie`` as in :func:`merge_adapters`. On a 4-bit base
+    (:mod:`.quant`) LoRA merges into a dense copy of the dequantized weight; ``requantize`` quantizes
+    those layers again as the rest of the model is, warning with the error that costs.
     """
     layers = list(reversed(_layers(model)))  # innermost first
     heads = [path for path, layer in layers if isinstance(layer, HeadLayer)]
@@ -648,12 +654,39 @@ def merge_and_unload(
     stuck = [f"{layer.kind} adapter layer at {path}" for path, layer in layers if inner_of(layer) is None]
     if stuck:  # before merging anything
         raise UsageError(f"{stuck[0]} cannot be unloaded")
+    quantization = quantization_of(model) if requantize else None
+    if requantize and quantization is None:
+        raise UsageError("requantize=True: the model has no 4-bit layers")
     merge_adapters(model, names, safe=safe, untie=untie)
+    dense = [path for path, layer in layers if getattr(layer, "_quantized_base", None) is not None]
     for path, layer in layers:
         _replace_layer(model, path, layer)
     if hasattr(model, "_ah_state"):
         object.__delattr__(model, "_ah_state")
+    if quantization is not None and dense:
+        _requantize(model, dense, quantization)
     return model
+
+
+def _requantize(model: nn.Module, paths: list[str], quantization: Quantization) -> None:
+    """Quantize the merged layers at `paths` again; warn with ``max |W - dequant(quant(W))| / max |W|``."""
+    merged = {path: weight_of(get_module(model, path)) for path in paths}
+    q = quantization
+    quantize_modules(model, paths, q.quant_type, q.blocksize, q.double_quant, q.compute_dtype)
+    worst = 0.0
+    for path, weight in merged.items():
+        assert weight is not None
+        layer = get_module(model, path)
+        assert isinstance(layer, Linear4bit)
+        back = layer.dequantize(weight.dtype)
+        worst = max(worst, float((weight - back).abs().max() / weight.abs().max().clamp_min(1e-30)))
+    warnings.warn(
+        AdapterWarning(
+            f"requantized {len(paths)} merged layers to {q.quant_type}: the 4-bit weights differ from the merged "
+            f"ones by up to {worst:.3g} of their largest entry (keep requantize=False for the exact merge)"
+        ),
+        stacklevel=2,
+    )
 
 
 def _layers_names(model: nn.Module, path: str) -> list[str]:

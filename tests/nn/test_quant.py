@@ -317,19 +317,51 @@ def test_adapter_gradients_equal_those_on_the_dequantized_model():
         models.assert_close(grad, grads[1][name], 1e-5)
 
 
-def test_the_weight_reads_dequantized_and_refuses_writes_so_a_merge_cannot_vanish():
+def test_the_weight_reads_dequantized_and_refuses_writes():
     model = models.tiny_bert()
     ah.quantize(model, blocksize=32, compute_dtype=torch.float32)
     layer = model.encoder.layer[0].attention.self.query
     assert torch.equal(layer.weight + 0, layer.dequantize())
     with pytest.raises(UsageError, match="dequantized copy"):
         layer.weight.add_(1)
-    ah.add_adapter(model, "a", ah.LoRAConfig(r=4, target_modules=["query"], init="none"))
+
+
+def _quantized_with_lora():
+    model = models.tiny_bert()
+    ah.quantize(model, blocksize=32, compute_dtype=torch.float32)
+    ah.add_adapter(model, "a", ah.LoRAConfig(r=4, target_modules=["query", "value"], init="none"))
+    return model
+
+
+def test_a_merge_on_a_4bit_base_goes_into_a_dequantized_copy_and_unmerge_restores_the_4bit_layer():
+    model = _quantized_with_lora()
     ids = models.token_ids(96)
     before = models.hidden(model, ids)
-    with pytest.raises(UsageError, match="dequantized copy"):
-        ah.merge_adapters(model)
+    ah.merge_adapters(model)
+    query = model.encoder.layer[0].attention.self.query
+    assert type(query.base_layer) is torch.nn.Linear  # dense: the merge has a weight to go into
+    models.assert_close(models.hidden(model, ids), before)
+    ah.unmerge_adapters(model)
+    assert isinstance(query.base_layer, Linear4bit)  # the very layer, codes untouched
     assert torch.equal(models.hidden(model, ids), before)
+
+
+def test_merge_and_unload_gives_dense_layers_or_requantizes_them_with_a_warning():
+    model = _quantized_with_lora()
+    ids = models.token_ids(96)
+    before = models.hidden(model, ids)
+    dense = ah.merge_and_unload(copy.deepcopy(model))
+    assert type(dense.encoder.layer[0].attention.self.query) is torch.nn.Linear
+    assert isinstance(dense.encoder.layer[0].attention.self.key, Linear4bit)  # no adapter there: still 4-bit
+    models.assert_close(models.hidden(dense, ids), before)
+    with pytest.warns(ah.AdapterWarning, match=r"requantized 4 merged layers to nf4: .* up to [0-9.e-]+ of their"):
+        again = ah.merge_and_unload(model, requantize=True)
+    assert isinstance(again.encoder.layer[0].attention.self.query, Linear4bit)
+    requantized = models.hidden(again, ids)
+    assert not torch.allclose(requantized, before, atol=1e-6)  # the 4-bit round trip costs something
+    assert torch.allclose(requantized, before, atol=0.2)
+    with pytest.raises(UsageError, match="no 4-bit layers"):
+        ah.merge_and_unload(models.tiny_bert(), requantize=True)
 
 
 def test_prepare_for_kbit_training_upcasts_half_parameters_for_a_bf16_model():
