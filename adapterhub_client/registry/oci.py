@@ -723,13 +723,12 @@ class OciClient:
     def _check_won(self, repository: str, tag: str, ref: str, digest: str, manifest: dict[str, Any]) -> None:
         """The distribution API has no create-only tag write: two pushes of one new tag can both PUT, and
         the last write stays. Read the tag back; a push whose package is not the one there lost."""
-        now = self._existing(repository, tag)
-        if now is not None and now.digest == digest:
-            return
-        old = self.package_manifest(now) if now is not None and now.is_package else None
-        if old is not None and _same_package(old, manifest):
-            return
-        held = now.digest[:19] + "…" if now is not None else "nothing"
+        try:
+            if self._held(repository, tag, ref, digest, manifest) is not None:
+                return
+            held = "nothing"
+        except InvalidPackageError:
+            held = "another package"
         raise InvalidPackageError(
             f"{ref}: another push of this version won the race (the tag now holds {held}); push a new version"
         )
