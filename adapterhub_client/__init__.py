@@ -89,7 +89,7 @@ _LAZY = {
     "ModuleCopy": "adapterhub_client.nn.heads",
     # 4-bit bases for QLoRA (NF4 / FP4, bitsandbytes' format)
     "Linear4bit": "adapterhub_client.nn.quant",
-    "quantize": "adapterhub_client.nn.quant",
+    "quantize": "adapterhub_client.formats.quantized",
     "prepare_for_kbit_training": "adapterhub_client.nn.quant",
     "load_quantized": "adapterhub_client.formats.quantized",
     "save_quantized": "adapterhub_client.formats.quantized",
@@ -139,7 +139,7 @@ if TYPE_CHECKING:
     from .formats import convert_package, export_peft, load_adapter, save_adapter
     from .formats.composition import load_composition, save_composition
     from .formats.fusion import load_fusion, save_fusion
-    from .formats.quantized import load_quantized, save_quantized
+    from .formats.quantized import load_quantized, quantize, save_quantized
     from .hub import Hub
     from .nn.bottleneck import BottleneckConfig
     from .nn.compose import Average, BatchSplit, Fuse, Parallel, Stack
@@ -164,7 +164,7 @@ if TYPE_CHECKING:
         set_active_adapters,
         unmerge_adapters,
     )
-    from .nn.quant import Linear4bit, prepare_for_kbit_training, quantize
+    from .nn.quant import Linear4bit, prepare_for_kbit_training
     from .nn.routing import enable_adapter_names, route
     from .operations.results import (
         AdapterHubOptions,

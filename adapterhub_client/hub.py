@@ -185,9 +185,12 @@ class Hub:
         merge_to: PathLike | None = None,
         on_checked: Callable[[list[CheckedAdapter]], None] | None = None,
         allow_pickle: bool = False,
+        quantize: str | None = None,
     ) -> AttachReport:
         """`adapters attach`: check, then attach onto the base in `model_dir` or merge into a copy of it.
-        `on_checked` receives the verdicts as soon as they are known, before any weight is downloaded."""
+        `on_checked` receives the verdicts as soon as they are known, before any weight is downloaded.
+        `quantize` ("nf4" or "fp4") loads the base's linear layers in 4 bits (QLoRA's settings), checked as
+        such: an adapter trained on the base quantized that way is `exact`."""
         return _attach.attach_dir(
             self.session,
             refs,
@@ -197,6 +200,7 @@ class Hub:
             merge_to=merge_to,
             on_checked=on_checked,
             allow_pickle=allow_pickle,
+            quantize=quantize,
         )
 
     # --- install ------------------------------------------------------------------------

@@ -28,6 +28,12 @@ if TYPE_CHECKING:
 @click.option("--merge", is_flag=True, help="Merge the LoRA adapters into a copy of the checkpoint.")
 @click.option("--output", type=click.Path(file_okay=False), help="Where --merge writes the merged checkpoint.")
 @click.option("--allow-pickle", is_flag=True, help="Load pickled weights (with weights_only=True); refused by default.")
+@click.option(
+    "--quantize",
+    type=click.Choice(["nf4", "fp4"]),
+    help="Load the base's linear layers in 4 bits (blocksize 64, double quantization, bfloat16 compute), "
+    "as QLoRA adapters were trained; the check compares the quantization too.",
+)
 @common
 @adapterhub_options
 def attach(
@@ -39,6 +45,7 @@ def attach(
     merge: bool,
     output: str | None,
     allow_pickle: bool,
+    quantize: str | None,
     as_json: bool,
 ) -> None:
     """Check REFS against the model in --model, then attach them (proving the weights fit) or,
@@ -66,6 +73,7 @@ def attach(
         merge_to=output,
         on_checked=None if as_json else show_verdicts,
         allow_pickle=allow_pickle,
+        quantize=quantize,
     )
     if as_json:
         emit_json(report.to_json())

@@ -29,7 +29,7 @@ from ..nn.base import adapter_state, check_model
 from ..nn.compose import Block, Fuse, FusionLookup, child_from_json, child_to_json
 from ..nn.model import set_active_adapters
 from .files import input_dir, output_dir
-from .package import base_architecture, base_fingerprint
+from .package import base_model_record
 from .recipe_layout import COMPOSITION, PARTS, RECIPE_FILE
 
 __all__ = ["load_composition", "part_dependencies", "save_composition"]
@@ -96,10 +96,6 @@ def save_composition(
     lookup = FusionLookup(configs)
     used = block.names() + list(dict.fromkeys(lookup.find(f) for f in _fuses(block)))
     dependencies, names = part_dependencies(f"the composition {block!r}", used, parts)
-    modules: dict[str, Any] = {}
-    for adapter in used:
-        modules.update(base_architecture(model, adapter)["modules"])
-    model_config = getattr(model, "config", None)
     out = output_dir(out_dir)
     recipe = {"block": data, PARTS: names}
     (out / RECIPE_FILE).write_text(json.dumps(recipe, indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -108,11 +104,7 @@ def save_composition(
         version,
         COMPOSITION,
         {"block": data},
-        base_model={
-            "name": getattr(model_config, "name_or_path", None) or None,
-            "fingerprint": base_fingerprint(model),
-            "architecture": {"model_type": getattr(model_config, "model_type", None), "modules": modules},
-        },
+        base_model=base_model_record(model, used),
         files=[RECIPE_FILE],
         **manifest_fields,
     )

@@ -43,6 +43,7 @@ from ..nn.base import AdapterConfig, adapter_state, check_model
 from ..nn.heads import HeadConfig, HeadSpec, ModuleCopy
 from ..nn.hotswap import hotswap_metadata
 from ..nn.model import adapter_heads, adapter_tensors, list_adapters
+from ..nn.quant import Linear4bit, quantization_of
 from ..nn.targets import base_of, get_module, kind_of
 from . import peft, peft_layout
 from .files import output_dir, verify_listed_file
@@ -65,6 +66,28 @@ def base_fingerprint(model: nn.Module) -> dict[str, Any] | None:
     return fingerprint_module(model)  # it reads past adapter wrappers (base_layer hops)
 
 
+def base_model_record(model: nn.Module, adapters: list[str]) -> dict[str, Any]:
+    """The manifest's ``base_model`` for `adapters` of `model`: its name, fingerprints, the base modules they
+    touch, and its quantization."""
+    model_config = getattr(model, "config", None)
+    modules: dict[str, Any] = {}
+    for adapter in adapters:
+        modules.update(base_architecture(model, adapter)["modules"])
+    return {
+        "name": getattr(model_config, "name_or_path", None) or None,
+        "fingerprint": base_fingerprint(model),
+        "architecture": {"model_type": getattr(model_config, "model_type", None), "modules": modules},
+        "quantization": base_quantization(model),
+    }
+
+
+def base_quantization(model: nn.Module) -> dict[str, Any] | None:
+    """How the base's linear layers are quantized (QLoRA: the adapter was trained on these 4-bit weights),
+    recorded next to the fingerprint of the unquantized base; None in full precision."""
+    quantization = quantization_of(model)
+    return None if quantization is None else quantization.to_dict()
+
+
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
@@ -76,6 +99,10 @@ def base_architecture(model: nn.Module, adapter: str) -> dict[str, Any]:
     modules = {}
     for path in adapter_state(model).modules[adapter]:
         base = base_of(get_module(model, path))
+        if isinstance(base, Linear4bit):  # the full-precision weight it stands for, as the base stores it
+            dtype = _dtype_name(base.weight_dtype)
+            modules[path] = {"shape": list(base.source_shape), "dtype": dtype, "layer": base.source_layout}
+            continue
         weight = getattr(base, "weight", None)
         if isinstance(weight, torch.Tensor):
             entry: dict[str, Any] = {"shape": list(weight.shape), "dtype": _dtype_name(weight.dtype)}
@@ -102,17 +129,12 @@ def save_package(
     save_tensors(tensors, out / WEIGHTS_FILE)
     config = adapter_state(model).configs[adapter]
     heads = adapter_heads(model, adapter)
-    model_config = getattr(model, "config", None)
     data = new_manifest(
         name,
         version,
         config.kind,
         config.to_dict(),
-        base_model={
-            "name": getattr(model_config, "name_or_path", None) or None,
-            "fingerprint": base_fingerprint(model),
-            "architecture": base_architecture(model, adapter),
-        },
+        base_model=base_model_record(model, [adapter]),
         files=[WEIGHTS_FILE],
         **manifest_fields,
     )

@@ -1,5 +1,9 @@
-"""4-bit models on disk, in bitsandbytes' serialized layout (a transformers bnb-4bit checkpoint).
+"""QLoRA base models: quantized in memory with their full-precision fingerprint kept, and 4-bit models on
+disk in bitsandbytes' serialized layout (a transformers bnb-4bit checkpoint).
 
+* :func:`quantize` replaces the linear layers (``nn.quant.quantize_modules``), first recording the digest
+  of every weight it replaces (``basemodel.fingerprint.record_unquantized``), so the model's fingerprint,
+  and the manifest of an adapter trained on it, stay those of the unquantized base;
 * :func:`save_quantized` writes ``model.safetensors`` (each 4-bit layer as bitsandbytes'
   ``Linear4bit`` saves itself: ``weight`` codes, ``weight.absmax``, ``weight.quant_map``, ...) and, for a
   transformers model, ``config.json`` with its ``quantization_config``, so ``from_pretrained`` loads it
@@ -8,7 +12,9 @@
   then streams the checkpoint one tensor at a time (plain reads, no memory map that would stay
   resident): a float linear weight is quantized as it arrives, a bitsandbytes-quantized one is taken
   as stored, anything else is assigned. Peak memory is the quantized model plus about one tensor, so a
-  base that does not fit in memory in fp32 can still be loaded.
+  base that does not fit in memory in fp32 can still be loaded. Each float weight is hashed as it passes
+  (the unquantized fingerprint); a checkpoint :func:`save_quantized` wrote carries those digests in its
+  safetensors metadata (``UNQUANTIZED_KEY``), so it keeps the fingerprint of the base it came from.
 """
 
 from __future__ import annotations
@@ -17,29 +23,54 @@ import contextlib
 import json
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..basemodel.fingerprint import read_headers, weight_files
-from ..basemodel.safetensors_header import TensorInfo
+from ..basemodel.fingerprint import default_algorithm, read_headers, record_unquantized, tensor_digest_of, weight_files
+from ..basemodel.safetensors_header import SafetensorsHeader, TensorInfo
 from ..errors import InvalidPackageError, UsageError
 from ..modpaths import align_paths
-from ..nn.base import AdapterLayer
+from ..nn.base import AdapterLayer, adapter_state
 from ..nn.layout import CONV1D
-from ..nn.quant import NF4, Linear4bit, Quantization, quantization_of, quantize, quantize_modules
+from ..nn.quant import NF4, Linear4bit, Quantization, quantization_of, quantize_modules, quantize_targets
 from ..nn.quant.layer import WEIGHT, split_bnb_quant_key
-from ..nn.targets import is_linear, iter_modules, kind_of
+from ..nn.targets import base_of, get_module, is_linear, iter_modules, kind_of
 from .files import output_dir
 from .tensors import _first_line, save_tensors
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 BNB_METHOD = "bitsandbytes"
+# safetensors metadata: JSON {"<4-bit layer path>.weight": "<algorithm>:<digest>"} of the unquantized weights
+UNQUANTIZED_KEY = "adapterhub.unquantized_digests"
 _meta_lock = threading.Lock()
+
+
+def quantize(
+    model: nn.Module,
+    quant_type: str = NF4,
+    blocksize: int = 64,
+    double_quant: bool = True,
+    compute_dtype: torch.dtype | None = torch.bfloat16,
+    skip: Sequence[str] = (),
+) -> Quantization:
+    """Replace every ``nn.Linear`` (and GPT-2 ``Conv1D``) of `model` by a :class:`Linear4bit`, one layer at
+    a time; the LM head (``lm_head``) and the modules named in `skip` (a name matches a path equal to it
+    or ending in ``.name``) stay as they are. The replaced weights' digests are recorded first, so the
+    model's fingerprint stays the unquantized base's. Works on the meta device (the layers are filled
+    later, e.g. while streaming a checkpoint). Returns what was replaced."""
+    paths = quantize_targets(model, skip)
+    digests = dict(adapter_state(model).unquantized_digests)
+    record_unquantized(model, [p for p in paths if not isinstance(base_of(get_module(model, p)), Linear4bit)])
+    try:
+        return quantize_modules(model, paths, quant_type, blocksize, double_quant, compute_dtype)
+    except BaseException:
+        adapter_state(model).unquantized_digests = digests  # refused: nothing changed
+        raise
 
 
 def bnb_quantization_config(quantization: Quantization, keep: Sequence[str]) -> dict[str, Any]:
@@ -83,7 +114,8 @@ def save_quantized(model: nn.Module, out_dir: str | os.PathLike[str]) -> Path:
         seen.add(view)
         tensors[name] = tensor
     path = out / WEIGHTS_FILE
-    save_tensors(tensors, path)
+    digests = adapter_state(model).unquantized_digests
+    save_tensors(tensors, path, {UNQUANTIZED_KEY: json.dumps(digests, sort_keys=True)} if digests else None)
     config = getattr(model, "config", None)
     if config is not None and callable(getattr(config, "to_json_string", None)):
         keep = [p for p, m, _, _ in iter_modules(model) if p and is_linear(m) and not isinstance(m, Linear4bit)]
@@ -116,16 +148,22 @@ def _parameters_on_meta() -> Iterator[None]:
             nn.Module.register_parameter = register  # type: ignore[method-assign]
 
 
-def _build(config: Any, model_class: Any) -> nn.Module:
-    """`model_class`, else the transformers class the checkpoint was saved from (its heads exist then),
-    else the AutoModel of its model type, built from `config`."""
+def saved_model_class(config: Any) -> Any:
+    """The transformers class a checkpoint was saved from (its config's `architectures`: heads such as
+    lm_head exist then), else ``AutoModel``."""
     import transformers
 
-    if model_class is None:
-        named = [getattr(transformers, a) for a in config.architectures or [] if hasattr(transformers, a)]
-        if not named:
-            return transformers.AutoModel.from_config(config)
-        model_class = named[0]
+    named = [getattr(transformers, a) for a in config.architectures or [] if hasattr(transformers, a)]
+    return named[0] if named else transformers.AutoModel
+
+
+def _build(config: Any, model_class: Any) -> nn.Module:
+    """`model_class`, else the class the checkpoint was saved from (`saved_model_class`), built from `config`."""
+    import transformers
+
+    model_class = model_class or saved_model_class(config)
+    if model_class is transformers.AutoModel:
+        return transformers.AutoModel.from_config(config)
     return model_class(config)
 
 
@@ -207,8 +245,11 @@ def load_quantized(
     )
     if prequantized:  # quantized as stored: the layers take their settings from the files
         quantize_modules(model, prequantized, compute_dtype=compute_dtype)
+        recorded = _recorded_digests(headers, rewrite.to_local)
     else:
-        quantize(model, quant_type, blocksize, double_quant, compute_dtype, skip)
+        quantize_modules(model, quantize_targets(model, skip), quant_type, blocksize, double_quant, compute_dtype)
+        recorded = {}
+    algorithm = default_algorithm()
     layers = {path: m for path, m, _, _ in iter_modules(model) if isinstance(m, Linear4bit)}
     pending: dict[str, dict[str, torch.Tensor]] = {path: {} for path in prequantized}
     # float weights to quantize pass through one reused buffer: no allocator churn of a layer per layer
@@ -229,6 +270,7 @@ def load_quantized(
                     pending[path][split[1] if split else attr] = _read_tensor(fh, info)
                 elif path in layers and attr == WEIGHT:
                     weight = _read_tensor(fh, info, staging)
+                    recorded[local] = f"{algorithm}:{tensor_digest_of(weight, algorithm)}"
                     layers[path].quantize_weight(weight.T if path in conv1d else weight)
                 elif local in local_names:
                     _assign(model, local, _read_tensor(fh, info))
@@ -243,4 +285,22 @@ def load_quantized(
         raise InvalidPackageError(
             f"{root}: the checkpoint lacks {len(missing)} tensors of the model ({', '.join(missing[:5])})"
         )
+    adapter_state(model).unquantized_digests.update(recorded)
     return model.eval()
+
+
+def _recorded_digests(headers: Mapping[str, SafetensorsHeader], to_local: Callable[[str], str]) -> dict[str, str]:
+    """The unquantized weights' digests save_quantized wrote into the checkpoint's metadata, by local name."""
+    out: dict[str, str] = {}
+    for header in headers.values():
+        raw = header.metadata.get(UNQUANTIZED_KEY)
+        if raw is None:
+            continue
+        try:
+            digests = json.loads(raw)
+        except ValueError:
+            digests = None
+        if not isinstance(digests, dict) or not all(isinstance(v, str) for v in digests.values()):
+            raise InvalidPackageError(f"{header.path}: metadata {UNQUANTIZED_KEY} is not an object of digests")
+        out.update({to_local(name): digest for name, digest in digests.items()})
+    return out

@@ -56,10 +56,10 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-def save_tensors(tensors: Mapping[str, torch.Tensor], path: Path) -> None:
-    """Write `tensors` (detached, contiguous, on the CPU) as safetensors with PEFT's metadata."""
+def save_tensors(tensors: Mapping[str, torch.Tensor], path: Path, metadata: Mapping[str, str] | None = None) -> None:
+    """Write `tensors` (detached, contiguous, on the CPU) as safetensors with PEFT's metadata (and `metadata`)."""
     cpu = {k: t.detach().to("cpu").contiguous() for k, t in tensors.items()}
     try:
-        save_file(cpu, str(path), metadata={"format": "pt"})
+        save_file(cpu, str(path), metadata={"format": "pt", **(metadata or {})})
     except OSError as exc:
         raise UsageError(f"{path}: cannot write ({exc.strerror or exc})") from None

@@ -190,6 +190,10 @@ class AdapterState:
     active: list[str] = dataclasses.field(default_factory=list)
     # the active composition block, checked (None: `active` is a plain list whose outputs add)
     composition: Composition | None = None
+    # "<4-bit layer path>.weight" -> "<algorithm>:<tensor digest>" of the full-precision weight it was
+    # quantized from: the codes no longer show it, so whoever quantized records it (formats.quantized), and
+    # the base's fingerprint stays that of the unquantized model
+    unquantized_digests: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def check_model(model: Any) -> nn.Module:

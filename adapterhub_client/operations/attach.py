@@ -7,6 +7,7 @@ Importing this module imports no torch; the loading steps do, when they run."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import time
@@ -35,19 +36,28 @@ def adapter_name(package_name: str) -> str:
     return _NOT_IN_TORCH_NAMES.sub("_", package_name)
 
 
-def check_for_attach(session: Session, refs: Sequence[str], model: Any, strict: bool = False) -> AttachCheck:
-    """Resolve `refs` and check every manifest against `model` before any weight is downloaded."""
+# What `adapters attach --quantize TYPE` loads the base as (QLoRA's settings), in the manifest's
+# `base_model.quantization` form: the check compares these before the base is loaded
+QUANTIZE_TYPES = ("nf4", "fp4")
+QUANTIZE_SETTINGS: dict[str, Any] = {"blocksize": 64, "double_quant": True, "compute_dtype": "bfloat16"}
+
+
+def check_for_attach(
+    session: Session, refs: Sequence[str], model: Any, strict: bool = False, quantize: str | None = None
+) -> AttachCheck:
+    """Resolve `refs` and check every manifest against `model` (to be quantized with `quantize`, for a
+    directory) before any weight is downloaded."""
     verdicts: list[Verdict] = []
     use_model_name(session, model)
     local = local_model(session, model)
+    if quantize is not None:
+        local = dataclasses.replace(local, quantization={"type": quantize, **QUANTIZE_SETTINGS})
     items = resolve(session, refs, check=lambda manifest: verdicts.append(check(session, manifest, local, strict)))
     return AttachCheck(items, verdicts)
 
 
 def use_model_name(session: Session, model: Any) -> None:
     """`ah:` identifiers resolve for the model being checked, unless a base name was given."""
-    import dataclasses
-
     from .adapterhub_source import model_name_of
 
     if session.adapterhub.base_name is None:
@@ -133,12 +143,18 @@ def attach_dir(
     merge_to: str | os.PathLike[str] | None = None,
     on_checked: Callable[[list[CheckedAdapter]], None] | None = None,
     allow_pickle: bool = False,
+    quantize: str | None = None,
 ) -> AttachReport:
     """`adapters attach`: check `refs` against the model directory; unless `check_only`, install them
     and attach them onto the loaded base (proving every weight fits) or, with `merge_to`, write the
-    base with the LoRA adapters merged. Only LoRA adapters merge: others are refused before download."""
+    base with the LoRA adapters merged. Only LoRA adapters merge: others are refused before download.
+    `quantize` ("nf4", "fp4") loads the base's linear layers in 4 bits (QUANTIZE_SETTINGS), streamed."""
+    if quantize is not None and quantize not in QUANTIZE_TYPES:
+        raise UsageError(f"--quantize takes {' or '.join(QUANTIZE_TYPES)}, got {quantize!r}")
+    if quantize is not None and merge_to is not None:
+        raise UsageError("--quantize loads the base in 4 bits to attach onto; --merge writes full-precision weights")
     start = time.perf_counter()
-    checked = check_for_attach(session, refs, model_dir, strict=strict)
+    checked = check_for_attach(session, refs, model_dir, strict=strict, quantize=quantize)
     adapters = [
         CheckedAdapter(i.name, i.version, i.manifest["adapter"]["type"], v)
         for i, v in zip(checked.items, checked.verdicts)
@@ -159,29 +175,33 @@ def attach_dir(
         if merge_to is not None:
             merged = merge(model_dir, installed, merge_to)
         else:
-            attached = attach_installed(load_base_model(model_dir), installed, allow_pickle=allow_pickle)
+            base = load_base_model(model_dir, quantize=quantize)
+            attached = attach_installed(base, installed, allow_pickle=allow_pickle)
     return AttachReport(str(model_dir), adapters, attached, merged, round(time.perf_counter() - start, 3))
 
 
-def base_model_class(model_dir: str | os.PathLike[str]) -> Any:
-    """The transformers class the checkpoint was saved from (so heads such as lm_head exist), else AutoModel."""
+def load_base_model(model_dir: str | os.PathLike[str], quantize: str | None = None) -> Any:
+    """The base model of a directory, loaded with the transformers class its checkpoint was saved from (so
+    heads such as lm_head exist; else AutoModel), its linear layers in 4 bits with `quantize`; transformers'
+    progress bars and info logs stay off (they would mix into `attach` output, --json included)."""
     try:
         import transformers
     except ImportError:
         raise UsageError(
             "attaching onto a model directory needs transformers: pip install 'adapterhub-client[transformers]'"
         ) from None
-    config = transformers.AutoConfig.from_pretrained(str(model_dir))
-    named = (getattr(transformers, a) for a in (config.architectures or []) if hasattr(transformers, a))
-    return next(named, transformers.AutoModel)
+    from ..formats.quantized import load_quantized, saved_model_class
 
-
-def load_base_model(model_dir: str | os.PathLike[str]) -> Any:
-    """The base model of a directory, loaded with its own transformers class; transformers' progress
-    bars and info logs stay off (they would mix into `attach` output, --json included)."""
-    cls = base_model_class(model_dir)
     with quiet_transformers():
-        return cls.from_pretrained(str(model_dir))
+        if quantize is not None:
+            import torch
+
+            compute_dtype = getattr(torch, QUANTIZE_SETTINGS["compute_dtype"])
+            return load_quantized(
+                model_dir, quant_type=quantize, **{**QUANTIZE_SETTINGS, "compute_dtype": compute_dtype}
+            )
+        config = transformers.AutoConfig.from_pretrained(str(model_dir))
+        return saved_model_class(config).from_pretrained(str(model_dir))
 
 
 @contextlib.contextmanager

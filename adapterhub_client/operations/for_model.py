@@ -40,7 +40,7 @@ def select_for_model(
 ) -> tuple[IndexEntry, Verdict]:
     """The highest version trained on exactly this model, else the highest architecture-compatible
     one; else IncompatibleError listing the versions and their bases."""
-    from ..basemodel.compat import ARCHITECTURE, EXACT, check_compat
+    from ..basemodel.compat import check_compat
     from ..basemodel.fingerprint import algorithm_of
 
     local = local_model(session, model)
@@ -59,7 +59,7 @@ def select_for_model(
     for entry in entries:
         manifest = resolved_entry(session, entry).manifest
         verdict = check_compat(manifest["base_model"], local)
-        if verdict.kind in (EXACT, ARCHITECTURE):
+        if verdict.ok:
             return entry, verdict
         base = manifest["base_model"]
         fp = (base.get("fingerprint") or {}).get("content")
@@ -70,8 +70,6 @@ def select_for_model(
 
 def install_for_model(session: Session, ref: str, model: Any, pre: bool = False, strict: bool = False) -> ModelInstall:
     """`adapters install REF --for-model DIR`: pick the version by the model, then install it."""
-    from ..basemodel.compat import EXACT
-
     parsed = parse_ref(ref)
     if isinstance(parsed, (LocalRef, HubRef, AdapterHubRef)):  # one manifest: checked before any weight
         if isinstance(parsed, LocalRef):
@@ -91,7 +89,7 @@ def install_for_model(session: Session, ref: str, model: Any, pre: bool = False,
     if not isinstance(parsed, Requirement):
         raise UsageError(f"{ref}: --for-model needs a registry reference")
     entry, verdict = select_for_model(session, parsed, model, pre=pre)
-    if strict and verdict.kind != EXACT:
+    if strict and not verdict.exact:
         raise IncompatibleError(verdict.message + " (strict: the exact base weights are required)")
     pinned = Requirement(parsed.name, parsed.specifier, parsed.registry_url, entry.version)
     return ModelInstall(install(session, [pinned], pre=pre), verdict)

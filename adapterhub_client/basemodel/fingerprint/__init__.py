@@ -32,6 +32,8 @@ from .module import (
     architecture_module,
     content_module,
     fingerprint_module,
+    record_unquantized,
+    tensor_digest_of,
     untied_architecture,
 )
 from .scan import file_identity, scan_file
@@ -79,6 +81,8 @@ __all__ = [
     "file_identity",
     "fingerprint_dir",
     "fingerprint_module",
+    "record_unquantized",
+    "tensor_digest_of",
     "normalize_name",
     "read_headers",
     "read_model_type",

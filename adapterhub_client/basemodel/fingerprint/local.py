@@ -12,9 +12,9 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
-from ...errors import NotFoundError
+from ...errors import InvalidPackageError, NotFoundError
 from ..safetensors_header import canonical_dtype
 from .directory import fingerprint_dir
 from .files import read_headers, read_model_type, weight_files, weights_from_headers
@@ -36,9 +36,12 @@ class LocalModel:
     weights: dict[str, TensorSpec]  # every tensor: name -> {"shape", "dtype"}
     _architecture: str | Callable[[], str] = field(repr=False)  # computed on first use for a module
     model_type: str | None = None
-    _content: Callable[[str], str] | None = field(default=None, repr=False)
+    _content: Callable[[str], str | None] | None = field(default=None, repr=False)
     _content_memo: dict[str, str] = field(default_factory=dict, repr=False)
     _file_sha256: Callable[[bool], dict[str, str] | None] | None = field(default=None, repr=False)
+    # how the model is (or will be, `attach --quantize`) quantized: the manifest's `base_model.quantization`
+    # form (nn.quant.Quantization.to_dict(), "modules" left out when not known yet); None: full precision
+    quantization: dict[str, Any] | None = None
 
     @property
     def architecture(self) -> str:
@@ -76,15 +79,29 @@ class LocalModel:
 
     @classmethod
     def from_module(cls, model: nn.Module) -> LocalModel:
-        """From the module's base state dict (adapters left out); content hashed on demand."""
+        """From the module's base state dict (adapters left out; 4-bit layers as their unquantized weights);
+        content hashed on demand (None for 4-bit layers whose full-precision weights were never seen)."""
+        from ...nn.quant import quantization_of
+
         config = getattr(model, "config", None)
         model_type = getattr(config, "model_type", None)
+        quantization = quantization_of(model)
+
+        def content(algorithm: str) -> str | None:
+            try:
+                return content_module(model, algorithm)
+            except InvalidPackageError:
+                if quantization is None:
+                    raise
+                return None
+
         return cls(
             f"<{type(model).__name__}>",
             architecture_module(model),
             lambda: architecture_fingerprint(untied_architecture(model)),
             model_type if isinstance(model_type, str) else None,
-            lambda algorithm: content_module(model, algorithm),
+            content,
+            quantization=None if quantization is None else quantization.to_dict(),
         )
 
     @classmethod
@@ -104,7 +121,10 @@ class LocalModel:
         if algorithm not in ALGORITHMS or (algorithm == "blake3" and default_algorithm() != "blake3"):
             return None
         if algorithm not in self._content_memo and self._content is not None:
-            self._content_memo[algorithm] = self._content(algorithm)
+            content = self._content(algorithm)
+            if content is None:
+                return None
+            self._content_memo[algorithm] = content
         return self._content_memo.get(algorithm)
 
     def file_sha256(self, may_hash: bool = False) -> dict[str, str] | None:

@@ -9,6 +9,7 @@ inside its functions, so importing the package stays torch-free.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from ...errors import InvalidPackageError
@@ -57,10 +58,33 @@ def _base_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     return base
 
 
+def _quantized_weights(model: nn.Module) -> dict[str, TensorSpec]:
+    """``"<path>.weight"`` -> the unquantized weight's shape and dtype, for every 4-bit layer: the base is
+    described as its full-precision checkpoint stores it, not by its codes."""
+    from ...nn.quant import quantized_layers
+
+    return {
+        f"{path}.weight": {"shape": list(layer.source_shape), "dtype": canonical_dtype(layer.weight_dtype)}
+        for path, layer in quantized_layers(model)
+    }
+
+
+def _without_quantized(state: dict[str, torch.Tensor], quantized: dict[str, TensorSpec]) -> dict[str, torch.Tensor]:
+    """`state` without the 4-bit layers' codes and quantization tensors (``<path>.weight``, ``<path>.weight.*``)."""
+    if not quantized:
+        return state
+    return {
+        k: t
+        for k, t in state.items()
+        if k not in quantized and k.rpartition(".weight.")[0] + ".weight" not in quantized
+    }
+
+
 def _counted_tensors(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
     """(name, tensor) for the counted entries of the base state dict: parameters and persistent
-    buffers (what save_pretrained writes); non-persistent buffers are not in state_dict()."""
-    state = _base_tensors(model)
+    buffers (what save_pretrained writes); non-persistent buffers are not in state_dict(). 4-bit layers'
+    weights are not among them (see `content_module`)."""
+    state = _without_quantized(_base_tensors(model), _quantized_weights(model))
     out = []
     for name in counted({name: canonical_dtype(t.dtype) for name, t in state.items()}):
         tensor = state[name]
@@ -73,8 +97,11 @@ def _counted_tensors(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
 def architecture_module(model: nn.Module) -> dict[str, TensorSpec]:
     """Every base state-dict entry of an nn.Module (tied aliases under each name; adapters left out):
     name -> {"shape", "dtype"}. What compat checks module shapes against."""
+    quantized = _quantized_weights(model)
+    state = _without_quantized(_base_tensors(model), quantized)
     return {
-        name: {"shape": list(t.shape), "dtype": canonical_dtype(t.dtype)} for name, t in _base_tensors(model).items()
+        **{name: {"shape": list(t.shape), "dtype": canonical_dtype(t.dtype)} for name, t in state.items()},
+        **quantized,
     }
 
 
@@ -82,8 +109,9 @@ def untied_architecture(model: nn.Module) -> dict[str, TensorSpec]:
     """architecture_module() without tied aliases: the first name of each shared storage wins,
     as in save_pretrained, which keeps the input embedding and drops lm_head."""
     seen: set[tuple[object, ...]] = set()
-    weights: dict[str, TensorSpec] = {}
-    for name, t in _base_tensors(model).items():
+    quantized = _quantized_weights(model)
+    weights: dict[str, TensorSpec] = dict(quantized)
+    for name, t in _without_quantized(_base_tensors(model), quantized).items():
         storage = (t.device.type, t.untyped_storage().data_ptr(), t.storage_offset())
         key = (*storage, tuple(t.shape), tuple(t.stride()), t.dtype)
         if t.numel() and key in seen:
@@ -93,26 +121,72 @@ def untied_architecture(model: nn.Module) -> dict[str, TensorSpec]:
     return weights
 
 
-def content_module(model: nn.Module, algorithm: str | None = None) -> str:
-    """The content fingerprint of a module's base weights: each counted tensor's C-order bytes."""
-    algorithm = algorithm or default_algorithm()
+def tensor_digest_of(tensor: torch.Tensor, algorithm: str) -> str:
+    """The FINGERPRINT.md digest of one in-memory tensor: its dtype, shape and C-order little-endian bytes."""
     if sys.byteorder != "little":
         raise InvalidPackageError("fingerprints of in-memory modules need a little-endian machine")
     import torch
 
-    digests = []
     with torch.no_grad():
-        for _name, tensor in _counted_tensors(model):
-            flat = tensor.detach().to("cpu").contiguous().reshape(-1)
-            data = flat.view(torch.uint8).numpy().data if flat.numel() else b""  # C-order bytes, no copy
-            digests.append(tensor_digest(algorithm, canonical_dtype(tensor.dtype), tensor.shape, data))
-    return combine_content(algorithm, digests)
+        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+        data = flat.view(torch.uint8).numpy().data if flat.numel() else b""  # C-order bytes, no copy
+        return tensor_digest(algorithm, canonical_dtype(tensor.dtype), tensor.shape, data)
+
+
+def record_unquantized(model: nn.Module, paths: Iterable[str], algorithm: str | None = None) -> None:
+    """Before the linear layers at `paths` are quantized: remember their weights' digests on the model, so its
+    content fingerprint stays the unquantized base's (meta weights, not loaded yet, are left to the loader)."""
+    from ...nn.base import adapter_state
+    from ...nn.targets import get_module, weight_of
+
+    algorithm = algorithm or default_algorithm()
+    digests = adapter_state(model).unquantized_digests
+    for path in paths:
+        weight = weight_of(get_module(model, path))
+        if weight is not None and not weight.is_meta:
+            digests[f"{path}.weight"] = f"{algorithm}:{tensor_digest_of(weight, algorithm)}"
+
+
+def content_module(model: nn.Module, algorithm: str | None = None) -> str:
+    """The content fingerprint of a module's base weights: each counted tensor's C-order bytes; a 4-bit
+    layer counts with the digest of the full-precision weight it was quantized from (recorded when it was
+    quantized). Raises InvalidPackageError when that digest is not known for `algorithm`."""
+    algorithm = algorithm or default_algorithm()
+    recorded = unquantized_digests(model, algorithm)
+    digests = [tensor_digest_of(tensor, algorithm) for _name, tensor in _counted_tensors(model)]
+    return combine_content(algorithm, digests + list(recorded.values()))
+
+
+def unquantized_digests(model: nn.Module, algorithm: str) -> dict[str, str]:
+    """The recorded digest of every 4-bit layer's unquantized weight, by ``"<path>.weight"``; raises
+    InvalidPackageError naming a layer whose weight was never seen in full precision with `algorithm`."""
+    from ...nn.base import adapter_state
+
+    quantized = _quantized_weights(model)
+    if not quantized:
+        return {}
+    recorded = adapter_state(model).unquantized_digests
+    out = {}
+    for name in quantized:
+        value = recorded.get(name, "")
+        alg, _, digest = value.partition(":")
+        if alg != algorithm or not digest:
+            raise InvalidPackageError(
+                f"{name} is 4-bit and its full-precision weights were not seen with {algorithm} "
+                "(quantized from a 4-bit checkpoint, or hashed with another algorithm): no content fingerprint"
+            )
+        out[name] = digest
+    return out
 
 
 def fingerprint_module(model: nn.Module, *, algorithm: str | None = None) -> dict[str, str]:
     """{"content", "architecture"} of an in-memory nn.Module; equal to fingerprint_dir() of its
-    save_pretrained() output."""
-    return {
-        "content": content_module(model, algorithm),
-        "architecture": architecture_fingerprint(untied_architecture(model)),
-    }
+    save_pretrained() output (of the full-precision base, for a quantized one). Without "content" when a
+    4-bit layer's full-precision weights were never seen (loaded quantized from a 4-bit checkpoint)."""
+    architecture = {"architecture": architecture_fingerprint(untied_architecture(model))}
+    try:
+        return {"content": content_module(model, algorithm), **architecture}
+    except InvalidPackageError:
+        if not _quantized_weights(model):
+            raise
+        return architecture

@@ -11,8 +11,8 @@ from .convert import (
     Quantization,
     prepare_for_kbit_training,
     quantization_of,
-    quantize,
     quantize_modules,
+    quantize_targets,
     quantized_layers,
 )
 from .layer import Linear4bit
@@ -29,8 +29,8 @@ __all__ = [
     "dequantize_4bit",
     "prepare_for_kbit_training",
     "quantization_of",
-    "quantize",
     "quantize_4bit",
     "quantize_modules",
+    "quantize_targets",
     "quantized_layers",
 ]

@@ -52,22 +52,14 @@ class Quantization:
         }
 
 
-def quantize(
-    model: nn.Module,
-    quant_type: str = NF4,
-    blocksize: int = 64,
-    double_quant: bool = True,
-    compute_dtype: torch.dtype | None = torch.bfloat16,
-    skip: Sequence[str] = (),
-) -> Quantization:
-    """Replace every ``nn.Linear`` (and GPT-2 ``Conv1D``) of `model` by a :class:`Linear4bit`, one layer at
-    a time; the LM head (``lm_head``, the output embeddings) and the modules named in `skip` (a name
-    matches a path equal to it or ending in ``.name``) stay as they are. Works on the meta device (the
-    layers are filled later, e.g. while streaming a checkpoint). Returns what was replaced."""
+def quantize_targets(model: nn.Module, skip: Sequence[str] = ()) -> list[str]:
+    """The paths ``ah.quantize`` (formats.quantized) replaces: every linear layer (and GPT-2 ``Conv1D``) but
+    the LM head (``lm_head``, the output embeddings) and those named in `skip` (a name matches a path equal
+    to it or ending in ``.name``)."""
     if isinstance(skip, str) or not all(isinstance(s, str) for s in skip):
         raise UsageError(f"skip must be a list of module names, got {skip!r}")
     found = select_modules(model, ALL_LINEAR, exclude_modules=[LM_HEAD, *skip], what="quantize")
-    return quantize_modules(model, [path for path, _ in found], quant_type, blocksize, double_quant, compute_dtype)
+    return [path for path, _ in found]
 
 
 def quantize_modules(
@@ -78,7 +70,9 @@ def quantize_modules(
     double_quant: bool = True,
     compute_dtype: torch.dtype | None = torch.bfloat16,
 ) -> Quantization:
-    """:func:`quantize` for exactly the linear modules at `paths` (already quantized ones are left alone)."""
+    """Replace the linear modules at `paths` by :class:`Linear4bit` layers, one at a time (already quantized
+    ones are left alone). Works on the meta device (the layers are filled later, e.g. while streaming a
+    checkpoint). Returns what was replaced."""
     quant_type, blocksize = check_quant_type(quant_type), check_blocksize(blocksize)
     compute_dtype = check_compute_dtype(compute_dtype)
     if not isinstance(double_quant, bool):

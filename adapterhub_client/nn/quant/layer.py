@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import InvalidPackageError, UsageError
-from ..layout import LINEAR
+from ..layout import CONV1D, LINEAR
 from .blockwise import (
     BLOCKSIZES,
     FLOAT_DTYPES,
@@ -283,6 +283,9 @@ class Linear4bit(nn.Module):
             raise UsageError(f"Linear4bit needs positive in/out features, got {in_features!r}, {out_features!r}")
         self.in_features, self.out_features = in_features, out_features
         self.compute_dtype = check_compute_dtype(compute_dtype)
+        # the source weight was [in, out] (GPT-2's Conv1D): fingerprints and manifests describe the base
+        # as its checkpoint stores it, so the layer remembers (set by from_linear)
+        self.transposed = False
         weight = torch.empty(out_features, in_features, dtype=weight_dtype, device="meta")
         codes, state = quantize_4bit(weight, blocksize, check_quant_type(quant_type), bool(double_quant))
         self._set_state(codes, state)
@@ -316,6 +319,7 @@ class Linear4bit(nn.Module):
             compute_dtype=compute_dtype,
             weight_dtype=dense.dtype,
         )
+        layer.transposed = transposed
         layer.quantize_weight(dense)
         bias = getattr(linear, "bias", None)
         layer.bias = bias if isinstance(bias, nn.Parameter) else None
@@ -338,6 +342,16 @@ class Linear4bit(nn.Module):
             nested_code=self.nested_quant_map,
             nested_blocksize=self.nested_blocksize,
         )
+
+    @property
+    def source_shape(self) -> tuple[int, int]:
+        """The unquantized weight's shape as the base stores it: ``[out, in]``, or ``[in, out]`` if transposed."""
+        return (self.in_features, self.out_features) if self.transposed else (self.out_features, self.in_features)
+
+    @property
+    def source_layout(self) -> str:
+        """The layout kind (nn.layout) of the unquantized weight: what a manifest records for the module."""
+        return CONV1D if self.transposed else LINEAR
 
     @property
     def double_quant(self) -> bool:
