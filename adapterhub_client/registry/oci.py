@@ -29,7 +29,7 @@ import httpx
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from .._fs import file_digest, sha256_bytes
+from .._fs import sha256_bytes
 from ..errors import IntegrityError, InvalidPackageError, NotFoundError, RegistryError
 from ..manifest import MAX_MANIFEST_BYTES, check_relative_path, dumps_manifest, loads_manifest, validate_manifest
 from ..net import (
@@ -98,7 +98,9 @@ MAX_TAG_PAGE_BYTES = 4 * 1024 * 1024
 MAX_TAGS = 100_000  # tags read from one repository
 TAG_PAGE = 1000  # tags asked for per page
 MAX_ERROR_BYTES = 64 * 1024  # an error body read for its message
-CHUNK_BYTES = 8 * 1024 * 1024  # blobs up to this go in one PUT; larger ones in PATCH chunks of this size
+# blobs up to this go in one PUT; larger ones in PATCH chunks of this size (16 MiB: on loopback docker-registry
+# a 50 MB push took 0.87x the time of 8 MiB chunks, 0.6x that of 2 MiB, and one 50 MB PUT was slower still)
+CHUNK_BYTES = 16 * 1024 * 1024
 MAX_UPLOAD_RESTARTS = 3  # fresh upload sessions after the registry lost one
 
 
@@ -640,8 +642,9 @@ class OciClient:
         mount_from: str | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> PushResult:
-        """Push a completed package (its manifest validated, its files re-hashed) as an artifact under
-        `tag` (default: the version). Blobs the registry has are skipped (or mounted from `mount_from`);
+        """Push a completed package as an artifact under `tag` (default: the version): its manifest validated,
+        its files' sizes checked (the registry checks every uploaded byte against the listed sha256). Blobs
+        the registry has are skipped (or mounted from `mount_from`);
         the manifest goes last. A tag holding other content is refused unless `force`. `progress` gets
         each blob's size once it is uploaded, skipped or mounted."""
         check_repository(repository)
@@ -658,8 +661,10 @@ class OciClient:
             path = root / f["path"]
             if path.is_symlink() or not path.is_file():
                 raise InvalidPackageError(f"{path}: not a regular file")
-            if file_digest(path) != (f["sha256"], f["size"]):
-                raise InvalidPackageError(f"{path}: does not match its sha256 or size in manifest.json")
+            # not hashed again here: the registry hashes every byte it receives and refuses an upload whose
+            # digest differs (`_digest_refused`), and a blob it already has is by its digest the listed bytes
+            if path.stat().st_size != f["size"]:
+                raise InvalidPackageError(f"{path}: does not match its size in manifest.json")
             blobs.append(_Blob(f"sha256:{f['sha256']}", f["size"], path=path))
         config = dumps_manifest(manifest)
         blobs.insert(0, _Blob(f"sha256:{sha256_bytes(config)}", len(config), data=config))
@@ -775,7 +780,9 @@ class OciClient:
                 content=data,
             )
             if answer.status != 201:
-                raise self._fail(answer, f"uploading blob {blob.digest[:19]}", repository)
+                raise self._digest_refused(answer, blob) or self._fail(
+                    answer, f"uploading blob {blob.digest[:19]}", repository
+                )
             result.bytes_sent += len(data)
         else:
             result.bytes_sent += self._upload_chunked(repository, blob, location)
@@ -855,8 +862,19 @@ class OciClient:
             content=b"",
         )
         if answer.status != 201:
-            raise self._fail(answer, f"completing blob {blob.digest[:19]}", repository)
+            raise self._digest_refused(answer, blob) or self._fail(
+                answer, f"completing blob {blob.digest[:19]}", repository
+            )
         return sent
+
+    @staticmethod
+    def _digest_refused(answer: Answer, blob: _Blob) -> InvalidPackageError | None:
+        """The registry hashed the bytes sent and found another digest: the file changed since its manifest."""
+        if answer.status != 400 or b"DIGEST_INVALID" not in answer.body or blob.path is None:
+            return None
+        return InvalidPackageError(
+            f"{blob.path}: does not match its sha256 in manifest.json (the registry computed another digest)"
+        )
 
     def close(self) -> None:
         self.http.close()

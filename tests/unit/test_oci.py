@@ -218,9 +218,26 @@ def test_push_validates_before_sending_anything(oci_registry: OciRegistry, tmp_p
     manifest = completed(tmp_path / "pkg")
     (tmp_path / "pkg" / "adapter.safetensors").write_bytes(b"changed")
     client, log = oci(oci_registry)
-    with pytest.raises(InvalidPackageError, match="does not match"):
+    with pytest.raises(InvalidPackageError, match="does not match its size"):
         client.push("acme/changed", tmp_path / "pkg", manifest)
     assert log == []
+
+
+@pytest.mark.parametrize("chunk_size", [64 * 1024, 16 * 1024 * 1024], ids=["chunked", "one-put"])
+def test_a_file_changed_in_place_after_its_manifest_is_refused_by_the_registry_digest(
+    oci_registry: OciRegistry, tmp_path: Path, chunk_size: int
+) -> None:
+    """Push does not hash the files again: the registry hashes what it receives, and its refusal names the file."""
+    manifest = completed(tmp_path / "pkg", seed=5, size=200_000)
+    weights = tmp_path / "pkg" / "adapter.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF  # same size, other bytes
+    weights.write_bytes(bytes(data))
+    client, _log = oci(oci_registry, chunk_size=chunk_size)
+    with pytest.raises(InvalidPackageError, match=r"adapter.safetensors: does not match its sha256 .*another digest"):
+        client.push("acme/changed-in-place", tmp_path / "pkg", manifest)
+    with pytest.raises(NotFoundError):  # no manifest was put: the repository has no tag
+        client.list_tags("acme/changed-in-place")
 
 
 class PagedTags(BaseHTTPRequestHandler):
