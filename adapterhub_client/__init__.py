@@ -69,7 +69,9 @@ _LAZY = {
     "save_adapter": "adapterhub_client.formats",
     "export_peft": "adapterhub_client.formats",
     "convert_package": "adapterhub_client.formats",
-    # torch modules (built-in adapter modules)
+    # torch modules (built-in adapter modules; AdapterConfig / AdapterLayer for kinds of your own)
+    "AdapterConfig": "adapterhub_client.nn.base",
+    "AdapterLayer": "adapterhub_client.nn.base",
     "LoRAConfig": "adapterhub_client.nn.lora",
     "BottleneckConfig": "adapterhub_client.nn.bottleneck",
     "add_adapter": "adapterhub_client.nn.model",
@@ -147,6 +149,7 @@ if TYPE_CHECKING:
     from .nn.heads import HeadConfig, ModuleCopy
     from .nn.hotswap import hotswap, hotswap_metadata
     from .nn.lora import LoRAConfig
+    from .nn.base import AdapterConfig, AdapterLayer
     from .nn.merge import MergeReport, ModuleMerge, merge_weighted
     from .nn.model import (
         active_composition,
@@ -226,6 +229,8 @@ __all__ = [
     "InstalledAdapter",
     "IntegrityError",
     "InvalidPackageError",
+    "AdapterConfig",
+    "AdapterLayer",
     "LoRAConfig",
     "LockMismatchError",
     "Locked",

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .output import emit_json, say, table, warn
+from .output import emit_json, json_option, say, table, warn
 
 if TYPE_CHECKING:
     from ..demo.run import Step
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     help="Run in this directory (registry, cache) and keep it; default: a temporary one, removed after.",
 )
 @click.option("--keep", is_flag=True, help="Keep the temporary directory and print where it is.")
-@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
+@json_option
 def demo(home: str | None, keep: bool, as_json: bool) -> None:
     """Publish the shipped demo adapter (LoRA for SMS spam on all-MiniLM-L6-v2), search for it,
     install it, check it against the base model, attach it and show how predictions change.

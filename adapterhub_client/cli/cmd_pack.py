@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from .output import emit_json, say
+from .output import emit_json, json_option, say
 
 
 @click.command()
@@ -14,7 +14,7 @@ from .output import emit_json, say
 @click.option("--name", help="org/name (default: local/<directory name>).")
 @click.option("--version", "version_", metavar="VERSION", help="Version (default: 0.0.0).")
 @click.option("--base", type=click.Path(file_okay=False), help="Base model directory: records its fingerprint.")
-@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
+@json_option
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="Cache directory (fingerprints are kept there).")
 def pack(
     directory: str,
@@ -43,7 +43,7 @@ def pack(
     "--format", "fmt", type=click.Choice(["peft"]), default="peft", show_default=True, help="The layout to write."
 )
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="The directory to write.")
-@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
+@json_option
 def export(directory: str, fmt: str, output: str, as_json: bool) -> None:
     """Write the LoRA package in DIRECTORY (a package or an installed adapter's directory) as a PEFT
     adapter directory, which PeftModel.from_pretrained loads."""
@@ -63,7 +63,7 @@ def export(directory: str, fmt: str, output: str, as_json: bool) -> None:
 @click.option(
     "--allow-pickle", is_flag=True, help="Required: the pickles are read (with weights_only=True) to be rewritten."
 )
-@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
+@json_option
 def convert(directory: str, output: str, allow_pickle: bool, as_json: bool) -> None:
     """Rewrite an AdapterHub or PEFT adapter DIRECTORY whose weights are pickles (pytorch_adapter.bin,
     pytorch_model_head.bin, adapter_model.bin) as safetensors, once, so that no later install or attach

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from .output import adapter_warnings, emit_json, say
+from .output import adapter_warnings, emit_json, json_option, say
 
 
 @click.command()
@@ -32,7 +32,7 @@ from .output import adapter_warnings, emit_json, say
 @click.option("--version", "version_", metavar="VERSION", help="Version (for a PEFT or AdapterHub directory).")
 @click.option("--base", type=click.Path(file_okay=False), help="Base model directory: records its fingerprint.")
 @click.option("--base-name", metavar="ORG/NAME", help="The base model's Hugging Face Hub id.")
-@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
+@json_option
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="Cache directory (fingerprints are kept there).")
 def sign(
     path: str,
@@ -87,7 +87,7 @@ def sign(
     show_default=True,
     help="Key type (model_signing's own verifier accepts only ECDSA keys).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
+@json_option
 def keygen(out: str, kind: str, as_json: bool) -> None:
     """Write a new private key to OUT (PEM, mode 0600) and its public key to OUT.pub (for trusted_keys)."""
     from ..signing.keys import generate_keypair

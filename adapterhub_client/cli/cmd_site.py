@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .output import emit_json, say, warn
+from .output import emit_json, json_option, say, warn
 
 if TYPE_CHECKING:
     from ..site import SiteReport
@@ -30,7 +30,7 @@ def say_site(report: SiteReport) -> None:
     type=click.Path(file_okay=False),
     help="Where the site goes (default DIRECTORY/site/, served with the registry by the same host).",
 )
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 def registry_site(directory: str, out: str | None, as_json: bool) -> None:
     """Write the catalogue website of a directory registry: a home page with counts and live search, a
     page per adapter, lists by base model, type, tag and task. Run again after publishing: only pages whose

@@ -13,7 +13,7 @@ import click
 from .._text import plural
 from ..errors import EXIT_INTEGRITY
 from .cmd_site import registry_site, say_site
-from .output import adapter_warnings, emit_json, human_size, say, table, warn
+from .output import adapter_warnings, emit_json, human_size, json_option, say, table, warn
 
 if TYPE_CHECKING:
     from ..hub import Hub
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 def common(func: Callable[..., Any]) -> Callable[..., Any]:
     """Options every command takes: --json and the configuration overrides."""
 
-    @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
+    @json_option
     @click.option("--registry", "registry", metavar="NAME|URL", help="Use only this registry.")
     @click.option("--cache-dir", type=click.Path(file_okay=False), help="Cache directory.")
     @click.option("--offline", is_flag=True, default=None, help="Use only the cache; no network.")
@@ -54,7 +54,7 @@ def local_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """--json and --cache-dir, for commands that only touch this machine (the cache, a local registry):
     registry choice and --offline would mean nothing there."""
 
-    @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
+    @json_option
     @click.option("--cache-dir", type=click.Path(file_okay=False), help="Cache directory.")
     @functools.wraps(func)
     def wrapper(*args: Any, cache_dir: str | None, **kw: Any) -> Any:
@@ -217,7 +217,7 @@ def uninstall(hub: Hub, refs: tuple[str, ...], as_json: bool) -> None:
 
 
 @click.command(name="list")
-@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
+@json_option
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="Cache directory.")
 def list_(as_json: bool, cache_dir: str | None) -> None:
     """List installed adapters."""
@@ -532,9 +532,9 @@ def registry() -> None:
 @click.argument("name")
 @click.argument("url")
 @click.option("--token", help="Token sent (only) to this registry's host.")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 def registry_add(name: str, url: str, token: str | None, as_json: bool) -> None:
-    """Add registry NAME at URL (file://, https://, or http:// on loopback)."""
+    """Add registry NAME at URL (file://, https://, http:// on loopback, or oci://HOST[/NAMESPACE])."""
     from ..config import add_registry
 
     spec = add_registry(name, url, token)
@@ -548,7 +548,7 @@ def registry_add(name: str, url: str, token: str | None, as_json: bool) -> None:
 @click.argument("directory", type=click.Path(file_okay=False))
 @click.option("--check", "check_only", is_flag=True, help="Report only; rewrite nothing.")
 @click.option("--site", "with_site", is_flag=True, help="Then update the catalogue site (DIRECTORY/site/).")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 def registry_build(directory: str, check_only: bool, with_site: bool, as_json: bool) -> None:
     """Check a directory registry (every index line's manifest and blobs present with the right size and
     sha256) and rewrite what it derives (reverse index, search.jsonl, config.json), ready for any static
@@ -587,7 +587,7 @@ registry.add_command(registry_site)
 
 
 @registry.command(name="list")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 def registry_list(as_json: bool) -> None:
     """List registries in search order."""
     from ..config import load_settings
@@ -601,7 +601,7 @@ def registry_list(as_json: bool) -> None:
 
 @registry.command(name="remove")
 @click.argument("name")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 def registry_remove(name: str, as_json: bool) -> None:
     """Remove registry NAME."""
     from ..config import remove_registry
@@ -670,7 +670,7 @@ def cache_clean(hub: Hub, yes: bool, as_json: bool) -> None:
 @click.argument("host")
 @click.option("--username", "-u", required=True, help="The registry user.")
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input (else prompted).")
-@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
+@json_option
 def login(host: str, username: str, password_stdin: bool, as_json: bool) -> None:
     """Store credentials for an OCI registry HOST (checked against it first; kept mode 0600 under the
     adapters home). The password is never echoed or printed."""
@@ -689,7 +689,7 @@ def login(host: str, username: str, password_stdin: bool, as_json: bool) -> None
 
 @click.command()
 @click.argument("host")
-@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
+@json_option
 def logout(host: str, as_json: bool) -> None:
     """Forget the stored credentials for an OCI registry HOST."""
     from ..hub import Hub

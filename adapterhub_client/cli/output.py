@@ -18,6 +18,9 @@ import click
 
 from .._text import format_table, human_size  # noqa: F401 (human_size re-exported)
 
+# every command's --json flag (`common` adds it to most; the rest take it from here)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
+
 # C0 (tab and newline included: one record stays one line), DEL, C1, the bidi marks, embeddings,
 # overrides and isolates, and the Unicode line/paragraph separators; ESC is C0, so every ESC-based
 # sequence (CSI, OSC, ...) is neutralised.
