@@ -143,13 +143,13 @@ if TYPE_CHECKING:
     from .formats.fusion import load_fusion, save_fusion
     from .formats.quantized import load_quantized, quantize, save_quantized
     from .hub import Hub
+    from .nn.base import AdapterConfig, AdapterLayer
     from .nn.bottleneck import BottleneckConfig
     from .nn.compose import Average, BatchSplit, Fuse, Parallel, Stack
     from .nn.fusion import FusionConfig, add_fusion, fusion_regularization_loss, train_fusion
     from .nn.heads import HeadConfig, ModuleCopy
     from .nn.hotswap import hotswap, hotswap_metadata
     from .nn.lora import LoRAConfig
-    from .nn.base import AdapterConfig, AdapterLayer
     from .nn.merge import MergeReport, ModuleMerge, merge_weighted
     from .nn.model import (
         active_composition,

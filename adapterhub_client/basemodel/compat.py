@@ -103,6 +103,8 @@ def module_differences(
     """Each recorded module whose `.weight` is missing locally or differs in shape or dtype, and the
     (strip, add) rewrite that aligned manifest paths with local ones."""
     local_modules = {name[: -len(".weight")] for name in local.weights if name.endswith(".weight")}
+    # a 4-bit checkpoint stores every weight as [out, in] (bitsandbytes' Linear4bit), GPT-2's Conv1D too
+    four_bit = set((local.quantization or {}).get("modules") or ())
     strip, add = align_paths(modules, local_modules)
     differences: list[Difference] = []
     for path in sorted(modules):
@@ -114,7 +116,10 @@ def module_differences(
         if weight is None:
             differences.append(Difference(path, expected, "missing"))
             continue
-        found = _describe(weight["shape"], weight["dtype"] if dtype else None)
+        shape = list(weight["shape"])
+        if spec.get("layer") == "conv1d" and mapped in four_bit and shape[::-1] == list(spec.get("shape", [])):
+            shape = shape[::-1]
+        found = _describe(shape, weight["dtype"] if dtype else None)
         if found != expected:
             differences.append(Difference(path, expected, found))
     return differences, (strip, add)

@@ -32,12 +32,12 @@ from torch import nn
 
 from ..basemodel.fingerprint import default_algorithm, read_headers, record_unquantized, tensor_digest_of, weight_files
 from ..basemodel.safetensors_header import SafetensorsHeader, TensorInfo
+from ..bnb_layout import UNQUANTIZED_KEY, WEIGHT, parse_unquantized_digests, split_bnb_quant_key
 from ..errors import InvalidPackageError, UsageError
 from ..modpaths import align_paths
 from ..nn.base import AdapterLayer, adapter_state
 from ..nn.layout import CONV1D
 from ..nn.quant import NF4, Linear4bit, Quantization, quantization_of, quantize_modules, quantize_targets
-from ..nn.quant.layer import WEIGHT, split_bnb_quant_key
 from ..nn.targets import base_of, get_module, is_linear, iter_modules, kind_of
 from .files import output_dir
 from .tensors import _first_line, save_tensors
@@ -45,8 +45,6 @@ from .tensors import _first_line, save_tensors
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 BNB_METHOD = "bitsandbytes"
-# safetensors metadata: JSON {"<4-bit layer path>.weight": "<algorithm>:<digest>"} of the unquantized weights
-UNQUANTIZED_KEY = "adapterhub.unquantized_digests"
 _meta_lock = threading.Lock()
 
 
@@ -146,6 +144,18 @@ def _parameters_on_meta() -> Iterator[None]:
             yield
         finally:
             nn.Module.register_parameter = register  # type: ignore[method-assign]
+
+
+def is_4bit_config(config: Any) -> bool:
+    """Whether a transformers config describes a bitsandbytes 4-bit checkpoint (`load_quantized` reads it)."""
+    quantization = getattr(config, "quantization_config", None)
+    if quantization is not None and not isinstance(quantization, dict):
+        quantization = getattr(quantization, "to_dict", dict)()
+    return (
+        isinstance(quantization, dict)
+        and quantization.get("quant_method") == BNB_METHOD
+        and bool(quantization.get("load_in_4bit"))
+    )
 
 
 def saved_model_class(config: Any) -> Any:
@@ -296,11 +306,8 @@ def _recorded_digests(headers: Mapping[str, SafetensorsHeader], to_local: Callab
         raw = header.metadata.get(UNQUANTIZED_KEY)
         if raw is None:
             continue
-        try:
-            digests = json.loads(raw)
-        except ValueError:
-            digests = None
-        if not isinstance(digests, dict) or not all(isinstance(v, str) for v in digests.values()):
+        digests = parse_unquantized_digests(raw)
+        if digests is None:
             raise InvalidPackageError(f"{header.path}: metadata {UNQUANTIZED_KEY} is not an object of digests")
         out.update({to_local(name): digest for name, digest in digests.items()})
     return out

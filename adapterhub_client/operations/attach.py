@@ -50,7 +50,13 @@ def check_for_attach(
     verdicts: list[Verdict] = []
     use_model_name(session, model)
     local = local_model(session, model)
-    if quantize is not None:
+    if quantize is not None and local.quantization is not None:  # a 4-bit checkpoint loads as it was quantized
+        if local.quantization["type"] != quantize:
+            raise UsageError(
+                f"{local.source} is a {local.quantization['type']} checkpoint already; --quantize {quantize} "
+                "cannot change that (give the full-precision base, or leave --quantize out)"
+            )
+    elif quantize is not None:
         local = dataclasses.replace(local, quantization={"type": quantize, **QUANTIZE_SETTINGS})
     items = resolve(session, refs, check=lambda manifest: verdicts.append(check(session, manifest, local, strict)))
     return AttachCheck(items, verdicts)
@@ -190,17 +196,16 @@ def load_base_model(model_dir: str | os.PathLike[str], quantize: str | None = No
         raise UsageError(
             "attaching onto a model directory needs transformers: pip install 'adapterhub-client[transformers]'"
         ) from None
-    from ..formats.quantized import load_quantized, saved_model_class
+    from ..formats.quantized import is_4bit_config, load_quantized, saved_model_class
 
     with quiet_transformers():
-        if quantize is not None:
+        config = transformers.AutoConfig.from_pretrained(str(model_dir))
+        if quantize is not None or is_4bit_config(config):  # a 4-bit checkpoint loads in pure torch, as stored
             import torch
 
             compute_dtype = getattr(torch, QUANTIZE_SETTINGS["compute_dtype"])
-            return load_quantized(
-                model_dir, quant_type=quantize, **{**QUANTIZE_SETTINGS, "compute_dtype": compute_dtype}
-            )
-        config = transformers.AutoConfig.from_pretrained(str(model_dir))
+            settings = {**QUANTIZE_SETTINGS, "compute_dtype": compute_dtype}
+            return load_quantized(model_dir, quant_type=quantize or "nf4", **settings)
         return saved_model_class(config).from_pretrained(str(model_dir))
 
 

@@ -66,3 +66,14 @@ def test_hub_attach_onto_a_quantized_base_reproduces_the_trainer(cli, models, ql
     ah.set_active_adapters(base, name)
     with torch.no_grad():
         assert torch.equal(base(input_ids=ids).last_hidden_state, trained(input_ids=ids).last_hidden_state)
+
+
+def test_attach_onto_a_4bit_checkpoint_directory(cli, models, qlora, tmp_path):  # noqa: F811
+    """A 4-bit checkpoint (save_quantized's, bitsandbytes' layout) is checked and loaded as stored, in pure torch."""
+    ah.save_quantized(ah.load_quantized(models["minilm"]), tmp_path / "nf4")
+    r = cli("attach", "acme/qlora@1.0.0", "--model", str(tmp_path / "nf4"), "--json")
+    assert r.code == 0, r.err
+    assert r.json()["adapters"][0]["compatibility"]["verdict"] == "exact"
+    assert r.json()["attached"][0]["modules"] == 12
+    r = cli("attach", "acme/qlora@1.0.0", "--model", str(tmp_path / "nf4"), "--quantize", "fp4", "--check")
+    assert r.code == 2 and "is a nf4 checkpoint already" in r.err

@@ -230,6 +230,18 @@ def test_transformers_bnb_checkpoints_load_both_ways(tmp_path):
     for key, tensor in expected.items():
         assert torch.equal(got[key], tensor), key
 
+    # their checkpoint, read without torch, stands for the fp32 base quantized (compat checks it as such)
+    from adapterhub_client.basemodel.fingerprint import LocalModel
+
+    local, full = LocalModel.from_dir(tmp_path / "bnb"), LocalModel.from_dir(tmp_path / "fp32")
+    assert local.weights == full.weights and local.architecture == full.architecture
+    assert {k: local.quantization[k] for k in ("type", "blocksize", "double_quant")} == {
+        "type": "nf4",
+        "blocksize": 64,
+        "double_quant": True,
+    }
+    assert local.content() is None  # bitsandbytes keeps no digest of the weights it quantized
+
     # ours -> theirs: transformers + bitsandbytes load our checkpoint into their layers
     fresh = models.tiny_bert(pooler=True)
     ah.quantize(fresh)

@@ -12,8 +12,8 @@ import torch
 import adapterhub_client as ah
 from adapterhub_client.basemodel import compat
 from adapterhub_client.basemodel import fingerprint as fp
+from adapterhub_client.bnb_layout import UNQUANTIZED_KEY
 from adapterhub_client.errors import IncompatibleError, InvalidPackageError
-from adapterhub_client.formats.quantized import UNQUANTIZED_KEY
 from adapterhub_client.manifest import read_manifest
 from adapterhub_client.nn.quant import quantization_of
 from tests import models
@@ -155,3 +155,47 @@ def _perturbed(model: torch.nn.Module) -> torch.nn.Module:
     with torch.no_grad():
         out.encoder.layer[0].attention.self.key.weight[0, 0] += 1.0
     return out
+
+
+def test_a_4bit_checkpoint_directory_checks_as_the_quantized_base(tmp_path):
+    """A directory `save_quantized` wrote is read without torch as the full-precision base it stands for,
+    quantized: a QLoRA adapter trained on that quantization is exact on it."""
+    base = models.tiny_bert(pooler=True)
+    recorded = qlora_manifest(tmp_path, base)["base_model"]
+    model = quantized(base)
+    ah.save_quantized(model, tmp_path / "nf4")
+    local = fp.LocalModel.from_dir(tmp_path / "nf4")
+    assert local.weights == fp.LocalModel.from_module(base).weights
+    assert local.architecture == fp.fingerprint_module(base)["architecture"]
+    assert local.content() == fp.fingerprint_module(base)["content"]
+    expected = quantization_of(model).to_dict()
+    assert {**local.quantization, "modules": set(local.quantization["modules"])} == {
+        **expected,
+        "modules": set(expected["modules"]),
+    }
+    verdict = compat.check_compat(recorded, tmp_path / "nf4")
+    assert verdict.kind == compat.EXACT and "quantized the same way" in verdict.message
+
+
+def test_a_4bit_checkpoint_directory_from_another_tool_has_no_content_fingerprint(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    base = models.tiny_bert(pooler=True)
+    recorded = qlora_manifest(tmp_path, base)["base_model"]
+    ah.save_quantized(quantized(base), tmp_path / "nf4")
+    weights = tmp_path / "nf4" / "model.safetensors"
+    save_file(load_file(str(weights)), str(weights), metadata={"format": "pt"})  # no digests of the fp32 weights
+    local = fp.LocalModel.from_dir(tmp_path / "nf4")
+    assert local.content() is None and local.architecture == fp.fingerprint_module(base)["architecture"]
+    verdict = compat.check_compat(recorded, local)
+    assert verdict.kind == compat.ARCHITECTURE and "cannot compare weights" in verdict.message
+
+
+def test_a_4bit_gpt2_directory_fits_an_adapter_recorded_on_conv1d_weights(tmp_path):
+    base = models.tiny_gpt2()
+    model = quantized(base)
+    ah.add_adapter(model, "q", ah.LoRAConfig(r=2, target_modules=["c_attn"]))
+    ah.save_adapter(model, "q", tmp_path / "pkg", name="acme/gpt2-qlora", version="1.0.0")
+    recorded = read_manifest(tmp_path / "pkg")["base_model"]
+    ah.save_quantized(quantized(base), tmp_path / "nf4")  # bitsandbytes stores every 4-bit weight [out, in]
+    assert compat.check_compat(recorded, tmp_path / "nf4").kind == compat.EXACT

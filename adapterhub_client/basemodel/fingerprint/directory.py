@@ -41,16 +41,7 @@ def fingerprint_dir(
     algorithm = algorithm or default_algorithm()
     root, files = weight_files(directory)
     headers = read_headers(root, files)
-    cache = FingerprintCache(cache_dir) if use_cache and cache_dir is not None else None
-    digests: dict[str, str] = {}
-    shas: dict[str, str] = {}
-    for rel in files:
-        entry = _file_entry(root / rel, cache, algorithm, file_digests, headers[rel])
-        digests.update(entry["digests"][algorithm])
-        if file_digests and entry["sha256"] is not None:
-            shas[Path(rel).as_posix()] = entry["sha256"]
-    if cache is not None:
-        cache.flush()
+    digests, shas = _scan_dir(root, files, headers, cache_dir if use_cache else None, algorithm, file_digests)
     weights = weights_from_headers(headers)
     names = counted({name: w["dtype"] for name, w in weights.items()})
     by_name = {t.name: t for h in headers.values() for t in h.tensors.values()}
@@ -62,6 +53,37 @@ def fingerprint_dir(
         "tensor_count": len(names),
         "total_bytes": sum(by_name[name].nbytes for name in names),
     }
+
+
+def tensor_digests(
+    directory: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None, algorithm: str
+) -> dict[str, str]:
+    """{tensor name: digest} of every tensor of a safetensors model directory (cached per file under
+    `cache_dir`, as fingerprint_dir caches them)."""
+    root, files = weight_files(directory)
+    return _scan_dir(root, files, read_headers(root, files), cache_dir, algorithm, False)[0]
+
+
+def _scan_dir(
+    root: Path,
+    files: list[str],
+    headers: dict[str, SafetensorsHeader],
+    cache_dir: str | os.PathLike[str] | None,
+    algorithm: str,
+    file_digests: bool,
+) -> tuple[dict[str, str], dict[str, str]]:
+    """({tensor name: digest}, {relpath: sha256} when `file_digests`) of the weight files, through the cache."""
+    cache = FingerprintCache(cache_dir) if cache_dir is not None else None
+    digests: dict[str, str] = {}
+    shas: dict[str, str] = {}
+    for rel in files:
+        entry = _file_entry(root / rel, cache, algorithm, file_digests, headers[rel])
+        digests.update(entry["digests"][algorithm])
+        if file_digests and entry["sha256"] is not None:
+            shas[Path(rel).as_posix()] = entry["sha256"]
+    if cache is not None:
+        cache.flush()
+    return digests, shas
 
 
 def _file_entry(

@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 from ...errors import InvalidPackageError, NotFoundError
 from ..safetensors_header import canonical_dtype
-from .directory import fingerprint_dir
+from .directory import fingerprint_dir, tensor_digests
 from .files import read_headers, read_model_type, weight_files, weights_from_headers
 from .module import architecture_module, content_module, untied_architecture
-from .spec import ALGORITHMS, TensorSpec, architecture_fingerprint, default_algorithm
+from .quantized import quantized_view
+from .spec import ALGORITHMS, TensorSpec, architecture_fingerprint, combine_content, counted, default_algorithm
 
 if TYPE_CHECKING:
     from torch import nn
@@ -57,13 +58,24 @@ class LocalModel:
 
     @classmethod
     def from_dir(cls, path: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None) -> LocalModel:
-        """From headers now; the content fingerprint later, cached under `cache_dir` if one is given."""
+        """From headers now; the content fingerprint later, cached under `cache_dir` if one is given. A 4-bit
+        checkpoint (bitsandbytes' layout) is seen as the full-precision base it stands for (`quantized`)."""
         root, files = weight_files(path)
-        weights = weights_from_headers(read_headers(root, files))
+        headers = read_headers(root, files)
+        view = quantized_view(root, headers)
+        weights = weights_from_headers(headers) if view is None else view.weights
 
-        def content(algorithm: str) -> str:
-            result: str = fingerprint_dir(path, cache_dir, algorithm=algorithm, file_digests=False)["content"]
-            return result
+        def content(algorithm: str) -> str | None:
+            if view is None:
+                result: str = fingerprint_dir(path, cache_dir, algorithm=algorithm, file_digests=False)["content"]
+                return result
+            stored = tensor_digests(path, cache_dir, algorithm)
+            digests = [
+                stored[name] if name not in view.stored else view.unquantized_digest(name, algorithm)
+                for name in counted({name: w["dtype"] for name, w in weights.items()})
+            ]
+            known = [d for d in digests if d is not None]
+            return combine_content(algorithm, known) if len(known) == len(digests) else None
 
         def file_sha256(may_hash: bool) -> dict[str, str] | None:
             return weight_file_sha256(root, files, cache_dir, may_hash)
@@ -75,6 +87,7 @@ class LocalModel:
             read_model_type(root),
             content,
             _file_sha256=file_sha256,
+            quantization=None if view is None else view.quantization,
         )
 
     @classmethod

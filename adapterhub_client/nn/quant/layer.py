@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...bnb_layout import QUANT_STATE_KEY, WEIGHT, is_bnb_quant_key, parse_state_json
 from ...errors import InvalidPackageError, UsageError
 from ..layout import CONV1D, LINEAR
 from .blockwise import (
@@ -48,9 +49,6 @@ from .blockwise import (
     weight_scratch,
 )
 
-WEIGHT = "weight"
-QUANT_STATE_KEY = "quant_state.bitsandbytes__"  # + quant_type: the JSON of the non-tensor fields
-_STATE_TENSORS = ("absmax", "quant_map", "nested_absmax", "nested_quant_map")
 _BUFFERS = ("codes", "absmax", "quant_map", "offset", "nested_absmax", "nested_quant_map")
 
 
@@ -93,23 +91,6 @@ def bnb_tensors(codes: torch.Tensor, state: QuantState) -> dict[str, torch.Tenso
     return out
 
 
-def is_bnb_quant_key(key: str) -> bool:
-    """Whether `key` (relative to a module) is one of the quantization tensors next to ``weight``."""
-    rest = key.removeprefix(f"{WEIGHT}.")
-    return rest != key and (rest in _STATE_TENSORS or rest.startswith(QUANT_STATE_KEY))
-
-
-def split_bnb_quant_key(name: str) -> tuple[str, str] | None:
-    """``a.b.weight.absmax`` -> ``("a.b", "weight.absmax")``; None for a name that is no quantization tensor."""
-    for suffix in (*_STATE_TENSORS, *(QUANT_STATE_KEY + t for t in QUANT_TYPES)):
-        tail = f"{WEIGHT}.{suffix}"
-        if name == tail:
-            return "", tail
-        if name.endswith("." + tail):
-            return name[: -len(tail) - 1], tail
-    return None
-
-
 def bnb_state(tensors: Mapping[str, torch.Tensor], where: str) -> tuple[torch.Tensor, QuantState]:
     """``(codes, state)`` from the tensors :func:`bnb_tensors` describes (keys relative to the module);
     :class:`~...errors.InvalidPackageError` naming `where` and the problem if they do not make one weight."""
@@ -118,12 +99,9 @@ def bnb_state(tensors: Mapping[str, torch.Tensor], where: str) -> tuple[torch.Te
         raise InvalidPackageError(
             f"{where}: expected one {WEIGHT}.{QUANT_STATE_KEY}<nf4|fp4> tensor, found {blob_keys}"
         )
-    try:
-        fields = json.loads(bytes(tensors[blob_keys[0]].reshape(-1).to("cpu", torch.uint8).tolist()).decode("utf-8"))
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise InvalidPackageError(f"{where}: {blob_keys[0]} is not UTF-8 JSON") from None
-    if not isinstance(fields, dict):
-        raise InvalidPackageError(f"{where}: {blob_keys[0]} is not a JSON object")
+    fields = parse_state_json(bytes(tensors[blob_keys[0]].reshape(-1).to("cpu", torch.uint8).tolist()))
+    if fields is None:
+        raise InvalidPackageError(f"{where}: {blob_keys[0]} is not a UTF-8 JSON object")
     quant_type = fields.get("quant_type")
     if quant_type not in QUANT_TYPES or blob_keys[0] != f"{WEIGHT}.{QUANT_STATE_KEY}{quant_type}":
         raise InvalidPackageError(f"{where}: unknown 4-bit quant_type {quant_type!r}")
