@@ -260,6 +260,11 @@ def info(hub: Hub, ref: str, pre: bool, as_json: bool) -> None:
     say(f"  source:     {data.source}")
     say(f"  signed by:  {data.signature.label}" if data.signature else "  signed by:  nobody (unsigned)")
     say(f"  base model: {base.get('name') or '?'}" + (f"  [{fp}]" if fp else ""))
+    if base.get("quantization"):  # QLoRA: trained on the 4-bit base (the fingerprint is the unquantized one's)
+        from ..basemodel.compat import describe_quantization
+
+        quantization = base["quantization"]
+        say(f"  quantized:  {describe_quantization(quantization)} (attach with --quantize {quantization['type']})")
     modules = (base.get("architecture") or {}).get("modules") or {}
     if modules:
         say(f"  touches:    {plural(len(modules), 'module')}")

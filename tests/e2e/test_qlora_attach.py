@@ -35,6 +35,8 @@ def qlora(cli, models, tmp_path):  # noqa: F811
 
 
 def test_attach_quantize_nf4_is_exact_and_full_precision_is_exact_unquantized(cli, models, qlora):  # noqa: F811
+    r = cli("info", "acme/qlora")
+    assert r.code == 0 and "quantized:  nf4 (blocksize 64, double quant) (attach with --quantize nf4)" in r.out
     r = cli("attach", "acme/qlora@1.0.0", "--model", str(models["minilm"]), "--quantize", "nf4", "--json")
     assert r.code == 0, r.err
     report = r.json()
