@@ -39,7 +39,7 @@ from .base import AdapterConfig, AdapterLayer, AdapterState, adapter_state, chec
 from .compose import Block, Composition, Fuse, child_from_json, set_input_hook
 from .compose import check as check_composition
 from .heads import HEADS_PATH, HeadConfig, HeadLayer, HeadSpec, ModuleCopy, ModuleCopyLayer, build_head
-from .quant.convert import Quantization, quantization_of, quantize_modules
+from .quant.convert import Quantization, quantization_of, quantize_modules, quantized_layers
 from .quant.layer import Linear4bit
 from .targets import TargetError, base_of, get_module, iter_modules, set_module, weight_of
 
@@ -719,14 +719,18 @@ def mark_only_adapters_trainable(model: nn.Module, names: str | Sequence[str] | 
     return trainable_parameters(model)
 
 
-def trainable_parameters(model: nn.Module) -> TrainableParams:
-    """How many parameters train (``requires_grad``) out of all of them."""
-    total = trainable = 0
+def parameter_count(model: nn.Module) -> int:
+    """Every parameter of `model`, a 4-bit layer's weight counted as the ``out x in`` values it stands for
+    (its codes are buffers, not parameters)."""
     check_model(model)
-    for p in model.parameters():
-        total += p.numel()
-        trainable += p.numel() if p.requires_grad else 0
-    return TrainableParams(trainable, total)
+    quantized = sum(layer.out_features * layer.in_features for _, layer in quantized_layers(model))
+    return sum(p.numel() for p in model.parameters()) + quantized
+
+
+def trainable_parameters(model: nn.Module) -> TrainableParams:
+    """How many parameters train (``requires_grad``) out of all of them (`parameter_count`)."""
+    trainable = sum(p.numel() for p in check_model(model).parameters() if p.requires_grad)
+    return TrainableParams(trainable, parameter_count(model))
 
 
 def adapter_summary(model: nn.Module) -> str:

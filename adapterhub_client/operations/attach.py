@@ -229,9 +229,9 @@ def attach_installed(model: Any, installed: Sequence[Installed], allow_pickle: b
     """Load each installed package onto `model` under `adapter_name` (strict: every key must land)."""
     from ..formats import load_adapter
     from ..nn.base import adapter_state
-    from ..nn.model import list_adapters
+    from ..nn.model import list_adapters, parameter_count
 
-    total = sum(p.numel() for p in model.parameters())  # the base's, before any adapter
+    total = parameter_count(model)  # the base's, before any adapter
     out = []
     for inst in installed:
         name = load_adapter(model, inst.path, name=adapter_name(inst.name), allow_pickle=allow_pickle)

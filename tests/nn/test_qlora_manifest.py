@@ -15,6 +15,7 @@ from adapterhub_client.basemodel import fingerprint as fp
 from adapterhub_client.bnb_layout import UNQUANTIZED_KEY
 from adapterhub_client.errors import IncompatibleError, InvalidPackageError
 from adapterhub_client.manifest import read_manifest
+from adapterhub_client.nn.model import trainable_parameters
 from adapterhub_client.nn.quant import quantization_of
 from tests import models
 
@@ -199,3 +200,12 @@ def test_a_4bit_gpt2_directory_fits_an_adapter_recorded_on_conv1d_weights(tmp_pa
     recorded = read_manifest(tmp_path / "pkg")["base_model"]
     ah.save_quantized(quantized(base), tmp_path / "nf4")  # bitsandbytes stores every 4-bit weight [out, in]
     assert compat.check_compat(recorded, tmp_path / "nf4").kind == compat.EXACT
+
+
+def test_a_4bit_layer_counts_as_the_parameters_it_stands_for():
+    """The trainable share of a QLoRA model is of the whole base (4-bit codes are buffers, not parameters)."""
+    plain, model = models.tiny_bert(), quantized(models.tiny_bert())
+    for m in (plain, model):
+        ah.add_adapter(m, "q", ah.LoRAConfig(r=2, target_modules=["query", "value"]))
+        ah.mark_only_adapters_trainable(m)
+    assert trainable_parameters(model) == trainable_parameters(plain)
