@@ -65,6 +65,9 @@ HEAD_DEFAULTS: dict[str, dict[str, Any]] = {
     "tagging": {"num_labels": 2, "layers": 1, "activation_function": "tanh"},
     "question_answering": {"num_labels": 2, "layers": 1, "activation_function": "tanh"},
 }
+# encoder families whose bottleneck containers (<block>.attention.output, <block>.output) hold the site's
+# LayerNorm, which is what a bottleneck's manifest records as the module it touches
+LAYERNORM_SITE_MODEL_TYPES = frozenset({"bert", "roberta", "xlm-roberta", "camembert", "electra", "xmod"})
 _LAYER_IDX = re.compile(r"(?:^|\.)(\d+)\.")
 
 

@@ -186,6 +186,23 @@ def adapterhub_lora_modules_from_shapes(shapes: Mapping[str, Sequence[int]], whe
     )
 
 
+def adapterhub_bottleneck_modules_from_shapes(
+    shapes: Mapping[str, Sequence[int]], model_type: object
+) -> dict[str, dict[str, Any]]:
+    """The base module each AdapterHub bottleneck sits after, with the shape its down projection reads:
+    ``<container>.adapters.<name>.adapter_down.0.weight`` [reduced, hidden] -> ``<container>.LayerNorm``
+    [hidden], the site's LayerNorm as our bottleneck records it. Only for the encoder families whose
+    containers (``<block>.attention.output``, ``<block>.output``) hold that LayerNorm; {} otherwise."""
+    if model_type not in adapterhub_layout.LAYERNORM_SITE_MODEL_TYPES:
+        return {}
+    modules: dict[str, dict[str, Any]] = {}
+    for key, shape in shapes.items():
+        container, sep, rest = key.partition(adapterhub_layout.BOTTLENECK_MARK)
+        if sep and rest.endswith(".adapter_down.0.weight") and len(shape) == 2:
+            modules[f"{container}.LayerNorm"] = {"shape": [int(shape[1])], "dtype": None}
+    return modules
+
+
 def is_adapterhub_dir(path: str | os.PathLike[str]) -> bool:
     """Whether `path` holds an AdapterHub ``adapter_config.json`` (one nesting a ``config``)."""
     cfg = Path(path) / adapterhub_layout.CONFIG_FILE
@@ -204,7 +221,6 @@ def adapterhub_manifest(directory: Path, name: str, version: str) -> dict[str, A
     meta = _read_json(where)
     if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
         raise InvalidPackageError(f"{where}: no 'config' object; not an AdapterHub adapter")
-    arch = meta["config"].get("architecture") or "bottleneck"
     weights = directory / adapterhub_layout.SAFE_WEIGHTS_FILE
     if not weights.is_file():
         if (directory / adapterhub_layout.PICKLE_FILE).is_file():
@@ -219,11 +235,9 @@ def adapterhub_manifest(directory: Path, name: str, version: str) -> dict[str, A
             f"{directory}: the prediction head is only a pickle ({adapterhub_layout.HEAD_PICKLE_FILE}); "
             "`adapters convert --allow-pickle` rewrites it as safetensors"
         )
-    shapes = None
-    if arch == "lora":
-        from ..basemodel.safetensors_header import read_header
+    from ..basemodel.safetensors_header import read_header
 
-        shapes = {key: list(info.shape) for key, info in read_header(weights).tensors.items()}
+    shapes = {key: list(info.shape) for key, info in read_header(weights).tensors.items()}
     present = [p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file()]
     return adapterhub_manifest_from(meta, shapes, present, name, version, str(where))
 
@@ -250,7 +264,7 @@ def adapterhub_manifest_from(
     where: str,
 ) -> dict[str, Any]:
     """The manifest of an AdapterHub adapter from its `adapter_config.json`, its weights' tensor shapes
-    (LoRA only; None for a pickle) and the names of the files present."""
+    (None for a pickle: no modules recorded) and the names of the files present."""
     config = meta.get("config")
     if not isinstance(config, dict):
         raise InvalidPackageError(f"{where}: no 'config' object; not an AdapterHub adapter")
@@ -262,8 +276,14 @@ def adapterhub_manifest_from(
         raise InvalidPackageError(
             f"{where}: no {adapterhub_layout.SAFE_WEIGHTS_FILE} or {adapterhub_layout.PICKLE_FILE}"
         )
-    modules = adapterhub_lora_modules_from_shapes(shapes, where) if arch == "lora" and shapes is not None else {}
     model_type = meta.get("model_type")
+    modules: dict[str, dict[str, Any]] = {}
+    if shapes is not None:
+        modules = (
+            adapterhub_lora_modules_from_shapes(shapes, where)
+            if arch == "lora"
+            else adapterhub_bottleneck_modules_from_shapes(shapes, model_type)
+        )
     return new_manifest(
         name,
         version,

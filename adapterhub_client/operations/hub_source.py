@@ -157,13 +157,8 @@ def derive_manifest(
         shapes = client.tensor_shapes(revision.repo, revision.commit, by_path[PEFT_WEIGHTS], subfolder)
         manifest = pack.peft_manifest_from(config, shapes, list(by_path), name, version, f"{where}: {PEFT_WEIGHTS}")
     elif adapterhub_layout.is_adapterhub_config(config):
-        weights = by_path.get(adapterhub_layout.SAFE_WEIGHTS_FILE)
-        is_lora = isinstance(config.get("config"), dict) and config["config"].get("architecture") == "lora"
-        ah_shapes = (
-            client.tensor_shapes(revision.repo, revision.commit, weights, subfolder)
-            if weights is not None and is_lora
-            else None
-        )
+        weights = by_path.get(adapterhub_layout.SAFE_WEIGHTS_FILE)  # its header names the modules touched
+        ah_shapes = client.tensor_shapes(revision.repo, revision.commit, weights, subfolder) if weights else None
         manifest = pack.adapterhub_manifest_from(
             config, ah_shapes, list(by_path), name, version, f"{where}: {PEFT_CONFIG}"
         )

@@ -54,6 +54,18 @@ def test_attach_takes_a_raw_adapterhub_directory(cli):
     assert attached["adapter"] == "local/seq-bn-custom" and attached["modules"] > 0
 
 
+def test_a_raw_adapterhub_bottleneck_is_checked_by_the_shapes_it_reads(cli, models):
+    """AdapterHub records only a model name; the derived manifest records each site's LayerNorm with the
+    width the adapter's down projection reads, so a base of another width is refused before loading."""
+    r = cli("attach", str(FIX / "double_seq_bn"), "--model", str(FIX / "base"), "--check", "--json")
+    assert r.code == 0, r.err
+    verdict = r.json()["adapters"][0]["compatibility"]
+    assert verdict["verdict"] == "architecture" and "has the shapes of" in verdict["message"]
+    r = cli("attach", str(FIX / "double_seq_bn"), "--model", str(models["minilm"]), "--check")
+    assert r.code == 5
+    assert "encoder.layer.0.attention.output.LayerNorm: expected [32] (any dtype), found [384]" in r.err
+
+
 def test_pickle_only_adapterhub_directory_is_refused_with_the_reason(cli):
     r = cli("install", str(FIX / "seq_bn"))
     assert r.code == 7
