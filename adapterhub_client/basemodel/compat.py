@@ -183,6 +183,10 @@ def check_compat(
                 kind, message = same_weights(base_model, local, rewrite, "same weights")
                 return Verdict(kind, message, [], recorded, found, rewrite)
             content_note = "weights differ from the recorded base"
+        elif local.quantization is not None:
+            content_note = (
+                "cannot compare weights here (its 4-bit layers carry no digest of their full-precision weights)"
+            )
         else:
             content_note = f"cannot compare weights here ({algorithm!r} fingerprints are not available)"
     else:
