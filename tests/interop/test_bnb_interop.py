@@ -251,3 +251,19 @@ def test_transformers_bnb_checkpoints_load_both_ways(tmp_path):
     assert isinstance(query, bnb.nn.Linear4bit)
     for key, tensor in fresh.state_dict().items():
         assert torch.equal(back.state_dict()[key], tensor), key
+
+
+@pytest.mark.parametrize("blocksize", [64, 128])
+def test_the_forward_dequantization_is_bitsandbytes_across_chunks(blocksize):
+    """The forward's chunked dequantization (several chunks of blockwise._CHUNK_VALUES, then a short last
+    block) writes bitsandbytes' dequantized weight, value for value."""
+    from adapterhub_client.nn.quant import blockwise
+
+    torch.manual_seed(0)
+    out_features = 2 * blockwise._CHUNK_VALUES // 701 + 3  # more than two chunks, and a partial last block
+    linear = torch.nn.Linear(701, out_features)
+    layer = Linear4bit.from_linear(linear, blocksize=blocksize, compute_dtype=None)
+    codes, state = bnb.functional.quantize_4bit(
+        linear.weight.data, blocksize=blocksize, quant_type="nf4", compress_statistics=True
+    )
+    assert torch.equal(layer._dense(torch.float32), bnb.functional.dequantize_4bit(codes, state))
