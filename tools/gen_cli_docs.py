@@ -98,6 +98,10 @@ def _arguments(cmd: click.Command) -> str:
 
 def _section(cmd: click.Command, ctx: click.Context, path: list[str]) -> list[str]:
     """One command's section, then its sub-commands' (recursively, in the order --help lists them)."""
+    # Click caches a command's help option the first time it is asked for, named as in *that* context: a
+    # command invoked on its own before (as tests do) would keep `--help` without the group's `-h`
+    if hasattr(cmd, "_help_option"):
+        cmd._help_option = None
     formatter = ctx.make_formatter()
     cmd.format_usage(ctx, formatter)
     level = "#" * min(len(path) + 1, 4)
