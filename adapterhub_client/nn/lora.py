@@ -569,10 +569,14 @@ class LoRALinear(LoRALayer):
                 continue
             h = F.linear(xd, A)
             if result.dtype == h.dtype and result.dim() >= 2:
-                # fused s * (h @ B^T) + result in one GEMM; no separate scale or add pass
+                # fused s * (h @ B^T) + result in one GEMM; no separate scale or add pass. Without autograd it
+                # adds into the base layer's fresh output, as the routed path does: no new output tensor
                 shape = result.shape
-                flat = torch.addmm(result.reshape(-1, shape[-1]), h.reshape(-1, h.shape[-1]), B.T, alpha=s)
-                result = flat.view(shape)
+                h2 = h.reshape(-1, h.shape[-1])
+                if not torch.is_grad_enabled() and result.is_contiguous():
+                    result.view(-1, shape[-1]).addmm_(h2, B.T, alpha=s)
+                else:
+                    result = torch.addmm(result.reshape(-1, shape[-1]), h2, B.T, alpha=s).view(shape)
             else:
                 result = result + (F.linear(h, B) * s).to(result.dtype)
         return result
