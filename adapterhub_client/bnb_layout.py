@@ -16,7 +16,9 @@ import json
 from typing import Any
 
 WEIGHT = "weight"
-QUANT_TYPES = ("nf4", "fp4")
+NF4 = "nf4"
+FP4 = "fp4"
+QUANT_TYPES = (NF4, FP4)  # the 4-bit codebooks bitsandbytes serializes (nn.quant.blockwise holds their values)
 QUANT_STATE_KEY = "quant_state.bitsandbytes__"  # + quant_type: the JSON of the non-tensor fields
 STATE_TENSORS = ("absmax", "quant_map", "nested_absmax", "nested_quant_map")
 # safetensors metadata of our 4-bit checkpoints: JSON {"<layer path>.weight": "<algorithm>:<digest>"} of

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from ..bnb_layout import QUANT_TYPES
 from .commands import adapterhub_options, common
 from .output import emit_json, say, warn
 
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 @click.option("--allow-pickle", is_flag=True, help="Load pickled weights (with weights_only=True); refused by default.")
 @click.option(
     "--quantize",
-    type=click.Choice(["nf4", "fp4"]),
+    type=click.Choice(QUANT_TYPES),
     help="Load the base's linear layers in 4 bits (blocksize 64, double quantization, bfloat16 compute), "
     "as QLoRA adapters were trained; the check compares the quantization too.",
 )

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..bnb_layout import QUANT_TYPES
 from ..errors import UsageError
 from .for_model import check, local_model
 from .install import install_resolved
@@ -38,7 +39,6 @@ def adapter_name(package_name: str) -> str:
 
 # What `adapters attach --quantize TYPE` loads the base as (QLoRA's settings), in the manifest's
 # `base_model.quantization` form: the check compares these before the base is loaded
-QUANTIZE_TYPES = ("nf4", "fp4")
 QUANTIZE_SETTINGS: dict[str, Any] = {"blocksize": 64, "double_quant": True, "compute_dtype": "bfloat16"}
 
 
@@ -155,8 +155,8 @@ def attach_dir(
     and attach them onto the loaded base (proving every weight fits) or, with `merge_to`, write the
     base with the LoRA adapters merged. Only LoRA adapters merge: others are refused before download.
     `quantize` ("nf4", "fp4") loads the base's linear layers in 4 bits (QUANTIZE_SETTINGS), streamed."""
-    if quantize is not None and quantize not in QUANTIZE_TYPES:
-        raise UsageError(f"--quantize takes {' or '.join(QUANTIZE_TYPES)}, got {quantize!r}")
+    if quantize is not None and quantize not in QUANT_TYPES:
+        raise UsageError(f"--quantize takes {' or '.join(QUANT_TYPES)}, got {quantize!r}")
     if quantize is not None and merge_to is not None:
         raise UsageError("--quantize loads the base in 4 bits to attach onto; --merge writes full-precision weights")
     start = time.perf_counter()

@@ -26,10 +26,10 @@ def quantized(model: torch.nn.Module, **kwargs) -> torch.nn.Module:
     return out
 
 
-def qlora_manifest(tmp_path, base: torch.nn.Module, **quantize_kwargs) -> dict:
-    """A LoRA on `base` quantized with `quantize_kwargs`, saved as a package; its manifest."""
+def qlora_manifest(tmp_path, base: torch.nn.Module, targets=("query", "value"), **quantize_kwargs) -> dict:
+    """A LoRA on `targets` of `base` quantized with `quantize_kwargs`, saved as a package; its manifest."""
     model = quantized(base, **quantize_kwargs)
-    ah.add_adapter(model, "q", ah.LoRAConfig(r=2, target_modules=["query", "value"]))
+    ah.add_adapter(model, "q", ah.LoRAConfig(r=2, target_modules=list(targets)))
     ah.save_adapter(model, "q", tmp_path / "pkg", name="acme/qlora", version="1.0.0")
     return read_manifest(tmp_path / "pkg")
 
@@ -85,10 +85,7 @@ def test_the_manifest_records_the_quantization_next_to_the_unquantized_fingerpri
 
 def test_gpt2_conv1d_layers_are_recorded_as_the_base_stores_them(tmp_path):
     base = models.tiny_gpt2()
-    model = quantized(base)
-    ah.add_adapter(model, "q", ah.LoRAConfig(r=2, target_modules=["c_attn"]))
-    ah.save_adapter(model, "q", tmp_path / "pkg", name="acme/gpt2-qlora", version="1.0.0")
-    recorded = read_manifest(tmp_path / "pkg")["base_model"]
+    recorded = qlora_manifest(tmp_path, base, targets=["c_attn"])["base_model"]
     c_attn = recorded["architecture"]["modules"]["h.0.attn.c_attn"]
     assert c_attn == {"shape": list(base.h[0].attn.c_attn.weight.shape), "dtype": "float32", "layer": "conv1d"}
     assert compat.check_compat(recorded, base).kind == compat.EXACT_UNQUANTIZED
@@ -194,10 +191,7 @@ def test_a_4bit_checkpoint_directory_from_another_tool_has_no_content_fingerprin
 
 def test_a_4bit_gpt2_directory_fits_an_adapter_recorded_on_conv1d_weights(tmp_path):
     base = models.tiny_gpt2()
-    model = quantized(base)
-    ah.add_adapter(model, "q", ah.LoRAConfig(r=2, target_modules=["c_attn"]))
-    ah.save_adapter(model, "q", tmp_path / "pkg", name="acme/gpt2-qlora", version="1.0.0")
-    recorded = read_manifest(tmp_path / "pkg")["base_model"]
+    recorded = qlora_manifest(tmp_path, base, targets=["c_attn"])["base_model"]
     ah.save_quantized(quantized(base), tmp_path / "nf4")  # bitsandbytes stores every 4-bit weight [out, in]
     assert compat.check_compat(recorded, tmp_path / "nf4").kind == compat.EXACT
 

@@ -56,12 +56,15 @@ def fingerprint_dir(
 
 
 def tensor_digests(
-    directory: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None, algorithm: str
+    root: Path,
+    files: list[str],
+    headers: dict[str, SafetensorsHeader],
+    cache_dir: str | os.PathLike[str] | None,
+    algorithm: str,
 ) -> dict[str, str]:
-    """{tensor name: digest} of every tensor of a safetensors model directory (cached per file under
-    `cache_dir`, as fingerprint_dir caches them)."""
-    root, files = weight_files(directory)
-    return _scan_dir(root, files, read_headers(root, files), cache_dir, algorithm, False)[0]
+    """{tensor name: digest} of every tensor of a model directory's weight files, whose headers the caller
+    has read (cached per file under `cache_dir`, as fingerprint_dir caches them)."""
+    return _scan_dir(root, files, headers, cache_dir, algorithm, False)[0]
 
 
 def _scan_dir(

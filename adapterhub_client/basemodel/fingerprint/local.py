@@ -69,7 +69,7 @@ class LocalModel:
             if view is None:
                 result: str = fingerprint_dir(path, cache_dir, algorithm=algorithm, file_digests=False)["content"]
                 return result
-            stored = tensor_digests(path, cache_dir, algorithm)
+            stored = tensor_digests(root, files, headers, cache_dir, algorithm)
             digests = [
                 stored[name] if name not in view.stored else view.unquantized_digest(name, algorithm)
                 for name in counted({name: w["dtype"] for name, w in weights.items()})

@@ -50,17 +50,20 @@ def quantized_view(root: Path, headers: dict[str, SafetensorsHeader]) -> Quantiz
     """The directory's 4-bit layers as their full-precision weights; None when it holds no 4-bit layer."""
     fields_of: dict[str, dict[str, Any]] = {}
     for rel, header in headers.items():
-        for name, info in header.tensors.items():
-            split = split_bnb_quant_key(name)
-            if split is None or not split[1].startswith(f"{WEIGHT}.{QUANT_STATE_KEY}"):
-                continue
-            where = f"{root / rel}: {name}"
-            if info.nbytes > MAX_STATE_JSON_BYTES:
-                raise InvalidPackageError(f"{where}: {info.nbytes} bytes of 4-bit state; expected a short JSON object")
-            with open(root / rel, "rb") as fh:
+        states = [
+            (split[0], info)
+            for name, info in header.tensors.items()
+            if (split := split_bnb_quant_key(name)) and split[1].startswith(f"{WEIGHT}.{QUANT_STATE_KEY}")
+        ]
+        if not states:
+            continue
+        with open(root / rel, "rb") as fh:  # each state is a few bytes: one open per file
+            for module, info in states:
+                where = f"{root / rel}: {info.name}"
+                if info.nbytes > MAX_STATE_JSON_BYTES:
+                    raise InvalidPackageError(f"{where}: {info.nbytes} bytes of 4-bit state; expected a JSON object")
                 fh.seek(info.start)
-                fields = parse_state_json(fh.read(info.nbytes))
-            fields_of[split[0]] = _checked(fields, where)
+                fields_of[module] = _checked(parse_state_json(fh.read(info.nbytes)), where)
     if not fields_of:
         return None
     settings = {(f["quant_type"], f["blocksize"], "nested_blocksize" in f) for f in fields_of.values()}

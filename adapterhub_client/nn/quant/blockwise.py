@@ -30,11 +30,9 @@ import threading
 import torch
 import torch.nn.functional as F
 
+from ...bnb_layout import FP4, NF4, QUANT_TYPES
 from ...errors import UsageError
 
-NF4 = "nf4"
-FP4 = "fp4"
-QUANT_TYPES = (NF4, FP4)
 BLOCKSIZES = (32, 64, 128, 256, 512, 1024, 2048, 4096)
 NESTED_BLOCKSIZE = 256
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
