@@ -160,15 +160,16 @@ def _shortfalls(
         f"optimizer steps ({', '.join(f'{m} {n}' for m, n in steps.items())}), so that all datasets, "
         f"methods and seeds fit in {BUDGET_MINUTES} minutes on 2 CPU cores ({time_verdict}). Adapters start from a no-op and need more steps "
         "than full fine-tuning to catch up; the gaps measured here are what this budget gives, not what "
-        "adapters reach on the full training sets with more epochs (not measured here).",
+        "adapters reach on the full training sets with more epochs (`--train-examples N` runs a bigger budget).",
         f"- Resolution: {len(datasets[0].splits.test)} test examples, so one example is "
         f"{100 / len(datasets[0].splits.test):.2f} points; compare gaps with the std over seeds.",
         "- Recipes: "
         + (
             "learning rates picked on the validation split (seed 0) from the grid in each recipe's `sweep`."
             if swept
-            else "fixed per method and the same for every dataset (the table below); not swept in this run: "
-            "`--sweep` picks each learning rate on the validation split (seed 0) and writes what it tried."
+            else "one per method, the same for every dataset (the table below), their learning rates chosen "
+            "on the validation splits by `--search-recipes` (see how the recipes were chosen); `--sweep` "
+            "instead picks each learning rate per dataset on its validation split (seed 0)."
         ),
     ]
     if "fusion" in first:
@@ -191,8 +192,10 @@ def write(
     machine: str,
     total_seconds: float,
     labels: Mapping[str, str],
+    search: Mapping[str, Any] | None = None,
 ) -> Path:
-    """docs/RESULTS.md: per dataset the table and the verdict; the machine, the command, the recipes."""
+    """docs/RESULTS.md: per dataset the table and the verdict; the machine, the command, the recipes and,
+    from `search` (benchmarks/recipes.json), how their learning rates were chosen."""
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = plot(out_dir, summary, labels)
     parts = [
@@ -233,6 +236,47 @@ def write(
     for method, r in first.items():
         parts.append(f"| {labels.get(method, method)} | `{json.dumps(r['recipe'], sort_keys=True)}` |")
     parts.append("")
+    if search is not None:
+        parts += recipe_search(search, labels)
     path = out_dir / "RESULTS.md"
     path.write_text("\n".join(parts))
     return path
+
+
+def recipe_search(search: Mapping[str, Any], labels: Mapping[str, str]) -> list[str]:
+    """The recipe search's figures (validation accuracy of every candidate), the chosen ones in bold."""
+    datasets = search["datasets"]
+    budget = search["budget"]
+    minutes = search.get("minutes", 0) + search.get("minutes_before", 0)
+    lines = [
+        "## How the recipes were chosen",
+        "",
+        f"`{search['command']}` ({minutes:.1f} min; {search.get('machine', '')}) trained every candidate once "
+        f"(seed 0) on {budget['train']} examples of each dataset and scored the {budget['validation']}-example "
+        "validation splits; the test split is never read. For each method it first tried learning rates "
+        "around the starting recipe's (`starting_recipes()` in benchmarks/accuracy.py), then, at the best one, "
+        "the alternatives of `SEARCH_VARIANTS` (LoRA on query and value only, or twice the rank; bottlenecks "
+        "twice as wide; no warm-up for full fine-tuning). The best mean validation accuracy over the datasets "
+        "wins, so one recipe serves every dataset and nothing is tuned per dataset; epochs stay those that fit "
+        "the 30-minute budget. The choice is in benchmarks/recipes.json, which every run and the examples read.",
+        "",
+        "| method | lr | change | " + " | ".join(f"{d} validation %" for d in datasets) + " | mean |",
+        "|---|---|---|" + "---|" * (len(datasets) + 1),
+    ]
+    for method, found in search.get("methods", {}).items():
+        for t in (t for t in search["tried"] if t["method"] == method):
+            if set(t["validation"]) != set(datasets):
+                continue
+            win = t["lr"] == found["lr"] and t["changes"] == found["changes"]
+            bold = "**" if win else ""
+            flat = {**{k: v for k, v in t["changes"].items() if k != "params"}, **t["changes"].get("params", {})}
+            change = ", ".join(f"{k}={'/'.join(v) if isinstance(v, list) else v}" for k, v in flat.items()) or "-"
+            cells = [f"{t['validation'][d]:.1f}" for d in datasets]
+            mean = sum(t["validation"][d] for d in datasets) / len(datasets)
+            lines.append(
+                f"| {labels.get(method, method)} | {bold}{t['lr']:g}{bold} | {change} | "
+                + " | ".join(cells)
+                + f" | {bold}{mean:.1f}{bold} |"
+            )
+    lines.append("")
+    return lines

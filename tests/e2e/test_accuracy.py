@@ -171,3 +171,62 @@ def test_a_csv_without_the_columns_is_a_usage_error(accuracy, tmp_path, capsys):
     data.write_text("body,label\nhello,a\n")
     assert accuracy.main(["--quick", "--csv", str(data), "--text-column", "text", "--out-dir", str(tmp_path)]) == 2
     assert "no column 'text'" in capsys.readouterr().err
+
+
+def test_recipe_search_chooses_on_validation_and_runs_read_its_choice(accuracy, tmp_path, monkeypatch):
+    chosen_in = tmp_path / "recipes.json"
+    common = ["--quick", "--datasets", "sms-spam", "--data-dir", str(DATA_DIR), "--threads", "1"]
+    search = ["--methods", "head,houlsby", "--search-recipes", "--recipes", str(chosen_in)]
+    assert accuracy.main([*common, *search]) == 0
+    record = json.loads(chosen_in.read_text())
+    tried = record["tried"]
+    assert all(set(t["validation"]) == {"sms-spam"} for t in tried)  # scored on validation only
+    for method in ("head", "houlsby"):
+        start = accuracy.starting_recipes()[method].lr
+        mine = [t for t in tried if t["method"] == method]
+        rates = [t["lr"] for t in mine if t["changes"] == {}]
+        assert rates == [pytest.approx(f * start) for f in accuracy.SEARCH_FACTORS]
+        found = record["methods"][method]
+        # the variants are tried at the best learning rate, and the best candidate wins
+        assert [t["changes"] for t in mine if t["changes"]] == accuracy.SEARCH_VARIANTS.get(method, [])
+        assert all(t["lr"] == found["lr"] for t in mine if t["changes"])
+        assert found["validation_mean"] == max(t["validation"]["sms-spam"] for t in mine)
+    expected = accuracy.with_changes(accuracy.starting_recipes()["houlsby"], record["methods"]["houlsby"]["changes"])
+    assert accuracy.recipes(chosen_in)["houlsby"].params == expected.params
+    # started again, the search reuses every recorded run: nothing trains
+    import _accuracy_train
+
+    monkeypatch.setattr(_accuracy_train, "run", lambda *a, **k: pytest.fail("a recorded candidate ran again"))
+    assert accuracy.main([*common, *search]) == 0
+    assert json.loads(chosen_in.read_text())["methods"] == record["methods"]
+    monkeypatch.undo()
+    # a run with that file trains with the chosen recipe and documents the search
+    out = tmp_path / "docs"
+    args = [*common, "--methods", "head", "--recipes", str(chosen_in), "--out-dir", str(out)]
+    assert accuracy.main([*args, "--json", str(tmp_path / "r.json")]) == 0
+    assert json.loads((tmp_path / "r.json").read_text())["head"]["recipe"]["lr"] == record["methods"]["head"]["lr"]
+    text = (out / "RESULTS.md").read_text()
+    assert "## How the recipes were chosen" in text and f"**{record['methods']['head']['lr']:g}**" in text
+
+
+def test_the_examples_use_the_recommended_recipes(accuracy):
+    import re
+
+    recommended = accuracy.recipes()  # benchmarks/recipes.json's choice
+
+    def defaults(example: str) -> dict[str, str]:
+        source = (ROOT / "examples" / example).read_text()
+        found = re.findall(r'add_argument\("--([a-z-]+)", (?:type=\w+, )?default=(?:"([^"]*)"|([^,)]+))', source)
+        return {name: quoted or bare for name, quoted, bare in found}
+
+    lora, houlsby, pfeiffer = recommended["lora"], recommended["houlsby"], recommended["pfeiffer"]
+    first = defaults("01_lora_sms_spam.py")
+    assert float(first["lr"]) == pytest.approx(lora.lr) and int(first["epochs"]) == lora.epochs
+    assert int(first["rank"]) == lora.params["r"] and first["targets"].split(",") == lora.params["targets"]
+    second = defaults("02_houlsby_head.py")
+    assert float(second["lr"]) == pytest.approx(houlsby.lr) and int(second["epochs"]) == houlsby.epochs
+    assert float(second["reduction-factor"]) == houlsby.params["reduction_factor"]
+    fourth = defaults("04_compose_recipe.py")
+    assert float(fourth["lr"]) == pytest.approx(pfeiffer.lr) and int(fourth["epochs"]) == pfeiffer.epochs
+    source = (ROOT / "examples" / "04_compose_recipe.py").read_text()
+    assert f"reduction_factor={pfeiffer.params['reduction_factor']})" in source
