@@ -228,5 +228,7 @@ def test_the_examples_use_the_recommended_recipes(accuracy):
     assert float(second["reduction-factor"]) == houlsby.params["reduction_factor"]
     fourth = defaults("04_compose_recipe.py")
     assert float(fourth["lr"]) == pytest.approx(pfeiffer.lr) and int(fourth["epochs"]) == pfeiffer.epochs
+    fusion = recommended["fusion"]
+    assert float(fourth["fusion-lr"]) == pytest.approx(fusion.lr) and int(fourth["fusion-epochs"]) == fusion.epochs
     source = (ROOT / "examples" / "04_compose_recipe.py").read_text()
     assert f"reduction_factor={pfeiffer.params['reduction_factor']})" in source
