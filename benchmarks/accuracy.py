@@ -309,13 +309,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--search-recipes",
         action="store_true",
-        help="choose each method's learning rate on the validation splits and write them to --recipes",
+        help="choose each method's recipe on the validation splits (learning rate, then targets and rank or "
+        "bottleneck width) and write it to --recipes",
     )
     parser.add_argument(
         "--recipes",
         type=Path,
         default=RECIPES_FILE,
-        help="the chosen learning rates (JSON): read by a run, written by --search-recipes",
+        help="the chosen recipes (JSON): read by a run, written by --search-recipes (default: the committed ones)",
     )
     parser.add_argument("--save-dir", type=Path, help="keep each run's weights, test split and predictions")
     parser.add_argument(
@@ -338,7 +339,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace, command: str) -> int:
-
     budget = QUICK if args.quick else DEFAULT
     for field, value in (("train", args.train_examples), ("max_length", args.max_length)):
         if value is not None:
@@ -418,9 +418,10 @@ def search_recipes(
     record: dict[str, Any] = {"budget": dataclasses.asdict(budget), "datasets": names, "tried": []}
     if out.exists():
         before = json.loads(out.read_text())
-        if before.get("budget") == record["budget"] and before.get("datasets") == names:
-            record["tried"] = before.get("tried", [])
-            record["minutes_before"] = before.get("minutes", 0) + before.get("minutes_before", 0)
+        if before.get("budget") != record["budget"] or before.get("datasets") != names:
+            raise UsageError(f"{out} holds a search of other datasets or another budget; pass --recipes NEW.json")
+        record["tried"] = before.get("tried", [])
+        record["minutes_before"] = before.get("minutes", 0) + before.get("minutes_before", 0)
     record |= {"command": command, "split": "validation, seed 0; the test split is never read"}
     started = time.perf_counter()
     base_dir, tokenizer = T.base_model()
@@ -460,7 +461,7 @@ def search_recipes(
             progress.done(f"{label}: validation {r.val_accuracy:.1f}% ({r.train_seconds:.1f} s)")
             entry["validation"][data.name] = round(r.val_accuracy, 2)
             record["minutes"] = round((time.perf_counter() - started) / 60, 1)
-            out.write_text(json.dumps(record, indent=2) + "\n")  # kept at once: a search stopped here resumes
+            _write_atomically(out, record)  # kept at once: a search stopped here resumes
         return statistics.fmean(entry["validation"][n] for n in names)
 
     chosen = {}
@@ -479,9 +480,15 @@ def search_recipes(
         )
     record |= {"machine": machine(), "methods": chosen}
     record["minutes"] = round((time.perf_counter() - started) / 60, 1)
-    out.write_text(json.dumps(record, indent=2) + "\n")
+    _write_atomically(out, record)
     print(f"wrote {out} ({record['minutes']} min)", file=sys.stderr)
     return 0
+
+
+def _write_atomically(path: Path, record: dict[str, Any]) -> None:
+    part = path.with_name(path.name + ".part")
+    part.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(part, path)
 
 
 def with_changes(recipe: Any, changes: dict[str, Any]) -> Any:

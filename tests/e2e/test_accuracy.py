@@ -200,6 +200,9 @@ def test_recipe_search_chooses_on_validation_and_runs_read_its_choice(accuracy, 
     assert accuracy.main([*common, *search]) == 0
     assert json.loads(chosen_in.read_text())["methods"] == record["methods"]
     monkeypatch.undo()
+    # a file recorded with another budget (or other datasets) is not overwritten
+    assert accuracy.main([*common, "--max-length", "20", *search]) == 2
+    assert json.loads(chosen_in.read_text())["methods"] == record["methods"]
     # a run with that file trains with the chosen recipe and documents the search
     out = tmp_path / "docs"
     args = [*common, "--methods", "head", "--recipes", str(chosen_in), "--out-dir", str(out)]
