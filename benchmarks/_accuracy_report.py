@@ -172,6 +172,14 @@ def _shortfalls(
             "instead picks each learning rate per dataset on its validation split (seed 0)."
         ),
     ]
+    collapsed = _collapsed_runs(summary, datasets, labels)
+    if collapsed:
+        lines.append(
+            "- Runs that collapsed to predicting the majority class (their test accuracy is that class's share "
+            f"of the test split): {'; '.join(collapsed)}. Each pulls its method's mean and std with it. The "
+            "recipe search scored one seed per candidate, so a learning rate near the edge of stable training "
+            "can win there and collapse with another seed."
+        )
     if "fusion" in first:
         lines.append(
             f"- AdapterFusion trains new query / key / value matrices in every layer "
@@ -180,6 +188,21 @@ def _shortfalls(
             "Pfeiffer adapter and the other datasets', frozen), not as a candidate for the target."
         )
     return [*lines, ""]
+
+
+def _collapsed_runs(
+    summary: Mapping[str, Mapping[str, Mapping[str, Any]]], datasets: Sequence[Any], labels: Mapping[str, str]
+) -> list[str]:
+    """'<method> seed <i> on <dataset> (<accuracy>%)' for each run whose test accuracy is the majority share."""
+    found = []
+    for data in datasets:
+        test_labels = [label for _, label in data.splits.test]
+        majority = 100.0 * max(test_labels.count(x) for x in set(test_labels)) / len(test_labels)
+        for method, r in summary[data.name].items():
+            for seed, acc in zip(r["seeds"], r["accuracies"]):
+                if abs(acc - majority) < 0.01:
+                    found.append(f"{labels.get(method, method)} seed {seed} on {data.name} ({acc:.1f}%)")
+    return found
 
 
 def write(

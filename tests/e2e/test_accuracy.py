@@ -235,3 +235,24 @@ def test_the_examples_use_the_recommended_recipes(accuracy):
     assert float(fourth["fusion-lr"]) == pytest.approx(fusion.lr) and int(fourth["fusion-epochs"]) == fusion.epochs
     source = (ROOT / "examples" / "04_compose_recipe.py").read_text()
     assert f"reduction_factor={pfeiffer.params['reduction_factor']})" in source
+
+
+def test_runs_that_collapse_to_the_majority_class_are_named():
+    sys.path.insert(0, str(BENCH))
+    try:
+        import _accuracy_report as report
+        from _accuracy_data import Splits
+    finally:
+        sys.path.remove(str(BENCH))
+
+    test = [("m", "ham")] * 26 + [("s", "spam")] * 4  # ham is 86.67% of the test split
+    data = type(
+        "Data", (), {"name": "sms", "splits": Splits(train=test, validation=test, test=test, labels=["ham", "spam"])}
+    )
+    summary = {
+        "sms": {
+            "pfeiffer": {"seeds": [0, 1, 2], "accuracies": [97.0, 86.67, 96.67]},
+            "lora": {"seeds": [0], "accuracies": [90.0]},
+        }
+    }
+    assert report._collapsed_runs(summary, [data], {"pfeiffer": "Pfeiffer"}) == ["Pfeiffer seed 1 on sms (86.7%)"]
