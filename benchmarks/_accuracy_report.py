@@ -118,6 +118,7 @@ def _shortfalls(
     datasets: Sequence[Any],
     total_seconds: float,
     labels: Mapping[str, str],
+    searched: bool = True,
 ) -> list[str]:
     """Where the target is missed, and what in this run's budget explains it (generated, so it stays true)."""
     minutes = total_seconds / 60
@@ -170,15 +171,22 @@ def _shortfalls(
             else "one per method, the same for every dataset (the table below), their learning rates chosen "
             "on the validation splits by `--search-recipes` (see how the recipes were chosen); `--sweep` "
             "instead picks each learning rate per dataset on its validation split (seed 0)."
+            if searched
+            else "one per method, the same for every dataset (the table below): the starting recipes, not "
+            "chosen on validation in this run (no recipe search recorded)."
         ),
     ]
     collapsed = _collapsed_runs(summary, datasets, labels)
     if collapsed:
         lines.append(
             "- Runs that collapsed to predicting the majority class (their test accuracy is that class's share "
-            f"of the test split): {'; '.join(collapsed)}. Each pulls its method's mean and std with it. The "
-            "recipe search scored one seed per candidate, so a learning rate near the edge of stable training "
-            "can win there and collapse with another seed."
+            f"of the test split): {'; '.join(collapsed)}. Each pulls its method's mean and std with it."
+            + (
+                " The recipe search scored one seed per candidate, so a learning rate near the edge of stable "
+                "training can win there and collapse with another seed."
+                if searched and not swept
+                else ""
+            )
         )
     if "fusion" in first:
         lines.append(
@@ -252,14 +260,15 @@ def write(
             f"**{verdict(by_method)}**",
             "",
         ]
-    parts += _shortfalls(summary, datasets, total_seconds, labels)
+    searched = search is not None and bool(search.get("methods"))
+    parts += _shortfalls(summary, datasets, total_seconds, labels, searched)
     parts += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
     first = next(iter(summary.values()))
     parts += ["## Recipes", "", "| method | recipe |", "|---|---|"]
     for method, r in first.items():
         parts.append(f"| {labels.get(method, method)} | `{json.dumps(r['recipe'], sort_keys=True)}` |")
     parts.append("")
-    if search is not None:
+    if searched:
         parts += recipe_search(search, labels)
     path = out_dir / "RESULTS.md"
     path.write_text("\n".join(parts))

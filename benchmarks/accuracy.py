@@ -120,6 +120,8 @@ def starting_recipes() -> dict[str, Any]:
 def recipes(chosen_in: Path = RECIPES_FILE) -> dict[str, Any]:
     """The per-method recipes (the same for every dataset), the documented recommendations: the starting
     recipes with the learning rates and changes that `--search-recipes` chose on the validation splits."""
+    if not chosen_in.exists() and chosen_in != RECIPES_FILE:
+        raise UsageError(f"no recipes file {chosen_in}")
     chosen = json.loads(chosen_in.read_text()).get("methods", {}) if chosen_in.exists() else {}
     return {
         m: dataclasses.replace(with_changes(r, chosen[m]["changes"]), lr=chosen[m]["lr"]) if m in chosen else r
@@ -421,6 +423,7 @@ def search_recipes(
         if before.get("budget") != record["budget"] or before.get("datasets") != names:
             raise UsageError(f"{out} holds a search of other datasets or another budget; pass --recipes NEW.json")
         record["tried"] = before.get("tried", [])
+        record["methods"] = before.get("methods", {})  # a search of some methods keeps the others' choices
         record["minutes_before"] = before.get("minutes", 0) + before.get("minutes_before", 0)
     record |= {"command": command, "split": "validation, seed 0; the test split is never read"}
     started = time.perf_counter()
@@ -478,7 +481,7 @@ def search_recipes(
             f"{method}: lr {lr:g} {changes or ''} (validation mean {chosen[method]['validation_mean']:.1f}%)",
             file=sys.stderr,
         )
-    record |= {"machine": machine(), "methods": chosen}
+    record |= {"machine": machine(), "methods": {**record.get("methods", {}), **chosen}}
     record["minutes"] = round((time.perf_counter() - started) / 60, 1)
     _write_atomically(out, record)
     print(f"wrote {out} ({record['minutes']} min)", file=sys.stderr)

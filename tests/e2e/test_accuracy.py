@@ -193,11 +193,16 @@ def test_recipe_search_chooses_on_validation_and_runs_read_its_choice(accuracy, 
         assert found["validation_mean"] == max(t["validation"]["sms-spam"] for t in mine)
     expected = accuracy.with_changes(accuracy.starting_recipes()["houlsby"], record["methods"]["houlsby"]["changes"])
     assert accuracy.recipes(chosen_in)["houlsby"].params == expected.params
+    assert accuracy.recipes(chosen_in)["houlsby"].lr == record["methods"]["houlsby"]["lr"]
     # started again, the search reuses every recorded run: nothing trains
     import _accuracy_train
 
     monkeypatch.setattr(_accuracy_train, "run", lambda *a, **k: pytest.fail("a recorded candidate ran again"))
     assert accuracy.main([*common, *search]) == 0
+    assert json.loads(chosen_in.read_text())["methods"] == record["methods"]
+    # a search of one method keeps the other methods' choices
+    head_only = ["--methods", "head", "--search-recipes", "--recipes", str(chosen_in)]
+    assert accuracy.main([*common, *head_only]) == 0
     assert json.loads(chosen_in.read_text())["methods"] == record["methods"]
     monkeypatch.undo()
     # a file recorded with another budget (or other datasets) is not overwritten
@@ -209,7 +214,10 @@ def test_recipe_search_chooses_on_validation_and_runs_read_its_choice(accuracy, 
     assert accuracy.main([*args, "--json", str(tmp_path / "r.json")]) == 0
     assert json.loads((tmp_path / "r.json").read_text())["head"]["recipe"]["lr"] == record["methods"]["head"]["lr"]
     text = (out / "RESULTS.md").read_text()
-    assert "## How the recipes were chosen" in text and f"**{record['methods']['head']['lr']:g}**" in text
+    assert "## How the recipes were chosen" in text
+    assert f"| head only | **{record['methods']['head']['lr']:g}** | - |" in text
+    # a recipes path that does not exist is an error, not a silent fallback to the starting recipes
+    assert accuracy.main([*common, "--methods", "head", "--recipes", str(tmp_path / "typo.json")]) == 2
 
 
 def test_the_examples_use_the_recommended_recipes(accuracy):
