@@ -94,7 +94,7 @@ def test_quick_run_writes_json_results_and_plots(accuracy, tmp_path):
         assert {"accuracy_mean", "accuracy_std", "trainable_percent", "train_seconds", "peak_mb", "recipe"} <= set(r)
         assert 0 <= r["accuracy_mean"] <= 100 and r["recipe"]["lr"] > 0
     assert results["head"]["trainable_percent"] == 0
-    assert 0 < results["houlsby"]["trainable_percent"] < results["lora"]["trainable_percent"] < 4
+    assert all(0 < results[m]["trainable_percent"] < 4 for m in ("lora", "houlsby"))
     text = (out / "RESULTS.md").read_text()
     assert "## sms-spam" in text and "| LoRA |" in text and "--quick" in text
     for png in ("accuracy-vs-params.png", "accuracy-cost.png"):
