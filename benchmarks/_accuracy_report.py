@@ -275,6 +275,12 @@ def write(
     return path
 
 
+def describe_changes(changes: Mapping[str, Any]) -> str:
+    """A search variant in one line: ``targets=query/value, r=16`` (Recipe fields and params alike)."""
+    flat = {**{k: v for k, v in changes.items() if k != "params"}, **changes.get("params", {})}
+    return ", ".join(f"{k}={'/'.join(v) if isinstance(v, list) else v}" for k, v in flat.items())
+
+
 def recipe_search(search: Mapping[str, Any], labels: Mapping[str, str]) -> list[str]:
     """The recipe search's figures (validation accuracy of every candidate), the chosen ones in bold."""
     datasets = search["datasets"]
@@ -290,7 +296,7 @@ def recipe_search(search: Mapping[str, Any], labels: Mapping[str, str]) -> list[
         "the alternatives of `SEARCH_VARIANTS` (LoRA on query and value only, or twice the rank; bottlenecks "
         "twice as wide; no warm-up for full fine-tuning). The best mean validation accuracy over the datasets "
         "wins, so one recipe serves every dataset and nothing is tuned per dataset; epochs stay those that fit "
-        "the 30-minute budget. The choice is in benchmarks/recipes.json, which every run and the examples read.",
+        f"the {BUDGET_MINUTES}-minute budget. The choice is in benchmarks/recipes.json, which every run and the examples read.",
         "",
         "| method | lr | change | " + " | ".join(f"{d} validation %" for d in datasets) + " | mean |",
         "|---|---|---|" + "---|" * (len(datasets) + 1),
@@ -301,8 +307,7 @@ def recipe_search(search: Mapping[str, Any], labels: Mapping[str, str]) -> list[
                 continue
             win = t["lr"] == found["lr"] and t["changes"] == found["changes"]
             bold = "**" if win else ""
-            flat = {**{k: v for k, v in t["changes"].items() if k != "params"}, **t["changes"].get("params", {})}
-            change = ", ".join(f"{k}={'/'.join(v) if isinstance(v, list) else v}" for k, v in flat.items()) or "-"
+            change = describe_changes(t["changes"]) or "-"
             cells = [f"{t['validation'][d]:.1f}" for d in datasets]
             mean = sum(t["validation"][d] for d in datasets) / len(datasets)
             lines.append(

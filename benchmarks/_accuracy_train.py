@@ -133,15 +133,21 @@ def _adapter_setup(model: torch.nn.Module, num_labels: int, config: ah.LoRAConfi
     ah.add_adapter(model, ADAPTER, config)
     ah.add_head(model, ADAPTER, ah.HeadConfig(num_labels=num_labels, **HEAD))  # type: ignore[arg-type]
     ah.mark_only_adapters_trainable(model, ADAPTER)
+
+    def save(out: Path) -> Path:
+        return ah.save_adapter(model, ADAPTER, out, name=f"bench/{ADAPTER}") / "adapter.safetensors"
+
+    return _headed_setup(model, ADAPTER, save)
+
+
+def _headed_setup(model: torch.nn.Module, head: str, save: Callable[[Path], Path]) -> Setup:
+    """What trains (every parameter left trainable), logits from the head `head`, and the encoder's share."""
     params = [p for p in model.parameters() if p.requires_grad]
     head_ids = {id(p) for p in model.heads.parameters()}
     encoder = [p for p in params if id(p) not in head_ids]
 
     def logits(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return ah.head_output(model, model(**batch), ADAPTER)
-
-    def save(out: Path) -> Path:
-        return ah.save_adapter(model, ADAPTER, out, name=f"bench/{ADAPTER}") / "adapter.safetensors"
+        return ah.head_output(model, model(**batch), head)
 
     return Setup(model, params, logits, _count(encoder), save)
 
@@ -191,18 +197,12 @@ def _fusion_setup(model: torch.nn.Module, num_labels: int, parts: Sequence[Path]
     fusion = ah.add_fusion(model, fuse)
     ah.add_head(model, fusion, ah.HeadConfig(num_labels=num_labels, **HEAD))  # type: ignore[arg-type]
     ah.train_fusion(model, fuse)
-    params = [p for p in model.parameters() if p.requires_grad]
-    head_ids = {id(p) for p in model.heads.parameters()}
-    encoder = [p for p in params if id(p) not in head_ids]
-
-    def logits(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return ah.head_output(model, model(**batch), fusion)
 
     def save(out: Path) -> Path:
         parts_of = {n: f"bench/{n}" for n in names}
         return ah.save_fusion(model, fusion, out, name="bench/fusion", parts=parts_of) / "adapter.safetensors"
 
-    return Setup(model, params, logits, _count(encoder), save)
+    return _headed_setup(model, fusion, save)
 
 
 @torch.no_grad()

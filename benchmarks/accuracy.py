@@ -117,12 +117,24 @@ def starting_recipes() -> dict[str, Any]:
     }
 
 
+def read_search(path: Path = RECIPES_FILE) -> dict[str, Any] | None:
+    """The recipe search recorded at `path`; None when the default file is absent (a missing path named by
+    the user is an error, not a silent fall back to the starting recipes)."""
+    if not path.exists():
+        if path != RECIPES_FILE:
+            raise UsageError(f"no recipes file {path}")
+        return None
+    return json.loads(path.read_text())
+
+
 def recipes(chosen_in: Path = RECIPES_FILE) -> dict[str, Any]:
     """The per-method recipes (the same for every dataset), the documented recommendations: the starting
     recipes with the learning rates and changes that `--search-recipes` chose on the validation splits."""
-    if not chosen_in.exists() and chosen_in != RECIPES_FILE:
-        raise UsageError(f"no recipes file {chosen_in}")
-    chosen = json.loads(chosen_in.read_text()).get("methods", {}) if chosen_in.exists() else {}
+    return recipes_of(read_search(chosen_in))
+
+
+def recipes_of(search: dict[str, Any] | None) -> dict[str, Any]:
+    chosen = (search or {}).get("methods", {})
     return {
         m: dataclasses.replace(with_changes(r, chosen[m]["changes"]), lr=chosen[m]["lr"]) if m in chosen else r
         for m, r in starting_recipes().items()
@@ -369,7 +381,8 @@ def _main(args: argparse.Namespace, command: str) -> int:
     progress = Progress()
     if args.search_recipes:
         return search_recipes(datasets, [m for m in methods if m != "fusion"], budget, progress, command, args.recipes)
-    plan = recipes(args.recipes)
+    search = read_search(args.recipes)
+    plan = recipes_of(search)
     results: dict[str, dict[str, list[Any]]] = {}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="ah-accuracy-") as tmp:
@@ -399,7 +412,6 @@ def _main(args: argparse.Namespace, command: str) -> int:
     if args.json is not None:
         payload: Any = next(iter(summary.values())) if len(summary) == 1 else summary
         args.json.write_text(json.dumps(payload, indent=2) + "\n")
-    search = json.loads(args.recipes.read_text()) if args.recipes.exists() else None
     report.write(args.out_dir, summary, datasets, budget, seeds, command, machine(), total, LABELS, search)
     print(f"wrote {args.out_dir / 'RESULTS.md'} ({total / 60:.1f} min)", file=sys.stderr)
     return 0
@@ -413,6 +425,7 @@ def search_recipes(
     at that rate, each alternative in SEARCH_VARIANTS; the best mean validation accuracy over the datasets
     wins (a tie keeps the smaller change). Every finished run is written to `out` at once, and a search
     started again with the same budget and datasets reuses them; `recipes()` reads the choice."""
+    import _accuracy_report as report
     import _accuracy_train as T
 
     start = starting_recipes()
@@ -448,7 +461,7 @@ def search_recipes(
             if data.name in entry["validation"]:
                 continue
             candidate = dataclasses.replace(with_changes(scaled(start[method], budget), changes), lr=lr)
-            label = f"{data.name} {method} lr={lr:g}" + "".join(f" {k}={v}" for k, v in _flat(changes).items())
+            label = " ".join(filter(None, [f"{data.name} {method} lr={lr:g}", report.describe_changes(changes)]))
             with tempfile.TemporaryDirectory(prefix="ah-recipes-") as tmp:
                 r = T.run(
                     method,
@@ -498,10 +511,6 @@ def with_changes(recipe: Any, changes: dict[str, Any]) -> Any:
     """`recipe` with a search variant applied: Recipe fields replaced, `params` entries merged."""
     fields = {k: v for k, v in changes.items() if k != "params"}
     return dataclasses.replace(recipe, **fields, params={**recipe.params, **changes.get("params", {})})
-
-
-def _flat(changes: dict[str, Any]) -> dict[str, Any]:
-    return {**{k: v for k, v in changes.items() if k != "params"}, **changes.get("params", {})}
 
 
 def _no_parts(seed: int) -> list[Path]:
