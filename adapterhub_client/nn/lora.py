@@ -554,9 +554,15 @@ class LoRALinear(LoRALayer):
         plan = self._composition
         if plan is not None:
             return self._compose(plan, x, args, kwargs)
-        result = self.base_layer(x, *args, **kwargs)
         if not self._run:
-            return result
+            return self.base_layer(x, *args, **kwargs)
+        shape = x.shape
+        fresh = getattr(type(self.base_layer), "fresh_output", False) and not (args or kwargs)
+        flat = fresh and x.dim() > 2
+        if flat:  # a 2-D output, not a view: the adapters may add into it in place, under autograd too
+            x = x.reshape(-1, shape[-1])
+        result = self.base_layer(x, *args, **kwargs)
+        in_place = result.is_contiguous() and (not torch.is_grad_enabled() or (fresh and not result._is_view()))
         for name in self._run:
             A, B, s = self.lora_A[name], self.lora_B[name], self.scaling[name]
             # _dropped_input, inlined: this loop is the hot path of every unmerged forward
@@ -569,17 +575,18 @@ class LoRALinear(LoRALayer):
                 continue
             h = F.linear(xd, A)
             if result.dtype == h.dtype and result.dim() >= 2:
-                # fused s * (h @ B^T) + result in one GEMM; no separate scale or add pass. Without autograd it
-                # adds into the base layer's fresh output, as the routed path does: no new output tensor
-                shape = result.shape
+                # fused s * (h @ B^T) + result in one GEMM; no separate scale or add pass. It adds into the
+                # base layer's fresh output where it may (no autograd, or a base whose 2-D output nothing
+                # saved), as the routed path does: no new output tensor, no copy of the old one
+                out_shape = result.shape
                 h2 = h.reshape(-1, h.shape[-1])
-                if not torch.is_grad_enabled() and result.is_contiguous():
-                    result.view(-1, shape[-1]).addmm_(h2, B.T, alpha=s)
+                if in_place:
+                    result.view(-1, out_shape[-1]).addmm_(h2, B.T, alpha=s)
                 else:
-                    result = torch.addmm(result.reshape(-1, shape[-1]), h2, B.T, alpha=s).view(shape)
+                    result = torch.addmm(result.reshape(-1, out_shape[-1]), h2, B.T, alpha=s).view(out_shape)
             else:
                 result = result + (F.linear(h, B) * s).to(result.dtype)
-        return result
+        return result.view(*shape[:-1], result.shape[-1]) if flat else result
 
     def _adapter_delta(self, name: str, x: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
         xd, dropped = self._dropped_input(name, x)

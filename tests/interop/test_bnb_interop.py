@@ -183,6 +183,26 @@ def test_forward_matches_bitsandbytes_linear4bit():
     models.assert_close(x.grad, x_theirs.grad, 1e-4)
 
 
+@pytest.mark.parametrize(("quant_type", "double_quant"), [("nf4", True), ("nf4", False), ("fp4", True)])
+def test_the_bitsandbytes_kernel_call_on_our_state_equals_our_forward(quant_type, double_quant):
+    """What Linear4bit runs on CUDA (bitsandbytes' matmul_4bit on our codes and state), run on the CPU:
+    the same outputs and input gradients as our own kernels, with and without autograd."""
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(256, 96)
+    layer = Linear4bit.from_linear(linear, quant_type=quant_type, double_quant=double_quant, compute_dtype=None)
+    x = torch.randn(2, 6, 256, requires_grad=True)
+    x_bnb = x.detach().clone().requires_grad_(True)
+    bias = linear.bias.detach()
+    with torch.no_grad():
+        models.assert_close(layer._bnb_linear(x, bias), layer(x), 1e-4)
+    out, ref = layer(x), layer._bnb_linear(x_bnb, bias)
+    assert ref.grad_fn is not None and type(ref.grad_fn).__name__.startswith("MatMul4Bit")
+    models.assert_close(out, ref, 1e-4)
+    out.square().sum().backward()
+    ref.square().sum().backward()
+    torch.testing.assert_close(x.grad, x_bnb.grad, rtol=1e-4, atol=1e-4)
+
+
 def roundtrip_copy(model: torch.nn.Module, blocksize: int) -> torch.nn.Module:
     """`model` with every nn.Linear weight replaced by bitsandbytes' NF4 round trip."""
     ref = copy.deepcopy(model)

@@ -317,6 +317,68 @@ def test_adapter_gradients_equal_those_on_the_dequantized_model():
         models.assert_close(grad, grads[1][name], 1e-5)
 
 
+@pytest.mark.parametrize("reentrant", [True, False])
+def test_checkpointed_training_dequantizes_twice_per_step_with_the_same_gradients(monkeypatch, reentrant):
+    from adapterhub_client.nn.quant import layer as layer_module
+
+    calls = []
+    dequantize_into = layer_module.dequantize_into
+
+    def counting(out, *args):
+        calls.append(out.data_ptr())
+        return dequantize_into(out, *args)
+
+    monkeypatch.setattr(layer_module, "dequantize_into", counting)
+    ids = models.token_ids(96, batch=2, seq=8)
+    grads, counts = [], []
+    for checkpointing in (True, False):
+        model = models.tiny_bert()
+        ah.quantize(model, blocksize=32, compute_dtype=torch.float32)
+        ah.prepare_for_kbit_training(
+            model, gradient_checkpointing=checkpointing, gradient_checkpointing_kwargs={"use_reentrant": reentrant}
+        )
+        ah.add_adapter(model, "a", ah.LoRAConfig(r=4, target_modules=["query", "dense"], init="none"))
+        model.train()
+        calls.clear()
+        torch.manual_seed(3)  # the same dropout masks with and without recomputation
+        model(input_ids=ids).last_hidden_state.pow(2).mean().backward()
+        counts.append(len(calls))
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.requires_grad})
+    layers = sum(isinstance(m, Linear4bit) for m in model.modules())
+    # without checkpointing: forward and backward; with it: forward, recompute, and the backward reuses
+    # the recomputed weight (reentrant); the non-reentrant recompute only restores saved tensors
+    assert counts == [2 * layers if reentrant else 3 * layers, 2 * layers]
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 0
+    for name, grad in grads[0].items():
+        models.assert_close(grad, grads[1][name], 1e-5)
+
+
+def test_lora_adds_into_a_4bit_bases_output_in_place_with_the_same_values_and_gradients():
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 48)
+    for compute in (torch.float32, torch.bfloat16):
+        base = Linear4bit.from_linear(torch.nn.Linear(48, 24), compute_dtype=compute)
+        model = torch.nn.Sequential(copy.deepcopy(base))
+        ah.add_adapter(model, "a", ah.LoRAConfig(r=4, alpha=8, target_modules=["0"], init="none"))
+        ah.add_adapter(model, "d", ah.LoRAConfig(r=2, target_modules=["0"], dora=True, init="none"))
+        ah.add_adapter(model, "b", ah.LoRAConfig(r=3, target_modules=["0"], init="none"))
+        ah.set_active_adapters(model, ["a", "d", "b"])
+        layer = model[0]
+        xs = [x.clone().requires_grad_(True) for _ in range(2)]
+        out = model(xs[0])
+        # the same sum computed out of place: base, each adapter's delta on the running result in turn
+        expected = layer.base_layer(xs[1])
+        for name in ("a", "d", "b"):
+            expected = expected + layer._adapter_delta(name, xs[1], expected)
+        assert out.shape == (2, 5, 24)
+        models.assert_close(out, expected, 1e-6)
+        params = [p for p in layer.parameters() if p.requires_grad]
+        got = torch.autograd.grad(out.pow(2).sum(), [xs[0], *params])
+        want = torch.autograd.grad(expected.pow(2).sum(), [xs[1], *params])
+        for g, w in zip(got, want, strict=True):
+            torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-4)
+
+
 def test_the_weight_reads_dequantized_and_refuses_writes():
     model = models.tiny_bert()
     ah.quantize(model, blocksize=32, compute_dtype=torch.float32)

@@ -5,7 +5,8 @@ buffers and stands in for ``nn.Linear`` (or GPT-2's ``Conv1D``, stored transpose
 transformers' bitsandbytes integration does). Its forward dequantizes the weight into the compute
 dtype (one layer at a time, into a reused buffer) and runs ``F.linear``; where bitsandbytes is
 importable and the codes are on CUDA, bitsandbytes' kernels run instead. With gradients it keeps no
-dequantized weight between forward and backward: backward dequantizes again (as QLoRA does).
+dequantized weight between forward and backward: backward dequantizes again (as QLoRA does), except
+right after a gradient checkpoint's recomputation, whose backward follows at once.
 
 Its ``state_dict`` has the keys of a bitsandbytes ``Linear4bit`` / a transformers bnb-4bit checkpoint:
 ``weight`` (the uint8 codes ``(ceil(n / 2), 1)``), ``weight.absmax``, ``weight.quant_map``, with double
@@ -208,20 +209,36 @@ class DequantizedWeight(torch.Tensor):
             return func(*args, **(kwargs or {}))
 
 
+def _recomputing() -> bool:
+    """Whether this forward runs inside a backward pass: gradient checkpointing recomputing a segment,
+    whose backward follows at once."""
+    task_id = getattr(torch._C, "_current_graph_task_id", None)
+    return task_id is not None and task_id() != -1
+
+
 class _Linear4bitFunction(torch.autograd.Function):
-    """``x @ W^T + b`` with W dequantized in forward and again in backward, never kept in between."""
+    """``x @ W^T + b`` with W dequantized in forward and again in backward, not kept in between, except
+    in a checkpoint's recomputation: there this layer's backward comes next, within the same segment,
+    so the dequantized weight is kept for it (the segment's weights, not the model's) instead of being
+    dequantized a third time."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, bias: torch.Tensor | None, layer: Linear4bit) -> torch.Tensor:
         ctx.layer = layer
         ctx.has_bias = bias is not None
+        ctx.dense = None
+        if _recomputing() and ctx.needs_input_grad[0]:
+            ctx.dense = layer._dense(x.dtype, scratch=False)
+            return F.linear(x, ctx.dense, bias)
         return layer._linear(x, bias)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
         grad_x = grad_bias = None
         if ctx.needs_input_grad[0]:
-            grad_x = grad @ ctx.layer._dense(grad.dtype)
+            dense = ctx.dense if ctx.dense is not None and ctx.dense.dtype == grad.dtype else None
+            grad_x = grad @ (dense if dense is not None else ctx.layer._dense(grad.dtype))
+        ctx.dense = None
         if ctx.has_bias and ctx.needs_input_grad[1]:
             grad_bias = grad.reshape(-1, grad.shape[-1]).sum(0)
         return grad_x, grad_bias, None
@@ -236,6 +253,10 @@ class Linear4bit(nn.Module):
     """
 
     layout_kind: ClassVar[str] = LINEAR  # what nn.targets.kind_of reports: a weight laid out [out, in]
+    # what nn.lora reads: the forward is row by row over the last dimension, and on a 2-D input returns a
+    # tensor that no autograd node saved (a cast or a fresh GEMM output), so an adapter may run it on the
+    # flattened input and add its delta into the output in place, without copying it
+    fresh_output: ClassVar[bool] = True
 
     codes: torch.Tensor
     absmax: torch.Tensor
@@ -453,14 +474,25 @@ class Linear4bit(nn.Module):
 
     # --- forward -------------------------------------------------------------------------------
 
-    def _dense(self, dtype: torch.dtype) -> torch.Tensor:
-        """The weight in `dtype`, in this thread's reused buffer (valid until the next layer's forward)."""
-        out = weight_scratch(self.out_features * self.in_features, dtype, self.codes.device)
+    def _dense(self, dtype: torch.dtype, scratch: bool = True) -> torch.Tensor:
+        """The weight in `dtype`, in this thread's reused buffer (valid until the next layer's forward), or
+        with `scratch` false in a tensor of its own."""
+        numel = self.out_features * self.in_features
+        device = self.codes.device
+        out = weight_scratch(numel, dtype, device) if scratch else torch.empty(numel, dtype=dtype, device=device)
         pairs = self.__dict__.get("_pairs")
         if pairs is None or pairs[0] is not self.quant_map:  # built once per quant_map (replaced on load / move)
             pairs = self.__dict__["_pairs"] = (self.quant_map, pair_values(self.quant_map))
         dequantize_into(out, self.codes, pairs[1], self.quant_state.block_absmax(), self.blocksize)
         return out.view(self.out_features, self.in_features)
+
+    def _bnb_linear(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """``x @ W^T + b`` by bitsandbytes' ``matmul_4bit`` on this layer's codes and state (no copies): what
+        runs on CUDA, where its kernels are. Its autograd dequantizes again in backward too. (No GPU in CI:
+        tests/interop runs this same call on the CPU, where bitsandbytes has kernels as well.)"""
+        import bitsandbytes as bnb
+
+        return bnb.matmul_4bit(x, self.codes, quant_state=_bnb_state(self.quant_state), bias=bias)
 
     def _linear(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         return F.linear(x, self._dense(x.dtype), bias)
@@ -469,10 +501,7 @@ class Linear4bit(nn.Module):
         compute = self.compute_dtype or x.dtype
         bias = None if self.bias is None else self.bias.to(compute)
         if self.codes.is_cuda and x.is_cuda and _bnb_importable():
-            # bitsandbytes' CUDA kernels (untested here: no GPU in CI); its autograd re-dequantizes too
-            import bitsandbytes as bnb
-
-            out = bnb.matmul_4bit(x.to(compute), self.codes, quant_state=_bnb_state(self.quant_state), bias=bias)
+            out = self._bnb_linear(x.to(compute), bias)
         elif torch.is_grad_enabled() and (x.requires_grad or (bias is not None and bias.requires_grad)):
             out = _Linear4bitFunction.apply(x.to(compute), bias, self)
         else:
