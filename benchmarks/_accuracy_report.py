@@ -286,17 +286,26 @@ def recipe_search(search: Mapping[str, Any], labels: Mapping[str, str]) -> list[
     datasets = search["datasets"]
     budget = search["budget"]
     minutes = search.get("minutes", 0) + search.get("minutes_before", 0)
+    factors = ", ".join(f"{f:g}" for f in search.get("lr_factors", []))
+    steps = search.get("edge_steps", 0)
+    grid = f"learning rates at {factors} times the starting recipe's (`starting_recipes()` in benchmarks/accuracy.py)"
+    if steps:
+        grid += f", extended by a factor of 2 beyond an edge where the best rate lay at it (up to {steps} times)"
+    variants = "; ".join(
+        f"{labels.get(method, method)}: {' or '.join(describe_changes(c) for c in options)}"
+        for method, options in search.get("variants", {}).items()
+        if method in search.get("methods", {}) and options
+    )
     lines = [
         "## How the recipes were chosen",
         "",
         f"`{search['command']}` ({minutes:.1f} min; {search.get('machine', '')}) trained every candidate once "
         f"(seed 0) on {budget['train']} examples of each dataset and scored the {budget['validation']}-example "
-        "validation splits; the test split is never read. For each method it first tried learning rates "
-        "around the starting recipe's (`starting_recipes()` in benchmarks/accuracy.py), then, at the best one, "
-        "the alternatives of `SEARCH_VARIANTS` (LoRA on query and value only, or twice the rank; bottlenecks "
-        "twice as wide; no warm-up for full fine-tuning). The best mean validation accuracy over the datasets "
-        "wins, so one recipe serves every dataset and nothing is tuned per dataset; epochs stay those that fit "
-        f"the {BUDGET_MINUTES}-minute budget. The choice is in benchmarks/recipes.json, which every run and the examples read.",
+        f"validation splits; the test split is never read. For each method it first tried {grid}, then, at the "
+        f"best one, each alternative ({variants or 'none'}). The best mean validation accuracy over the datasets "
+        "wins (a tie keeps the smaller change), so one recipe serves every dataset and nothing is tuned per "
+        f"dataset; epochs stay those that fit the {BUDGET_MINUTES}-minute budget. The choice is in "
+        "benchmarks/recipes.json, which every run and the examples read.",
         "",
         "| method | lr | change | " + " | ".join(f"{d} validation %" for d in datasets) + " | mean |",
         "|---|---|---|" + "---|" * (len(datasets) + 1),

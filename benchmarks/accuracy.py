@@ -82,6 +82,7 @@ QUICK = Budget(train=32, validation=16, test=24, max_length=24, epochs_scale=0.0
 
 RECIPES_FILE = Path(__file__).with_name("recipes.json")  # written by --search-recipes, committed
 SEARCH_FACTORS = (0.5, 1.0, 2.0, 4.0)  # learning rates tried around each starting recipe's by --search-recipes
+SEARCH_EDGE_STEPS = 2  # a best rate at an edge of the grid extends it by a factor of 2 that way, this many times
 _LORA_VARIANTS = [{"params": {"targets": ["query", "value"]}}, {"params": {"r": 16, "alpha": 32}}]
 _BOTTLENECK_VARIANTS = [{"params": {"reduction_factor": 8}}]
 SEARCH_VARIANTS: dict[str, list[dict[str, Any]]] = {  # then tried at the chosen learning rate
@@ -317,7 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--text-column", default="text")
     parser.add_argument("--label-column", default="label")
     parser.add_argument("--json", type=Path, help="write the results as JSON")
-    parser.add_argument("--out-dir", type=Path, default=ROOT / "docs", help="where RESULTS.md and the PNGs go")
+    parser.add_argument("--out-dir", type=Path, help="where RESULTS.md and the PNGs go (default: docs/)")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="wheels and extracted CSVs")
     parser.add_argument("--sweep", action="store_true", help="pick each learning rate on validation (seed 0)")
     parser.add_argument(
@@ -380,6 +381,11 @@ def _main(args: argparse.Namespace, command: str) -> int:
     first_pass = [m for m in methods if m != "fusion"] + (["pfeiffer"] if needs_pfeiffer else [])
     progress = Progress()
     if args.search_recipes:
+        # the search trains seed 0 and writes only --recipes: what would shape a run's report is refused, not ignored
+        ignored = {"--seeds": args.seeds, "--json": args.json, "--out-dir": args.out_dir, "--save-dir": args.save_dir}
+        ignored["--sweep"] = args.sweep or None
+        if given := [flag for flag, value in ignored.items() if value is not None]:
+            raise UsageError(f"--search-recipes trains seed 0 and writes only --recipes; drop {', '.join(given)}")
         return search_recipes(datasets, [m for m in methods if m != "fusion"], budget, progress, command, args.recipes)
     search = read_search(args.recipes)
     plan = recipes_of(search)
@@ -412,8 +418,9 @@ def _main(args: argparse.Namespace, command: str) -> int:
     if args.json is not None:
         payload: Any = next(iter(summary.values())) if len(summary) == 1 else summary
         args.json.write_text(json.dumps(payload, indent=2) + "\n")
-    report.write(args.out_dir, summary, datasets, budget, seeds, command, machine(), total, LABELS, search)
-    print(f"wrote {args.out_dir / 'RESULTS.md'} ({total / 60:.1f} min)", file=sys.stderr)
+    out_dir = args.out_dir or ROOT / "docs"
+    report.write(out_dir, summary, datasets, budget, seeds, command, machine(), total, LABELS, search)
+    print(f"wrote {out_dir / 'RESULTS.md'} ({total / 60:.1f} min)", file=sys.stderr)
     return 0
 
 
@@ -439,6 +446,7 @@ def search_recipes(
         record["methods"] = before.get("methods", {})  # a search of some methods keeps the others' choices
         record["minutes_before"] = before.get("minutes", 0) + before.get("minutes_before", 0)
     record |= {"command": command, "split": "validation, seed 0; the test split is never read"}
+    record |= {"lr_factors": list(SEARCH_FACTORS), "edge_steps": SEARCH_EDGE_STEPS, "variants": SEARCH_VARIANTS}
     started = time.perf_counter()
     base_dir, tokenizer = T.base_model()
     encoded = {
@@ -450,17 +458,25 @@ def search_recipes(
     }
 
     def score(method: str, lr: float, changes: dict[str, Any]) -> float:
-        """Mean validation accuracy of one candidate over the datasets (runs only what is not recorded)."""
+        """Mean validation accuracy of one candidate over the datasets (runs only what is not recorded with
+        this very recipe: a record made before the starting recipes changed is run again)."""
+        candidate = dataclasses.replace(with_changes(scaled(start[method], budget), changes), lr=lr)
+        trained = json.loads(json.dumps(candidate.to_json()))  # as the record stores it
         entry = next(
             (t for t in record["tried"] if t["method"] == method and t["lr"] == lr and t["changes"] == changes), None
         )
+        if entry is not None and entry.get("recipe") != trained:
+            print(
+                f"note: {method} lr={lr:g} {changes or ''} was recorded with another recipe: run again", file=sys.stderr
+            )
+            record["tried"].remove(entry)
+            entry = None
         if entry is None:
-            entry = {"method": method, "lr": lr, "changes": changes, "validation": {}}
+            entry = {"method": method, "lr": lr, "changes": changes, "recipe": trained, "validation": {}}
             record["tried"].append(entry)
         for data in datasets:
             if data.name in entry["validation"]:
                 continue
-            candidate = dataclasses.replace(with_changes(scaled(start[method], budget), changes), lr=lr)
             label = " ".join(filter(None, [f"{data.name} {method} lr={lr:g}", report.describe_changes(changes)]))
             with tempfile.TemporaryDirectory(prefix="ah-recipes-") as tmp:
                 r = T.run(
@@ -484,9 +500,7 @@ def search_recipes(
     for method in methods:
         base_lr = start[method].lr
         # a tie goes to the smaller change: the learning rate nearer the starting one, then no structural change
-        lr = max(
-            (base_lr * f for f in SEARCH_FACTORS), key=lambda x: (score(method, x, {}), -abs(math.log(x / base_lr)))
-        )
+        lr = base_lr * best_factor(lambda f, m=method, b=base_lr: score(m, b * f, {}))
         options = [{}, *SEARCH_VARIANTS.get(method, [])]
         changes = max(options, key=lambda c: (score(method, lr, c), c == {}))
         chosen[method] = {"lr": lr, "changes": changes, "validation_mean": round(score(method, lr, changes), 2)}
@@ -499,6 +513,29 @@ def search_recipes(
     _write_atomically(out, record)
     print(f"wrote {out} ({record['minutes']} min)", file=sys.stderr)
     return 0
+
+
+def best_factor(
+    score: Callable[[float], float], factors: Sequence[float] = SEARCH_FACTORS, edge_steps: int = SEARCH_EDGE_STEPS
+) -> float:
+    """The learning-rate factor with the best `score` (nearer 1 on a tie). Where the best lies at an edge of
+    `factors` the grid goes on by a factor of 2 that way, up to `edge_steps` times: the best rate may lie
+    beyond the grid."""
+    grid = sorted(factors)
+
+    def best() -> float:
+        return max(grid, key=lambda f: (score(f), -abs(math.log(f))))
+
+    factor = best()
+    for _ in range(edge_steps):
+        if factor == grid[0]:
+            grid.insert(0, factor / 2)
+        elif factor == grid[-1]:
+            grid.append(factor * 2)
+        else:
+            break
+        factor = best()
+    return factor
 
 
 def _write_atomically(path: Path, record: dict[str, Any]) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import subprocess
 import sys
@@ -184,9 +185,14 @@ def test_recipe_search_chooses_on_validation_and_runs_read_its_choice(accuracy, 
     for method in ("head", "houlsby"):
         start = accuracy.starting_recipes()[method].lr
         mine = [t for t in tried if t["method"] == method]
-        rates = [t["lr"] for t in mine if t["changes"] == {}]
-        assert rates == [pytest.approx(f * start) for f in accuracy.SEARCH_FACTORS]
+        rates = sorted(t["lr"] for t in mine if t["changes"] == {})
         found = record["methods"][method]
+        # the grid, and beyond an edge only where the best rate lay at it
+        assert set(accuracy.SEARCH_FACTORS) <= {round(r / start, 6) for r in rates}
+        assert len(rates) <= len(accuracy.SEARCH_FACTORS) + accuracy.SEARCH_EDGE_STEPS
+        if len(rates) > len(accuracy.SEARCH_FACTORS):
+            assert found["lr"] in (rates[0], rates[1], rates[-2], rates[-1])
+        assert all(t["recipe"]["lr"] == t["lr"] for t in mine)  # each run records the recipe it trained
         # the variants are tried at the best learning rate, and the best candidate wins
         assert [t["changes"] for t in mine if t["changes"]] == accuracy.SEARCH_VARIANTS.get(method, [])
         assert all(t["lr"] == found["lr"] for t in mine if t["changes"])
@@ -204,7 +210,29 @@ def test_recipe_search_chooses_on_validation_and_runs_read_its_choice(accuracy, 
     head_only = ["--methods", "head", "--search-recipes", "--recipes", str(chosen_in)]
     assert accuracy.main([*common, *head_only]) == 0
     assert json.loads(chosen_in.read_text())["methods"] == record["methods"]
+    # flags that shape a run's report, not a search, are refused rather than ignored
+    for flag in (["--seeds", "2"], ["--json", str(tmp_path / "x.json")], ["--out-dir", str(tmp_path)], ["--sweep"]):
+        assert accuracy.main([*common, *search, *flag]) == 2
     monkeypatch.undo()
+    # a run recorded with another recipe (the starting recipes changed since) is trained again, alone
+    stale = json.loads(chosen_in.read_text())
+    entry = next(t for t in stale["tried"] if t["method"] == "houlsby")
+    entry["recipe"]["epochs"] += 1
+    chosen_in.write_text(json.dumps(stale))
+    trained = []
+    real_run = _accuracy_train.run
+
+    def counting_run(method, recipe, *args, **kwargs):
+        trained.append((method, recipe.lr, recipe.params))
+        return real_run(method, recipe, *args, **kwargs)
+
+    monkeypatch.setattr(_accuracy_train, "run", counting_run)
+    assert accuracy.main([*common, *search]) == 0
+    monkeypatch.undo()
+    assert [(m, lr) for m, lr, _ in trained] == [("houlsby", entry["lr"])]
+    again = [t for t in json.loads(chosen_in.read_text())["tried"] if t["method"] == "houlsby"]
+    assert len(again) == len([t for t in tried if t["method"] == "houlsby"])
+    assert all(t["recipe"]["epochs"] != entry["recipe"]["epochs"] for t in again)
     # a file recorded with another budget (or other datasets) is not overwritten
     assert accuracy.main([*common, "--max-length", "20", *search]) == 2
     assert json.loads(chosen_in.read_text())["methods"] == record["methods"]
@@ -218,6 +246,28 @@ def test_recipe_search_chooses_on_validation_and_runs_read_its_choice(accuracy, 
     assert f"| head only | **{record['methods']['head']['lr']:g}** | - |" in text
     # a recipes path that does not exist is an error, not a silent fallback to the starting recipes
     assert accuracy.main([*common, "--methods", "head", "--recipes", str(tmp_path / "typo.json")]) == 2
+
+
+def test_the_learning_rate_grid_grows_beyond_an_edge_while_the_best_rate_lies_there(accuracy):
+    def peaked_at(best: float):
+        return lambda f: -abs(math.log2(f / best))
+
+    steps = accuracy.SEARCH_EDGE_STEPS
+    assert steps >= 1 and accuracy.best_factor(peaked_at(2.0)) == 2.0  # inside the grid: no extension
+    assert accuracy.best_factor(peaked_at(0.25)) == 0.25  # one step below the grid
+    assert accuracy.best_factor(peaked_at(8.0), factors=(0.5, 1, 2, 4), edge_steps=1) == 8.0
+    # past the allowed steps the search stops at the last one it tried
+    assert accuracy.best_factor(peaked_at(2.0**-10), factors=(0.5, 1), edge_steps=3) == 0.5 / 8
+    tried: list[float] = []
+
+    def score(f: float) -> float:
+        tried.append(f)
+        return -abs(math.log2(f / 16))
+
+    assert accuracy.best_factor(score, factors=(0.5, 1, 2, 4), edge_steps=1) == 8
+    assert set(tried) == {0.5, 1, 2, 4, 8}
+    # a tie keeps the rate nearer the starting one
+    assert accuracy.best_factor(lambda f: 1.0) == 1.0
 
 
 def test_the_examples_use_the_recommended_recipes(accuracy):
