@@ -4,10 +4,9 @@ all-MiniLM-L6-v2 classifies a message by the label description its sentence embe
 the adapter needs no head: the LoRA alone moves the embeddings. The trained adapter is published from the
 model (`Hub.publish(model, adapter=...)` records the base's fingerprints), then a second Hub with a fresh
 cache ("elsewhere") installs it from the registry, attaches it to a freshly loaded base after checking it
-fits, and predicts the held-out messages: the same predictions as the model that trained it. The defaults are the
-LoRA recipe the accuracy benchmark recommends, chosen on validation splits (docs/RESULTS.md, "How the recipes
-were chosen"; benchmarks/recipes.json): r=8 on query, key, value and dense, lr 1e-3, 4 epochs, 10% warm-up,
-batch 16.
+fits, and predicts the held-out messages: the same predictions as the model that trained it. The defaults (`--help`)
+are the LoRA recipe the accuracy benchmark recommends, chosen on validation splits (benchmarks/recipes.json;
+docs/RESULTS.md, "How the recipes were chosen"); tests/e2e/test_accuracy.py keeps them in step.
 
     python examples/01_lora_sms_spam.py            # 500 real messages on all-MiniLM-L6-v2: ~10 min on 2 cores
     python examples/01_lora_sms_spam.py --tiny     # eight shipped messages on a tiny BERT, seconds

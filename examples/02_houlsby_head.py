@@ -4,9 +4,9 @@ The adapter (bottlenecks after the attention and the feed-forward sublayer of ev
 al. 2019) and its prediction head (AdapterHub's classification head at `model.heads`, reading [CLS]) are
 one package: the head trains, saves, publishes and attaches with the adapter. A second Python process,
 with its own ADAPTERS_HOME and nothing but the registry's URL, installs and attaches it to a freshly
-loaded base and predicts the held-out messages; both processes' predictions are compared. The defaults are
-the accuracy benchmark's Houlsby recipe, chosen on validation splits (docs/RESULTS.md, "How the recipes were
-chosen"; benchmarks/recipes.json): reduction factor 8, lr 2e-3, 4 epochs, 10% warm-up, batch 16.
+loaded base and predicts the held-out messages; both processes' predictions are compared. The defaults
+(`--help`) are the accuracy benchmark's Houlsby recipe, chosen on validation splits (benchmarks/recipes.json;
+docs/RESULTS.md, "How the recipes were chosen"); tests/e2e/test_accuracy.py keeps them in step.
 
     python examples/02_houlsby_head.py            # 500 real messages on all-MiniLM-L6-v2: ~10 min on 2 cores
     python examples/02_houlsby_head.py --tiny     # eight shipped messages on a tiny BERT

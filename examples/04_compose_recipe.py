@@ -6,9 +6,9 @@ in one forward with each row through its own task's adapter (`ah.route`), as a s
 for many adapters. Then an AdapterFusion layer learns, on the spam task, how much of each adapter to use
 per layer (`ah.add_fusion` / `ah.train_fusion`). The parts, the fusion and the composition (a recipe:
 which packages, composed how) are published; attaching the recipe in a fresh cache installs every part
-and activates the composition, with the trainer's outputs. The defaults are the accuracy benchmark's
-recipes (docs/RESULTS.md; benchmarks/recipes.json): Pfeiffer reduction factor 16, lr 4e-3 (chosen on
-validation splits) for 4 epochs, the fusion lr 1e-3 for 2 epochs.
+and activates the composition, with the trainer's outputs. The defaults (`--help`) are the accuracy
+benchmark's Pfeiffer and fusion recipes (the Pfeiffer one chosen on validation splits: benchmarks/recipes.json;
+docs/RESULTS.md); tests/e2e/test_accuracy.py keeps them in step.
 
     python examples/04_compose_recipe.py            # 300 rows of each real dataset on all-MiniLM-L6-v2: ~15 min
     python examples/04_compose_recipe.py --tiny     # eight messages and eight reviews on a tiny BERT
