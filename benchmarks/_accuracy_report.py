@@ -286,7 +286,7 @@ def recipe_search(search: Mapping[str, Any], labels: Mapping[str, str]) -> list[
     datasets = search["datasets"]
     budget = search["budget"]
     minutes = search.get("minutes", 0) + search.get("minutes_before", 0)
-    factors = ", ".join(f"{f:g}" for f in search.get("lr_factors", []))
+    factors = ", ".join(f"{f:g}" for f in search.get("lr_factors", [])) or "several"
     steps = search.get("edge_steps", 0)
     grid = f"learning rates at {factors} times the starting recipe's (`starting_recipes()` in benchmarks/accuracy.py)"
     if steps:

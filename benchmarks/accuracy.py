@@ -447,6 +447,21 @@ def search_recipes(
         record["minutes_before"] = before.get("minutes", 0) + before.get("minutes_before", 0)
     record |= {"command": command, "split": "validation, seed 0; the test split is never read"}
     record |= {"lr_factors": list(SEARCH_FACTORS), "edge_steps": SEARCH_EDGE_STEPS, "variants": SEARCH_VARIANTS}
+
+    def candidate_of(method: str, lr: float, changes: dict[str, Any]) -> dict[str, Any]:
+        """The recipe a candidate trains, as the record stores it."""
+        recipe = dataclasses.replace(with_changes(scaled(start[method], budget), changes), lr=lr)
+        return json.loads(json.dumps(recipe.to_json()))
+
+    # runs of the methods searched now that were recorded with another recipe (the starting recipes changed
+    # since) say nothing about these: dropped, whether or not this search visits their rates again
+    stale = [t for t in record["tried"] if t["method"] in methods]
+    stale = [t for t in stale if t.get("recipe") != candidate_of(t["method"], t["lr"], t["changes"])]
+    for t in stale:
+        print(
+            f"note: {t['method']} lr={t['lr']:g} {t['changes'] or ''} was recorded with another recipe", file=sys.stderr
+        )
+    record["tried"] = [t for t in record["tried"] if t not in stale]
     started = time.perf_counter()
     base_dir, tokenizer = T.base_model()
     encoded = {
@@ -458,21 +473,14 @@ def search_recipes(
     }
 
     def score(method: str, lr: float, changes: dict[str, Any]) -> float:
-        """Mean validation accuracy of one candidate over the datasets (runs only what is not recorded with
-        this very recipe: a record made before the starting recipes changed is run again)."""
+        """Mean validation accuracy of one candidate over the datasets (runs only what is not recorded)."""
         candidate = dataclasses.replace(with_changes(scaled(start[method], budget), changes), lr=lr)
-        trained = json.loads(json.dumps(candidate.to_json()))  # as the record stores it
         entry = next(
             (t for t in record["tried"] if t["method"] == method and t["lr"] == lr and t["changes"] == changes), None
         )
-        if entry is not None and entry.get("recipe") != trained:
-            print(
-                f"note: {method} lr={lr:g} {changes or ''} was recorded with another recipe: run again", file=sys.stderr
-            )
-            record["tried"].remove(entry)
-            entry = None
         if entry is None:
-            entry = {"method": method, "lr": lr, "changes": changes, "recipe": trained, "validation": {}}
+            entry = {"method": method, "lr": lr, "changes": changes, "recipe": candidate_of(method, lr, changes)}
+            entry["validation"] = {}
             record["tried"].append(entry)
         for data in datasets:
             if data.name in entry["validation"]:

@@ -557,7 +557,9 @@ class LoRALinear(LoRALayer):
         if not self._run:
             return self.base_layer(x, *args, **kwargs)
         shape = x.shape
-        fresh = getattr(type(self.base_layer), "fresh_output", False) and not (args or kwargs)
+        fresh = getattr(type(self.base_layer), "fresh_output", False) and not (
+            args or kwargs or _hooked(self.base_layer)
+        )
         flat = fresh and x.dim() > 2
         if flat:  # a 2-D output, not a view: the adapters may add into it in place, under autograd too
             x = x.reshape(-1, shape[-1])
@@ -576,11 +578,11 @@ class LoRALinear(LoRALayer):
             h = F.linear(xd, A)
             if result.dtype == h.dtype and result.dim() >= 2:
                 # fused s * (h @ B^T) + result in one GEMM; no separate scale or add pass. It adds into the
-                # base layer's fresh output where it may (no autograd, or a base whose 2-D output nothing
-                # saved), as the routed path does: no new output tensor, no copy of the old one
+                # base layer's fresh output where it may (no autograd, or an unhooked base whose 2-D output
+                # nothing saved): no new output tensor, no copy of the old one
                 out_shape = result.shape
                 h2 = h.reshape(-1, h.shape[-1])
-                if in_place:
+                if in_place and B.dtype == result.dtype:  # (under autocast B is not: addmm casts, addmm_ cannot)
                     result.view(-1, out_shape[-1]).addmm_(h2, B.T, alpha=s)
                 else:
                     result = torch.addmm(result.reshape(-1, out_shape[-1]), h2, B.T, alpha=s).view(out_shape)
@@ -608,6 +610,23 @@ class LoRALinear(LoRALayer):
         else:  # dropout on: the base term must see the dropped-out input too (PEFT does the same)
             base = F.linear(xd, self._dense_weight().to(A.dtype))
         return (scale - 1) * base + scale * F.linear(F.linear(xd, A), B) * s
+
+
+def _hooked(module: nn.Module) -> bool:
+    """Whether hooks see `module`'s calls (its own or global ones): they may keep its output or expect the
+    input's shape, so its output is not flattened or written in place."""
+    from torch.nn.modules import module as hooks
+
+    return bool(
+        module._forward_hooks
+        or module._forward_pre_hooks
+        or module._backward_hooks
+        or module._backward_pre_hooks
+        or hooks._global_forward_hooks
+        or hooks._global_forward_pre_hooks
+        or hooks._global_backward_hooks
+        or hooks._global_backward_pre_hooks
+    )
 
 
 class LoRAEmbedding(LoRALayer):

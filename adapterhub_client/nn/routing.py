@@ -314,7 +314,7 @@ class Router:
         B = stack.B.index_select(0, g).transpose(1, 2)  # [rows, R, out]
         r3 = result.reshape(self.rows, -1, result.shape[-1])
         if stack.scale is None:
-            if r3.dtype == h.dtype and not torch.is_grad_enabled():
+            if r3.dtype == h.dtype == B.dtype and not torch.is_grad_enabled():  # (autocast: B may differ)
                 return r3.baddbmm_(h, B).view(result.shape)
             return (r3 + torch.bmm(h, B).to(r3.dtype)).view(result.shape)
         # DoRA rows: (m/n - 1) * (base(x) - bias) + (m/n) * s * B(A(x)); plain rows have m/n = 1

@@ -211,7 +211,8 @@ def test_recipe_search_chooses_on_validation_and_runs_read_its_choice(accuracy, 
     assert accuracy.main([*common, *head_only]) == 0
     assert json.loads(chosen_in.read_text())["methods"] == record["methods"]
     # flags that shape a run's report, not a search, are refused rather than ignored
-    for flag in (["--seeds", "2"], ["--json", str(tmp_path / "x.json")], ["--out-dir", str(tmp_path)], ["--sweep"]):
+    refused = [["--seeds", "2"], ["--json", str(tmp_path / "x.json")], ["--out-dir", str(tmp_path)], ["--sweep"]]
+    for flag in [*refused, ["--save-dir", str(tmp_path / "runs")]]:
         assert accuracy.main([*common, *search, *flag]) == 2
     monkeypatch.undo()
     # a run recorded with another recipe (the starting recipes changed since) is trained again, alone

@@ -112,6 +112,15 @@ def test_several_active_adapters_add_up():
         ah.set_active_adapters(model, ["a", "nope"])
 
 
+def test_inference_under_autocast_runs_and_stays_close_to_fp32(ids):
+    # autocast runs the base and A in bf16 while B stays fp32: the in-place add must not mix the two
+    model = models.trained_tiny_lora()
+    full = models.hidden(model, ids)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        half = models.hidden(model, ids)
+    models.assert_close(half.float(), full, 5e-2)
+
+
 def test_conv1d_and_embedding_shapes_follow_peft():
     model = models.tiny_gpt2()
     ah.add_adapter(model, "a", ah.LoRAConfig(r=4, target_modules=["c_attn", "wte"]))

@@ -317,40 +317,63 @@ def test_adapter_gradients_equal_those_on_the_dequantized_model():
         models.assert_close(grad, grads[1][name], 1e-5)
 
 
-@pytest.mark.parametrize("reentrant", [True, False])
-def test_checkpointed_training_dequantizes_twice_per_step_with_the_same_gradients(monkeypatch, reentrant):
+@pytest.mark.parametrize("mode", ["reentrant", "non-reentrant", "autocast", "over-the-bound"])
+def test_checkpointed_training_dequantizes_twice_per_step_with_the_same_gradients(monkeypatch, mode):
+    import gc
+
     from adapterhub_client.nn.quant import layer as layer_module
 
-    calls = []
-    dequantize_into = layer_module.dequantize_into
+    calls, kept = [], []
+    dequantize_into, dense = layer_module.dequantize_into, Linear4bit._dense
+    monkeypatch.setattr(layer_module, "dequantize_into", lambda out, *a: (calls.append(1), dequantize_into(out, *a)))
+    held = []  # bytes kept at once, after each weight kept
 
-    def counting(out, *args):
-        calls.append(out.data_ptr())
-        return dequantize_into(out, *args)
+    def counting_dense(self, dtype, scratch=True):
+        kept.append(not scratch)
+        out = dense(self, dtype, scratch)
+        held.append(layer_module._kept[0])
+        return out
 
-    monkeypatch.setattr(layer_module, "dequantize_into", counting)
+    monkeypatch.setattr(Linear4bit, "_dense", counting_dense)
+    bound = layer_module.KEEP_RECOMPUTED_BYTES
+    if mode == "over-the-bound":  # room for two 32 x 32 fp32 weights: a layer's query and key, recomputed first
+        bound = 2 * 32 * 32 * 4
+        monkeypatch.setattr(layer_module, "KEEP_RECOMPUTED_BYTES", bound)
     ids = models.token_ids(96, batch=2, seq=8)
-    grads, counts = [], []
+    grads, counts, owned = [], [], []
     for checkpointing in (True, False):
         model = models.tiny_bert()
         ah.quantize(model, blocksize=32, compute_dtype=torch.float32)
         ah.prepare_for_kbit_training(
-            model, gradient_checkpointing=checkpointing, gradient_checkpointing_kwargs={"use_reentrant": reentrant}
+            model,
+            gradient_checkpointing=checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": mode != "non-reentrant"},
         )
         ah.add_adapter(model, "a", ah.LoRAConfig(r=4, target_modules=["query", "dense"], init="none"))
         model.train()
         calls.clear()
+        kept.clear()
         torch.manual_seed(3)  # the same dropout masks with and without recomputation
-        model(input_ids=ids).last_hidden_state.pow(2).mean().backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode == "autocast"):
+            loss = model(input_ids=ids).last_hidden_state.float().pow(2).mean()
+        loss.backward()
         counts.append(len(calls))
+        owned.append(sum(kept))
         grads.append({n: p.grad for n, p in model.named_parameters() if p.requires_grad})
+        gc.collect()
+        assert layer_module._kept[0] == 0  # every kept weight was freed, and its bytes given back
     layers = sum(isinstance(m, Linear4bit) for m in model.modules())
-    # without checkpointing: forward and backward; with it: forward, recompute, and the backward reuses
-    # the recomputed weight (reentrant); the non-reentrant recompute only restores saved tensors
-    assert counts == [2 * layers if reentrant else 3 * layers, 2 * layers]
+    # without checkpointing: forward and backward. With it: forward, recompute, and, in a reentrant
+    # recompute, the backward reuses the recomputed weight. A non-reentrant recompute only restores saved
+    # tensors and keeps nothing; under autocast nothing is kept either (the GEMM runs in bf16); over the
+    # bound only what fits is kept
+    segments = model.config.num_hidden_layers  # one checkpoint per encoder layer
+    expected = {"reentrant": layers, "non-reentrant": 0, "autocast": 0, "over-the-bound": 2 * segments}[mode]
+    assert owned == [expected, 0] and max(held) <= bound
+    assert counts == [3 * layers - expected, 2 * layers]
     assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 0
     for name, grad in grads[0].items():
-        models.assert_close(grad, grads[1][name], 1e-5)
+        models.assert_close(grad, grads[1][name], 1e-2 if mode == "autocast" else 1e-5)
 
 
 def test_lora_adds_into_a_4bit_bases_output_in_place_with_the_same_values_and_gradients():
@@ -365,7 +388,10 @@ def test_lora_adds_into_a_4bit_bases_output_in_place_with_the_same_values_and_gr
         ah.set_active_adapters(model, ["a", "d", "b"])
         layer = model[0]
         xs = [x.clone().requires_grad_(True) for _ in range(2)]
-        out = model(xs[0])
+        with torch.profiler.profile() as prof:
+            out = model(xs[0])
+        # the plain LoRAs ("a", "b") add into the output in place, under autograd: no copy of it
+        assert [e.name for e in prof.events()].count("aten::addmm_") == 2
         # the same sum computed out of place: base, each adapter's delta on the running result in turn
         expected = layer.base_layer(xs[1])
         for name in ("a", "d", "b"):
@@ -377,6 +403,25 @@ def test_lora_adds_into_a_4bit_bases_output_in_place_with_the_same_values_and_gr
         want = torch.autograd.grad(expected.pow(2).sum(), [xs[1], *params])
         for g, w in zip(got, want, strict=True):
             torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-4)
+
+
+def test_hooks_on_a_4bit_base_see_its_own_shapes_and_outputs_under_lora():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(Linear4bit.from_linear(torch.nn.Linear(48, 24), compute_dtype=torch.float32))
+    ah.add_adapter(model, "a", ah.LoRAConfig(r=4, target_modules=["0"], init="none"))
+    seen, aux = [], []
+
+    def hook(module, args, output):
+        seen.append((tuple(args[0].shape), output.detach().clone(), output))
+        aux.append(output.pow(2).mean())  # autograd keeps the output: it must not change in place
+
+    model[0].base_layer.register_forward_hook(hook)
+    x = torch.randn(2, 5, 48, requires_grad=True)
+    out = model(x)
+    (out.sum() + aux[0]).backward()  # no "modified by an inplace operation"
+    shape, value, output = seen[0]
+    assert shape == (2, 5, 48) and torch.equal(output, value)  # the base's own output, unchanged
+    assert not torch.equal(out, value)  # the adapter's delta was added to a copy
 
 
 def test_the_weight_reads_dequantized_and_refuses_writes():

@@ -92,6 +92,20 @@ def test_routed_rows_equal_single_adapter_runs(minilm, ids, case):
     models.assert_close(models.hidden(model, ids), outs[list(CASES[case])[-1]], 0)  # back to the selection
 
 
+def test_routing_under_autocast_equals_single_adapter_runs_under_autocast():
+    # under autocast the base and A run in bf16 while B stays fp32: in-place adds must not mix them
+    base = models.tiny_bert()
+    model = build(base, {"a": ah.LoRAConfig(r=4, target_modules=BERT_LORA, init="none"), "b": lora(8)})
+    ids = models.token_ids(96, batch=4, seq=8)
+    names = ["b", None, "a", "b"]
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected, _ = single_runs(model, ids, names)
+        for method in METHODS:
+            with ah.route(model, names, method=method):
+                got = models.hidden(model, ids)
+            models.assert_close(got.float(), expected.float(), 5e-2)
+
+
 @pytest.mark.parametrize("dora", [False, True])
 @pytest.mark.parametrize("names", [["b", None, "a", "b"], [None, "a", "a", "b"]], ids=["shuffled", "grouped"])
 def test_routing_on_gpt2_conv1d_and_embeddings(dora, names):

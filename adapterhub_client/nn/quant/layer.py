@@ -6,7 +6,8 @@ transformers' bitsandbytes integration does). Its forward dequantizes the weight
 dtype (one layer at a time, into a reused buffer) and runs ``F.linear``; where bitsandbytes is
 importable and the codes are on CUDA, bitsandbytes' kernels run instead. With gradients it keeps no
 dequantized weight between forward and backward: backward dequantizes again (as QLoRA does), except
-right after a gradient checkpoint's recomputation, whose backward follows at once.
+in a reentrant gradient checkpoint's recomputation, whose backward follows at once (our kernels only,
+within a bound: KEEP_RECOMPUTED_BYTES).
 
 Its ``state_dict`` has the keys of a bitsandbytes ``Linear4bit`` / a transformers bnb-4bit checkpoint:
 ``weight`` (the uint8 codes ``(ceil(n / 2), 1)``), ``weight.absmax``, ``weight.quant_map``, with double
@@ -25,6 +26,8 @@ import functools
 import importlib.util
 import json
 import math
+import threading
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
@@ -209,27 +212,56 @@ class DequantizedWeight(torch.Tensor):
             return func(*args, **(kwargs or {}))
 
 
-def _recomputing() -> bool:
-    """Whether this forward runs inside a backward pass: gradient checkpointing recomputing a segment,
-    whose backward follows at once."""
+# what a reentrant checkpoint's recomputation may keep of dequantized weights at once (the rest dequantize
+# again in backward): a decoder layer of a small model, never a dense copy of a large one
+KEEP_RECOMPUTED_BYTES = 256 * 2**20
+_kept = [0]  # bytes kept now; each kept tensor gives its share back when freed (weakref.finalize)
+_kept_lock = threading.Lock()
+
+
+def _reentrant_recompute() -> bool:
+    """Whether this forward is a reentrant gradient checkpoint recomputing a segment: it runs inside a
+    backward pass, and its own backward follows at once. (A non-reentrant checkpoint recomputes under
+    saved-tensor hooks, only to restore saved tensors: the recomputed graph's backward never runs.)"""
     task_id = getattr(torch._C, "_current_graph_task_id", None)
-    return task_id is not None and task_id() != -1
+    hooks = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)
+    return task_id is not None and hooks is not None and task_id() != -1 and hooks(False) is None
+
+
+def _release(nbytes: int) -> None:
+    with _kept_lock:
+        _kept[0] -= nbytes
+
+
+def _kept_dense(layer: Linear4bit, dtype: torch.dtype) -> torch.Tensor | None:
+    """The layer's weight dequantized into a tensor of its own, to keep for the backward, or None once
+    KEEP_RECOMPUTED_BYTES are kept."""
+    nbytes = layer.out_features * layer.in_features * dtype.itemsize
+    with _kept_lock:
+        if _kept[0] + nbytes > KEEP_RECOMPUTED_BYTES:
+            return None
+        _kept[0] += nbytes
+    dense = layer._dense(dtype, scratch=False)
+    weakref.finalize(dense, _release, nbytes)
+    return dense
 
 
 class _Linear4bitFunction(torch.autograd.Function):
     """``x @ W^T + b`` with W dequantized in forward and again in backward, not kept in between, except
-    in a checkpoint's recomputation: there this layer's backward comes next, within the same segment,
-    so the dequantized weight is kept for it (the segment's weights, not the model's) instead of being
-    dequantized a third time."""
+    in a reentrant checkpoint's recomputation: there this layer's backward comes next, within the same
+    segment, so the dequantized weight is kept for it (up to KEEP_RECOMPUTED_BYTES at once) instead of
+    being dequantized a third time."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, bias: torch.Tensor | None, layer: Linear4bit) -> torch.Tensor:
         ctx.layer = layer
         ctx.has_bias = bias is not None
         ctx.dense = None
-        if _recomputing() and ctx.needs_input_grad[0]:
-            ctx.dense = layer._dense(x.dtype, scratch=False)
-            return F.linear(x, ctx.dense, bias)
+        # under autocast F.linear would run in another dtype than the kept weight's: nothing kept there
+        if ctx.needs_input_grad[0] and not torch.is_autocast_enabled(x.device.type) and _reentrant_recompute():
+            ctx.dense = _kept_dense(layer, x.dtype)
+            if ctx.dense is not None:
+                return F.linear(x, ctx.dense, bias)
         return layer._linear(x, bias)
 
     @staticmethod
@@ -255,7 +287,7 @@ class Linear4bit(nn.Module):
     layout_kind: ClassVar[str] = LINEAR  # what nn.targets.kind_of reports: a weight laid out [out, in]
     # what nn.lora reads: the forward is row by row over the last dimension, and on a 2-D input returns a
     # tensor that no autograd node saved (a cast or a fresh GEMM output), so an adapter may run it on the
-    # flattened input and add its delta into the output in place, without copying it
+    # flattened input and add its delta into the output in place, without copying it (unless hooks watch it)
     fresh_output: ClassVar[bool] = True
 
     codes: torch.Tensor
