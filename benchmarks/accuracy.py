@@ -47,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _accuracy_data import DATASETS, Splits, load_dataset, read_csv, split  # noqa: E402
 
+from adapterhub_client._fs import atomic_write  # noqa: E402
 from adapterhub_client.errors import AdapterError, UsageError  # noqa: E402
 
 METHODS = ["full", "head", "lora", "dora", "houlsby", "pfeiffer", "parallel", "qlora", "fusion"]
@@ -448,15 +449,17 @@ def search_recipes(
     record |= {"command": command, "split": "validation, seed 0; the test split is never read"}
     record |= {"lr_factors": list(SEARCH_FACTORS), "edge_steps": SEARCH_EDGE_STEPS, "variants": SEARCH_VARIANTS}
 
-    def candidate_of(method: str, lr: float, changes: dict[str, Any]) -> dict[str, Any]:
-        """The recipe a candidate trains, as the record stores it."""
-        recipe = dataclasses.replace(with_changes(scaled(start[method], budget), changes), lr=lr)
-        return json.loads(json.dumps(recipe.to_json()))
+    def candidate_of(method: str, lr: float, changes: dict[str, Any]) -> Any:
+        """The recipe a candidate trains."""
+        return dataclasses.replace(with_changes(scaled(start[method], budget), changes), lr=lr)
+
+    def recorded(recipe: Any) -> dict[str, Any]:
+        return json.loads(json.dumps(recipe.to_json()))  # as the record stores it (lists, not tuples)
 
     # runs of the methods searched now that were recorded with another recipe (the starting recipes changed
     # since) say nothing about these: dropped, whether or not this search visits their rates again
     stale = [t for t in record["tried"] if t["method"] in methods]
-    stale = [t for t in stale if t.get("recipe") != candidate_of(t["method"], t["lr"], t["changes"])]
+    stale = [t for t in stale if t.get("recipe") != recorded(candidate_of(t["method"], t["lr"], t["changes"]))]
     for t in stale:
         print(
             f"note: {t['method']} lr={t['lr']:g} {t['changes'] or ''} was recorded with another recipe", file=sys.stderr
@@ -474,12 +477,12 @@ def search_recipes(
 
     def score(method: str, lr: float, changes: dict[str, Any]) -> float:
         """Mean validation accuracy of one candidate over the datasets (runs only what is not recorded)."""
-        candidate = dataclasses.replace(with_changes(scaled(start[method], budget), changes), lr=lr)
+        candidate = candidate_of(method, lr, changes)
         entry = next(
             (t for t in record["tried"] if t["method"] == method and t["lr"] == lr and t["changes"] == changes), None
         )
         if entry is None:
-            entry = {"method": method, "lr": lr, "changes": changes, "recipe": candidate_of(method, lr, changes)}
+            entry = {"method": method, "lr": lr, "changes": changes, "recipe": recorded(candidate)}
             entry["validation"] = {}
             record["tried"].append(entry)
         for data in datasets:
@@ -501,7 +504,7 @@ def search_recipes(
             progress.done(f"{label}: validation {r.val_accuracy:.1f}% ({r.train_seconds:.1f} s)")
             entry["validation"][data.name] = round(r.val_accuracy, 2)
             record["minutes"] = round((time.perf_counter() - started) / 60, 1)
-            _write_atomically(out, record)  # kept at once: a search stopped here resumes
+            atomic_write(out, json.dumps(record, indent=2) + "\n")  # kept at once: a search stopped here resumes
         return statistics.fmean(entry["validation"][n] for n in names)
 
     chosen = {}
@@ -518,7 +521,7 @@ def search_recipes(
         )
     record |= {"machine": machine(), "methods": {**record.get("methods", {}), **chosen}}
     record["minutes"] = round((time.perf_counter() - started) / 60, 1)
-    _write_atomically(out, record)
+    atomic_write(out, json.dumps(record, indent=2) + "\n")
     print(f"wrote {out} ({record['minutes']} min)", file=sys.stderr)
     return 0
 
@@ -544,12 +547,6 @@ def best_factor(
             break
         factor = best()
     return factor
-
-
-def _write_atomically(path: Path, record: dict[str, Any]) -> None:
-    part = path.with_name(path.name + ".part")
-    part.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(part, path)
 
 
 def with_changes(recipe: Any, changes: dict[str, Any]) -> Any:

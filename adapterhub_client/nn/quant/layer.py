@@ -268,8 +268,8 @@ class _Linear4bitFunction(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
         grad_x = grad_bias = None
         if ctx.needs_input_grad[0]:
-            dense = ctx.dense if ctx.dense is not None and ctx.dense.dtype == grad.dtype else None
-            grad_x = grad @ (dense if dense is not None else ctx.layer._dense(grad.dtype))
+            # a kept weight has the output's dtype, as the gradient has (no autocast: nothing is kept there)
+            grad_x = grad @ (ctx.dense if ctx.dense is not None else ctx.layer._dense(grad.dtype))
         ctx.dense = None
         if ctx.has_bias and ctx.needs_input_grad[1]:
             grad_bias = grad.reshape(-1, grad.shape[-1]).sum(0)
